@@ -1,0 +1,35 @@
+# gemproxy: build, test and benchmark entry points. `make test` is what CI runs.
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: build test test-deps fuzz bench
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gemproxy ./cmd/gemproxy
+
+# test-deps installs the real clients the end-to-end tests drive (Debian's
+# ruby and ruby-bundler) when they are missing and we are root; without them
+# those tests skip, or fail under CI.
+test-deps:
+	@if ! command -v ruby >/dev/null || ! command -v bundle >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ruby ruby-bundler >/dev/null; \
+		else echo "ruby/bundler missing and cannot be installed: end-to-end tests will skip"; fi; \
+	fi
+
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# fuzz runs every fuzz target for FUZZTIME each.
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in ./internal/compactindex ./internal/cache ./internal/proxy; do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+bench:
+	./bench/run.sh

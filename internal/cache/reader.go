@@ -1,0 +1,103 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Reader streams one stored body. Each Read copies out of bbolt inside its
+// own short read transaction, so a slow client never holds one open. While
+// the Reader is open the body is not deleted, even if its entry is replaced,
+// purged or evicted. Close it when done.
+type Reader struct {
+	s    *Store
+	id   uint64
+	size int64
+	off  int64
+	end  int64
+	// mem serves bodies already held in memory.
+	mem *bytes.Reader
+}
+
+// Open returns a Reader of e's identity body, or of its gzip form when gzip
+// is true and the entry has one.
+func (s *Store) Open(e *Entry, gzip bool) (*Reader, error) {
+	id, size, mem := e.ID, e.Size, e.Body
+	if gzip {
+		if e.GzipID == 0 {
+			return nil, fmt.Errorf("cache: %s has no gzip body", e.Key)
+		}
+		id, size, mem = e.GzipID, e.GzipSize, e.Gzip
+	}
+	r := &Reader{s: s, id: id, size: size, end: size}
+	if mem != nil {
+		r.mem = bytes.NewReader(mem)
+		return r, nil
+	}
+	s.acquire(id)
+	return r, nil
+}
+
+// Size is the length of the whole body.
+func (r *Reader) Size() int64 { return r.size }
+
+// Limit restricts the Reader to bytes [start, end) of the body.
+func (r *Reader) Limit(start, end int64) {
+	r.off, r.end = start, end
+	if r.mem != nil {
+		_, _ = r.mem.Seek(start, io.SeekStart)
+	}
+}
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.off >= r.end {
+		return 0, io.EOF
+	}
+	if want := r.end - r.off; int64(len(p)) > want {
+		p = p[:want]
+	}
+	if r.mem != nil {
+		n, err := r.mem.Read(p)
+		r.off += int64(n)
+		return n, err
+	}
+	n := 0
+	err := r.s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChunks)
+		for n < len(p) {
+			index := uint32(r.off / ChunkSize)
+			v := b.Get(chunkKey(r.id, index))
+			within := r.off % ChunkSize
+			// A chunk may have grown by an append since this body's length
+			// was recorded: never read past this body's own end.
+			limit := int64(len(v))
+			if chunkEnd := r.size - int64(index)*ChunkSize; chunkEnd < limit {
+				limit = chunkEnd
+			}
+			if v == nil || within >= limit {
+				return fmt.Errorf("cache: body %d: chunk %d missing or short", r.id, index)
+			}
+			c := copy(p[n:], v[within:limit])
+			n += c
+			r.off += int64(c)
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// Close releases the body.
+func (r *Reader) Close() error {
+	if r.mem == nil && r.s != nil {
+		r.s.release(r.id)
+		r.s = nil
+	}
+	return nil
+}

@@ -1,0 +1,559 @@
+// Package cache stores upstream responses in a bbolt file: entry metadata,
+// bodies split into chunks, freshness bookkeeping, coalesced fills, a size cap
+// with least-recently-used eviction, statistics and verification. It knows
+// nothing about HTTP: the proxy decides what to store and for how long.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/singleflight"
+)
+
+// Sentinel errors of the package; test with errors.Is.
+var (
+	// ErrLocked means another process holds the bbolt file.
+	ErrLocked = errors.New("cache: data file is locked by another process")
+	// ErrNotFound means no entry exists for the key.
+	ErrNotFound = errors.New("cache: entry not found")
+	// ErrConflict means the entry changed while an append was being prepared.
+	ErrConflict = errors.New("cache: entry changed concurrently")
+	// ErrSchema means the file was written by an incompatible version.
+	ErrSchema = errors.New("cache: unsupported schema version")
+)
+
+// Options configures Open. The zero value of each field selects its default.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock held by another process.
+	// Default 1s; zero means the default.
+	LockTimeout time.Duration
+	// MaxSize is the cap on stored body bytes enforced by Sweep. Default
+	// 10 GiB; zero means the default, a negative value means no cap.
+	MaxSize int64
+	// MemoryBodyLimit is the largest body kept in memory for fast hits.
+	// Default 64 KiB; zero means the default, negative disables it.
+	MemoryBodyLimit int64
+	// MemoryBudget bounds the bytes of bodies kept in memory. Default 64 MiB;
+	// zero means the default.
+	MemoryBudget int64
+	// FillTimeout bounds one coalesced fill, detached from the clients that
+	// wait for it. Default 10m; zero means the default.
+	FillTimeout time.Duration
+	// ReadOnly opens the file without writing (for inspection commands).
+	ReadOnly bool
+}
+
+// withDefaults returns o with zero fields replaced by defaults.
+func (o Options) withDefaults() Options {
+	if o.LockTimeout == 0 {
+		o.LockTimeout = time.Second
+	}
+	if o.MaxSize == 0 {
+		o.MaxSize = 10 << 30
+	}
+	if o.MemoryBodyLimit == 0 {
+		o.MemoryBodyLimit = 64 << 10
+	}
+	if o.MemoryBudget == 0 {
+		o.MemoryBudget = 64 << 20
+	}
+	if o.FillTimeout == 0 {
+		o.FillTimeout = 10 * time.Minute
+	}
+	return o
+}
+
+// FileName is the name of the bbolt file inside the data directory.
+const FileName = "cache.db"
+
+// item is the in-memory index record of one entry.
+type item struct {
+	// entry is the current metadata; replaced, never mutated, once published.
+	entry atomic.Pointer[Entry]
+	// lastAccess is the unix time of the last hit, for LRU eviction.
+	lastAccess atomic.Int64
+	// hits counts lookups answered with this entry.
+	hits atomic.Int64
+	// flushed is the hits value last written to the access bucket.
+	flushed atomic.Int64
+}
+
+// Store is the bbolt-backed cache. It is safe for concurrent use.
+type Store struct {
+	db      *bolt.DB
+	opts    Options
+	tmpDir  string
+	flights singleflight.Group
+	// now is the clock, replaceable in tests.
+	now func() time.Time
+
+	mu    sync.RWMutex
+	items map[string]*item
+	// bodyBytes is the total of Size+GzipSize over all entries.
+	bodyBytes atomic.Int64
+	// memoryBytes is the total of bodies held in memory.
+	memoryBytes atomic.Int64
+	// evictions counts entries removed by the size cap.
+	evictions atomic.Int64
+
+	readersMu sync.Mutex
+	// readers counts open Readers per body ID.
+	readers map[uint64]int
+	// doomed holds body IDs to delete once their last reader closes.
+	doomed map[uint64]bool
+}
+
+// Open opens (creating if needed) the cache in dir. It fails with ErrLocked
+// within opts.LockTimeout when another process holds the file.
+func Open(dir string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	tmp := filepath.Join(dir, "tmp")
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(tmp, 0o750); err != nil {
+			return nil, fmt.Errorf("cache: create %s: %w", tmp, err)
+		}
+		// Staging files of a previous process are garbage by definition.
+		if old, err := os.ReadDir(tmp); err == nil {
+			for _, f := range old {
+				_ = os.Remove(filepath.Join(tmp, f.Name()))
+			}
+		}
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o640, &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		ReadOnly:     opts.ReadOnly,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		tmpDir:  tmp,
+		now:     time.Now,
+		items:   make(map[string]*item),
+		readers: make(map[uint64]int),
+		doomed:  make(map[uint64]bool),
+	}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// init creates the buckets, checks the schema, loads the index and collects
+// orphaned chunks.
+func (s *Store) init() error {
+	if !s.opts.ReadOnly {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketMeta, bucketEntries, bucketChunks, bucketAccess} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			meta := tx.Bucket(bucketMeta)
+			if meta.Get(keySchema) == nil {
+				return meta.Put(keySchema, schemaBytes())
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cache: initialise: %w", err)
+		}
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return nil // read-only open of an empty file
+		}
+		if v := meta.Get(keySchema); string(v) != string(schemaBytes()) {
+			return fmt.Errorf("%w: file has %x, this build reads %d", ErrSchema, v, SchemaVersion)
+		}
+		access := tx.Bucket(bucketAccess)
+		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			e, err := decodeEntry(string(k), v)
+			if err != nil {
+				// A corrupt record is skipped here and reported by Verify.
+				return nil
+			}
+			it := &item{}
+			it.entry.Store(e)
+			last, hits := parseAccess(access.Get(k))
+			if last == 0 {
+				last = e.StoredAt.Unix()
+			}
+			it.lastAccess.Store(last)
+			it.hits.Store(hits)
+			it.flushed.Store(hits)
+			s.items[e.Key] = it
+			s.bodyBytes.Add(e.Size + e.GzipSize)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("cache: load index: %w", err)
+	}
+	if s.opts.ReadOnly {
+		return nil
+	}
+	return s.collectOrphans()
+}
+
+// schemaBytes encodes SchemaVersion as stored in the meta bucket.
+func schemaBytes() []byte {
+	return []byte{byte(SchemaVersion >> 24), byte(SchemaVersion >> 16), byte(SchemaVersion >> 8), byte(SchemaVersion)}
+}
+
+// collectOrphans deletes chunks whose body ID no entry references.
+func (s *Store) collectOrphans() error {
+	live := make(map[uint64]bool, len(s.items))
+	for _, it := range s.items {
+		e := it.entry.Load()
+		live[e.ID] = true
+		if e.GzipID != 0 {
+			live[e.GzipID] = true
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketChunks).Cursor()
+		for k, _ := c.First(); k != nil; {
+			if len(k) == chunkKeyLen && live[idOf(k)] {
+				k, _ = c.Next()
+				continue
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			k, _ = c.Seek(k)
+		}
+		return nil
+	})
+}
+
+// Close closes the bbolt file after flushing access times.
+func (s *Store) Close() error {
+	if !s.opts.ReadOnly {
+		_ = s.flushAccess()
+	}
+	return s.db.Close()
+}
+
+// Path is the bbolt file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// Writable reports whether a write transaction can commit now (readiness).
+func (s *Store) Writable() error {
+	if s.opts.ReadOnly {
+		return errors.New("cache: opened read-only")
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, schemaBytes())
+	})
+}
+
+// Lookup returns the entry for key and records the access, or nil. The entry
+// must not be modified. Bodies of small entries are loaded into memory on
+// first use.
+func (s *Store) Lookup(key string) *Entry {
+	s.mu.RLock()
+	it := s.items[key]
+	s.mu.RUnlock()
+	if it == nil {
+		return nil
+	}
+	it.lastAccess.Store(s.now().Unix())
+	it.hits.Add(1)
+	e := it.entry.Load()
+	if e.Body == nil && e.Size <= s.opts.MemoryBodyLimit && s.memoryBytes.Load() < s.opts.MemoryBudget {
+		e = s.loadMemoryBody(it, e)
+	}
+	return e
+}
+
+// Peek returns the entry for key without counting an access, or nil.
+func (s *Store) Peek(key string) *Entry {
+	s.mu.RLock()
+	it := s.items[key]
+	s.mu.RUnlock()
+	if it == nil {
+		return nil
+	}
+	return it.entry.Load()
+}
+
+// loadMemoryBody reads e's bodies into a copy of e held by it. On any error
+// the entry without memory body is returned; readers then use Open.
+func (s *Store) loadMemoryBody(it *item, e *Entry) *Entry {
+	c := *e
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if c.Body, err = readBody(tx, e.ID, e.Size); err != nil {
+			return err
+		}
+		if e.GzipID != 0 {
+			c.Gzip, err = readBody(tx, e.GzipID, e.GzipSize)
+		}
+		return err
+	})
+	if err != nil {
+		return e
+	}
+	if c.Body == nil {
+		c.Body = []byte{}
+	}
+	if it.entry.CompareAndSwap(e, &c) {
+		s.memoryBytes.Add(c.Size + c.GzipSize)
+		return &c
+	}
+	return it.entry.Load()
+}
+
+// readBody copies body id of length size out of tx.
+func readBody(tx *bolt.Tx, id uint64, size int64) ([]byte, error) {
+	out := make([]byte, 0, size)
+	b := tx.Bucket(bucketChunks)
+	for i := uint32(0); int64(len(out)) < size; i++ {
+		v := b.Get(chunkKey(id, i))
+		if v == nil {
+			return nil, fmt.Errorf("cache: body %d: chunk %d missing", id, i)
+		}
+		out = append(out, v...)
+	}
+	if int64(len(out)) != size {
+		return nil, fmt.Errorf("cache: body %d: %d bytes stored, %d recorded", id, len(out), size)
+	}
+	return out, nil
+}
+
+// idOf returns the body ID of a chunk key.
+func idOf(k []byte) uint64 {
+	return uint64(k[0])<<56 | uint64(k[1])<<48 | uint64(k[2])<<40 | uint64(k[3])<<32 |
+		uint64(k[4])<<24 | uint64(k[5])<<16 | uint64(k[6])<<8 | uint64(k[7])
+}
+
+// Fill coalesces concurrent misses for key: the first caller runs load on a
+// context detached from ctx with the FillTimeout; the others wait for its
+// result. Inside the flight, an entry for which fresh returns true is
+// returned without calling load (another flight may just have stored it).
+// shared reports whether the result was produced for another caller too.
+// A caller whose ctx ends stops waiting; the fill goes on for the others.
+func (s *Store) Fill(ctx context.Context, key string, fresh func(*Entry) bool,
+	load func(ctx context.Context) (*Entry, error)) (e *Entry, shared bool, err error) {
+	ch := s.flights.DoChan(key, func() (any, error) {
+		if cur := s.Lookup(key); cur != nil && fresh(cur) {
+			return cur, nil
+		}
+		fillCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.FillTimeout)
+		defer cancel()
+		return load(fillCtx)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Shared, r.Err
+		}
+		e, _ := r.Val.(*Entry)
+		return e, r.Shared, nil
+	}
+}
+
+// Invalidate makes the entry for key stale at once (mutable entries) so the
+// next request revalidates it. It reports whether an entry existed.
+func (s *Store) Invalidate(key string) (bool, error) {
+	s.mu.RLock()
+	it := s.items[key]
+	s.mu.RUnlock()
+	if it == nil {
+		return false, nil
+	}
+	old := it.entry.Load()
+	if old.Immutable {
+		return true, s.Delete(key)
+	}
+	c := *old
+	c.FreshUntil = time.Unix(0, 1)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntries)
+		cur := b.Get([]byte(key))
+		if cur == nil {
+			return nil
+		}
+		stored, err := decodeEntry(key, cur)
+		if err != nil || stored.ID != old.ID {
+			return nil // replaced meanwhile: the new entry is what counts
+		}
+		stored.FreshUntil = c.FreshUntil
+		return b.Put([]byte(key), encodeEntry(stored))
+	})
+	if err != nil {
+		return true, fmt.Errorf("cache: invalidate %s: %w", key, err)
+	}
+	it.entry.CompareAndSwap(old, &c)
+	return true, nil
+}
+
+// Delete removes the entry for key; its body is freed once no reader uses it.
+func (s *Store) Delete(key string) error {
+	_, err := s.deleteKeys([]string{key})
+	return err
+}
+
+// Purge deletes every entry whose key starts with prefix ("" deletes all)
+// and reports how many were removed.
+func (s *Store) Purge(prefix string) (int, error) {
+	var keys []string
+	s.mu.RLock()
+	for k := range s.items {
+		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.RUnlock()
+	return s.deleteKeys(keys)
+}
+
+// deleteKeys removes the entries for keys in one transaction.
+func (s *Store) deleteKeys(keys []string) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	var removed []*Entry
+	var freeNow, deferred []uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		s.undoom(deferred)
+		removed, freeNow, deferred = removed[:0], freeNow[:0], deferred[:0]
+		entries, access := tx.Bucket(bucketEntries), tx.Bucket(bucketAccess)
+		for _, key := range keys {
+			v := entries.Get([]byte(key))
+			if v == nil {
+				continue
+			}
+			if e, err := decodeEntry(key, v); err == nil {
+				removed = append(removed, e)
+				now, later := s.releasable(e.ID, e.GzipID)
+				freeNow, deferred = append(freeNow, now...), append(deferred, later...)
+			}
+			if err := entries.Delete([]byte(key)); err != nil {
+				return err
+			}
+			if err := access.Delete([]byte(key)); err != nil {
+				return err
+			}
+		}
+		return deleteBodies(tx, freeNow)
+	})
+	if err != nil {
+		s.undoom(deferred)
+		return 0, fmt.Errorf("cache: delete: %w", err)
+	}
+	s.mu.Lock()
+	for _, e := range removed {
+		if it := s.items[e.Key]; it != nil {
+			s.forget(it.entry.Load())
+			delete(s.items, e.Key)
+		}
+	}
+	s.mu.Unlock()
+	return len(removed), nil
+}
+
+// forget updates the byte counters for an entry leaving the index.
+func (s *Store) forget(e *Entry) {
+	s.bodyBytes.Add(-(e.Size + e.GzipSize))
+	if e.Body != nil {
+		s.memoryBytes.Add(-(e.Size + e.GzipSize))
+	}
+}
+
+// releasable splits ids into those no reader uses (to delete in the caller's
+// transaction) and those marked for deletion when their last reader closes.
+// Zero IDs are ignored.
+func (s *Store) releasable(ids ...uint64) (now, later []uint64) {
+	s.readersMu.Lock()
+	defer s.readersMu.Unlock()
+	for _, id := range ids {
+		if id == 0 {
+			continue
+		}
+		if s.readers[id] > 0 {
+			s.doomed[id] = true
+			later = append(later, id)
+			continue
+		}
+		now = append(now, id)
+	}
+	return now, later
+}
+
+// undoom withdraws deletion marks set by releasable for a transaction that
+// did not commit: those bodies are still referenced.
+func (s *Store) undoom(ids []uint64) {
+	s.readersMu.Lock()
+	defer s.readersMu.Unlock()
+	for _, id := range ids {
+		delete(s.doomed, id)
+	}
+}
+
+// deleteBodies removes every chunk of the given body IDs.
+func deleteBodies(tx *bolt.Tx, ids []uint64) error {
+	c := tx.Bucket(bucketChunks).Cursor()
+	for _, id := range ids {
+		prefix := chunkPrefix(id)
+		for k, _ := c.Seek(prefix); k != nil && len(k) == chunkKeyLen && idOf(k) == id; k, _ = c.Seek(prefix) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// acquire registers a reader of body id.
+func (s *Store) acquire(id uint64) {
+	s.readersMu.Lock()
+	s.readers[id]++
+	s.readersMu.Unlock()
+}
+
+// release unregisters a reader of body id and deletes the body if it was
+// superseded while being read.
+func (s *Store) release(id uint64) {
+	s.readersMu.Lock()
+	s.readers[id]--
+	last := s.readers[id] == 0
+	if last {
+		delete(s.readers, id)
+	}
+	doomed := last && s.doomed[id]
+	if doomed {
+		delete(s.doomed, id)
+	}
+	s.readersMu.Unlock()
+	if doomed {
+		_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{id}) })
+	}
+}
+
+// inUse reports whether any reader holds a body of e.
+func (s *Store) inUse(e *Entry) bool {
+	s.readersMu.Lock()
+	defer s.readersMu.Unlock()
+	return s.readers[e.ID] > 0 || (e.GzipID != 0 && s.readers[e.GzipID] > 0)
+}

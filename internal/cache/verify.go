@@ -1,0 +1,106 @@
+package cache
+
+import (
+	"compress/gzip"
+	"crypto/md5"
+	"crypto/sha256"
+	"fmt"
+	"io"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Problem is one inconsistency found by Verify.
+type Problem struct {
+	// Key is the entry's key ("" for file-level problems).
+	Key string
+	// Reason says what is wrong.
+	Reason string
+}
+
+// Verify re-reads every entry and checks that its metadata decodes, its
+// chunks are all present with the recorded length, the identity body hashes
+// to the recorded MD5 and SHA-256, and the gzip form decompresses to the
+// identity body's length. It also runs bbolt's own consistency check.
+func (s *Store) Verify() ([]Problem, error) {
+	var problems []Problem
+	var keys []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			problems = append(problems, Problem{Reason: "bbolt: " + err.Error()})
+		}
+		b := tx.Bucket(bucketEntries)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			keys = append(keys, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: verify: %w", err)
+	}
+	for _, key := range keys {
+		if reason := s.verifyEntry(key); reason != "" {
+			problems = append(problems, Problem{Key: key, Reason: reason})
+		}
+	}
+	return problems, nil
+}
+
+// verifyEntry checks one entry and returns what is wrong with it, or "".
+func (s *Store) verifyEntry(key string) string {
+	var e *Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketEntries).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		var err error
+		e, err = decodeEntry(key, v)
+		return err
+	})
+	if err != nil {
+		return err.Error()
+	}
+	if e == nil {
+		return "" // deleted meanwhile
+	}
+	r, err := s.Open(e, false)
+	if err != nil {
+		return err.Error()
+	}
+	defer r.Close()
+	m, sh := md5.New(), sha256.New()
+	n, err := io.Copy(io.MultiWriter(m, sh), r)
+	if err != nil {
+		return fmt.Sprintf("body unreadable after %d bytes: %v", n, err)
+	}
+	if n != e.Size {
+		return fmt.Sprintf("body has %d bytes, metadata says %d", n, e.Size)
+	}
+	if string(m.Sum(nil)) != string(e.MD5[:]) {
+		return "body does not match its recorded MD5"
+	}
+	if string(sh.Sum(nil)) != string(e.SHA256[:]) {
+		return "body does not match its recorded SHA-256"
+	}
+	if e.GzipID == 0 {
+		return ""
+	}
+	gr, err := s.Open(e, true)
+	if err != nil {
+		return err.Error()
+	}
+	defer gr.Close()
+	zr, err := gzip.NewReader(gr)
+	if err != nil {
+		return "gzip body unreadable: " + err.Error()
+	}
+	un, err := io.Copy(io.Discard, zr)
+	if err != nil || un != e.Size {
+		return fmt.Sprintf("gzip body decompresses to %d bytes (%v), want %d", un, err, e.Size)
+	}
+	return ""
+}

@@ -1,0 +1,434 @@
+package cache
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// stagingMemoryLimit is the largest body staged in memory; larger bodies
+// spill to a temporary file in the data directory.
+const stagingMemoryLimit = 1 << 20
+
+// Staging collects a body before it is committed, hashing it as it is
+// written. It is not safe for concurrent use. Discard it when not committed.
+type Staging struct {
+	s    *Store
+	mem  bytes.Buffer
+	file *os.File
+	size int64
+	md5  hash.Hash
+	sha  hash.Hash
+}
+
+// Stage starts a new staged body.
+func (s *Store) Stage() *Staging {
+	return &Staging{s: s, md5: md5.New(), sha: sha256.New()}
+}
+
+// Write appends p to the staged body.
+func (st *Staging) Write(p []byte) (int, error) {
+	if st.file == nil && int64(st.mem.Len()+len(p)) > stagingMemoryLimit {
+		f, err := os.CreateTemp(st.s.tmpDir, "fill-*")
+		if err != nil {
+			return 0, fmt.Errorf("cache: staging file: %w", err)
+		}
+		if _, err := f.Write(st.mem.Bytes()); err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+			return 0, fmt.Errorf("cache: staging file: %w", err)
+		}
+		st.file = f
+		st.mem = bytes.Buffer{}
+	}
+	var err error
+	if st.file != nil {
+		_, err = st.file.Write(p)
+	} else {
+		st.mem.Write(p)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cache: staging write: %w", err)
+	}
+	st.md5.Write(p)
+	st.sha.Write(p)
+	st.size += int64(len(p))
+	return len(p), nil
+}
+
+// Size is the number of bytes staged so far.
+func (st *Staging) Size() int64 { return st.size }
+
+// SHA256 is the SHA-256 of the bytes staged so far.
+func (st *Staging) SHA256() (sum [32]byte) {
+	copy(sum[:], st.sha.Sum(nil))
+	return sum
+}
+
+// MD5 is the MD5 of the bytes staged so far.
+func (st *Staging) MD5() (sum [16]byte) {
+	copy(sum[:], st.md5.Sum(nil))
+	return sum
+}
+
+// Discard drops the staged body.
+func (st *Staging) Discard() {
+	if st.file != nil {
+		_ = st.file.Close()
+		_ = os.Remove(st.file.Name())
+		st.file = nil
+	}
+	st.mem = bytes.Buffer{}
+}
+
+// reader returns the staged bytes from the start.
+func (st *Staging) reader() (io.Reader, error) {
+	if st.file == nil {
+		return bytes.NewReader(st.mem.Bytes()), nil
+	}
+	if _, err := st.file.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("cache: staging rewind: %w", err)
+	}
+	return st.file, nil
+}
+
+// CommitOptions says how a staged body is stored.
+type CommitOptions struct {
+	// Gzip stores a gzip-compressed form next to the identity body.
+	Gzip bool
+	// Appendable keeps hash states so Append can extend the body cheaply.
+	Appendable bool
+}
+
+// Commit stores the staged body as the entry for e.Key, replacing any
+// previous one, in one transaction. The caller fills e's Class, Status,
+// Header, FreshUntil, StoredAt and Immutable; Commit sets the ID, sizes and
+// hashes. The staging is consumed (discarded) whatever the outcome.
+func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error) {
+	defer st.Discard()
+	e.Size = st.size
+	e.MD5, e.SHA256 = st.MD5(), st.SHA256()
+	e.Body, e.Gzip, e.HashState = nil, nil, nil
+	if opts.Appendable {
+		state, err := marshalStates(st.md5, st.sha)
+		if err != nil {
+			return nil, err
+		}
+		e.HashState = state
+	}
+	var gz *Staging
+	if opts.Gzip {
+		r, err := st.reader()
+		if err != nil {
+			return nil, err
+		}
+		if gz, err = s.compress(r); err != nil {
+			return nil, err
+		}
+		defer gz.Discard()
+		e.GzipSize = gz.size
+	}
+	r, err := st.reader()
+	if err != nil {
+		return nil, err
+	}
+	return s.commit(&e, r, gz)
+}
+
+// compress gzips r into a new staging.
+func (s *Store) compress(r io.Reader) (*Staging, error) {
+	gz := s.Stage()
+	w, _ := gzip.NewWriterLevel(gz, gzip.BestCompression)
+	if _, err := io.Copy(w, r); err != nil {
+		gz.Discard()
+		return nil, fmt.Errorf("cache: compress: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		gz.Discard()
+		return nil, fmt.Errorf("cache: compress: %w", err)
+	}
+	return gz, nil
+}
+
+// commit writes e (sizes set) with identity body r and optional gzip body in
+// one transaction and publishes it in the index.
+func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
+	var freeLater []uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		s.undoom(freeLater)
+		freeLater = freeLater[:0]
+		chunks := tx.Bucket(bucketChunks)
+		var err error
+		if e.ID, err = chunks.NextSequence(); err != nil {
+			return err
+		}
+		if err := writeChunks(chunks, e.ID, 0, r, e.Size); err != nil {
+			return err
+		}
+		e.GzipID = 0
+		if gz != nil {
+			if e.GzipID, err = chunks.NextSequence(); err != nil {
+				return err
+			}
+			gr, err := gz.reader()
+			if err != nil {
+				return err
+			}
+			if err := writeChunks(chunks, e.GzipID, 0, gr, gz.size); err != nil {
+				return err
+			}
+		}
+		entries := tx.Bucket(bucketEntries)
+		if prev := entries.Get([]byte(e.Key)); prev != nil {
+			if old, err := decodeEntry(e.Key, prev); err == nil {
+				now, later := s.releasable(old.ID, old.GzipID)
+				freeLater = later
+				if err := deleteBodies(tx, now); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.Bucket(bucketAccess).Put([]byte(e.Key), accessValue(s.now().Unix(), 0)); err != nil {
+			return err
+		}
+		return entries.Put([]byte(e.Key), encodeEntry(e))
+	})
+	if err != nil {
+		s.undoom(freeLater)
+		return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
+	}
+	s.publish(e)
+	return e, nil
+}
+
+// publish makes e the current entry for its key in the index.
+func (s *Store) publish(e *Entry) {
+	s.mu.Lock()
+	it := s.items[e.Key]
+	if it == nil {
+		it = &item{}
+		s.items[e.Key] = it
+	} else if old := it.entry.Load(); old != nil {
+		s.forget(old)
+	}
+	it.entry.Store(e)
+	it.lastAccess.Store(s.now().Unix())
+	s.bodyBytes.Add(e.Size + e.GzipSize)
+	s.mu.Unlock()
+}
+
+// writeChunks stores size bytes of r as chunks of body id, starting at chunk
+// index first.
+func writeChunks(b *bolt.Bucket, id uint64, first uint32, r io.Reader, size int64) error {
+	buf := make([]byte, ChunkSize)
+	for i, left := first, size; left > 0; i++ {
+		n := int64(ChunkSize)
+		if left < n {
+			n = left
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			return fmt.Errorf("staged body shorter than recorded: %w", err)
+		}
+		// bbolt keeps a reference to the value until commit: copy.
+		if err := b.Put(chunkKey(id, i), append([]byte(nil), buf[:n]...)); err != nil {
+			return err
+		}
+		left -= n
+	}
+	return nil
+}
+
+// marshalStates serialises the MD5 and SHA-256 states (MD5 first).
+func marshalStates(m, sh hash.Hash) ([]byte, error) {
+	ms, err := m.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("cache: hash state: %w", err)
+	}
+	ss, err := sh.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("cache: hash state: %w", err)
+	}
+	out := append([]byte{byte(len(ms))}, ms...)
+	return append(out, ss...), nil
+}
+
+// unmarshalStates restores the hashes saved by marshalStates.
+func unmarshalStates(b []byte) (hash.Hash, hash.Hash, error) {
+	if len(b) < 1 || int(b[0]) >= len(b) {
+		return nil, nil, fmt.Errorf("%w: hash state", ErrCorruptEntry)
+	}
+	m, sh := md5.New(), sha256.New()
+	if err := m.(encoding.BinaryUnmarshaler).UnmarshalBinary(b[1 : 1+int(b[0])]); err != nil {
+		return nil, nil, fmt.Errorf("%w: md5 state: %v", ErrCorruptEntry, err)
+	}
+	if err := sh.(encoding.BinaryUnmarshaler).UnmarshalBinary(b[1+int(b[0]):]); err != nil {
+		return nil, nil, fmt.Errorf("%w: sha256 state: %v", ErrCorruptEntry, err)
+	}
+	return m, sh, nil
+}
+
+// Appended describes the result of appending to an entry before it is
+// committed, so the caller can verify it against the upstream's validators.
+type Appended struct {
+	// Size, MD5 and SHA256 describe the whole new body.
+	Size   int64
+	MD5    [16]byte
+	SHA256 [32]byte
+}
+
+// ErrRejected is returned by Append when the check function refused the
+// result; nothing was stored.
+var ErrRejected = errors.New("cache: append rejected")
+
+// Append extends the identity body of old (an Appendable entry that is still
+// current for its key) with tail. check sees the sums of the whole new body
+// and returns the entry to store (typically old with new headers and
+// freshness) or an error to abort; nothing is stored then. The gzip form, if
+// any, is rebuilt. The whole body is never re-hashed nor sent upstream again.
+func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, error)) (*Entry, error) {
+	if len(old.HashState) == 0 {
+		return nil, fmt.Errorf("cache: append %s: entry is not appendable", old.Key)
+	}
+	m, sh, err := unmarshalStates(old.HashState)
+	if err != nil {
+		return nil, err
+	}
+	m.Write(tail)
+	sh.Write(tail)
+	var res Appended
+	res.Size = old.Size + int64(len(tail))
+	copy(res.MD5[:], m.Sum(nil))
+	copy(res.SHA256[:], sh.Sum(nil))
+	next, err := check(res)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	state, err := marshalStates(m, sh)
+	if err != nil {
+		return nil, err
+	}
+	next.Key, next.ID, next.Size, next.MD5, next.SHA256, next.HashState = old.Key, old.ID, res.Size, res.MD5, res.SHA256, state
+	next.Body, next.Gzip, next.GzipID, next.GzipSize = nil, nil, 0, 0
+
+	var gz *Staging
+	if old.GzipID != 0 {
+		body, err := s.Open(old, false)
+		if err != nil {
+			return nil, err
+		}
+		gz, err = s.compress(io.MultiReader(body, bytes.NewReader(tail)))
+		body.Close()
+		if err != nil {
+			return nil, err
+		}
+		defer gz.Discard()
+		next.GzipSize = gz.size
+	}
+
+	var freeLater []uint64
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		s.undoom(freeLater)
+		freeLater = freeLater[:0]
+		entries := tx.Bucket(bucketEntries)
+		cur := entries.Get([]byte(old.Key))
+		if cur == nil {
+			return ErrConflict
+		}
+		stored, err := decodeEntry(old.Key, cur)
+		if err != nil || stored.ID != old.ID || stored.Size != old.Size {
+			return ErrConflict
+		}
+		chunks := tx.Bucket(bucketChunks)
+		// Rewrite the last partial chunk with the tail added, then new chunks.
+		first := uint32(old.Size / ChunkSize)
+		var head []byte
+		if rem := old.Size % ChunkSize; rem != 0 {
+			head = append([]byte(nil), chunks.Get(chunkKey(old.ID, first))...)
+			if int64(len(head)) != rem {
+				return fmt.Errorf("%w: last chunk has %d bytes, want %d", ErrCorruptEntry, len(head), rem)
+			}
+		}
+		r := io.MultiReader(bytes.NewReader(head), bytes.NewReader(tail))
+		if err := writeChunks(chunks, old.ID, first, r, int64(len(head)+len(tail))); err != nil {
+			return err
+		}
+		if gz != nil {
+			if next.GzipID, err = chunks.NextSequence(); err != nil {
+				return err
+			}
+			gr, err := gz.reader()
+			if err != nil {
+				return err
+			}
+			if err := writeChunks(chunks, next.GzipID, 0, gr, gz.size); err != nil {
+				return err
+			}
+			now, later := s.releasable(old.GzipID)
+			freeLater = later
+			if err := deleteBodies(tx, now); err != nil {
+				return err
+			}
+		}
+		return entries.Put([]byte(old.Key), encodeEntry(&next))
+	})
+	if err != nil {
+		s.undoom(freeLater)
+		return nil, fmt.Errorf("cache: append %s: %w", old.Key, err)
+	}
+	s.publish(&next)
+	return &next, nil
+}
+
+// Renew stores new freshness and headers for the unchanged body of old (a
+// 304 from upstream). It returns the entry now current.
+func (s *Store) Renew(old *Entry, next Entry) (*Entry, error) {
+	next.Key, next.ID, next.GzipID, next.Size, next.GzipSize = old.Key, old.ID, old.GzipID, old.Size, old.GzipSize
+	next.MD5, next.SHA256, next.HashState, next.Body, next.Gzip = old.MD5, old.SHA256, old.HashState, old.Body, old.Gzip
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		entries := tx.Bucket(bucketEntries)
+		cur := entries.Get([]byte(old.Key))
+		if cur == nil {
+			return ErrConflict
+		}
+		stored, err := decodeEntry(old.Key, cur)
+		if err != nil || stored.ID != old.ID || stored.Size != old.Size {
+			return ErrConflict
+		}
+		return entries.Put([]byte(old.Key), encodeEntry(&next))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: renew %s: %w", old.Key, err)
+	}
+	s.mu.Lock()
+	if it := s.items[old.Key]; it != nil {
+		it.entry.Store(&next)
+	}
+	s.mu.Unlock()
+	return &next, nil
+}
+
+// Bytes returns the whole staged body, reading it back from the staging
+// file when it spilled.
+func (st *Staging) Bytes() ([]byte, error) {
+	if st.file == nil {
+		return st.mem.Bytes(), nil
+	}
+	r, err := st.reader()
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("cache: read staging file: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// maxWriteResponse bounds the response of a write call held in memory so
+// the cache can be invalidated before the client sees the answer.
+const maxWriteResponse = 1 << 20
+
+// forwardTimeout bounds one forwarded call end to end; pushes of large gems
+// need time, but nothing may hang forever (fasthttp does not cancel on
+// client disconnect).
+const forwardTimeout = 30 * time.Minute
+
+// forward sends the request upstream unchanged (method, path, query, body
+// streamed, headers minus hop-by-hop) and returns the upstream's answer
+// untouched. Nothing is cached, coalesced, retried or redirected. After a
+// successful write, the cached entries it changes are invalidated. It
+// returns the response body bytes sent (when known).
+func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQuery string) int64 {
+	ctx, cancel := context.WithTimeout(c.UserContext(), forwardTimeout)
+	method := c.Method()
+	reqHeader := &c.Request().Header
+	var body io.Reader
+	contentLength := int64(reqHeader.ContentLength())
+	if method != http.MethodGet && method != http.MethodHead {
+		body = c.Context().RequestBodyStream()
+		if body == nil {
+			body = bytes.NewReader(c.Body())
+		}
+	}
+	var captured *prefixCapture
+	if rt.Handling == Write && body != nil {
+		captured = &prefixCapture{r: body, limit: 64 << 10}
+		body = captured
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.up.url(rawPath, rawQuery), body)
+	if err != nil {
+		cancel()
+		_ = plainError(c, http.StatusBadRequest, "request cannot be forwarded")
+		return 0
+	}
+	switch {
+	case contentLength >= 0 && body != nil:
+		req.ContentLength = contentLength
+	case body == nil:
+		req.ContentLength = 0
+	default:
+		req.ContentLength = -1 // chunked
+	}
+	reqHeader.VisitAll(func(k, v []byte) {
+		name := http.CanonicalHeaderKey(string(k))
+		if !hopByHop[name] {
+			req.Header.Add(name, string(v))
+		}
+	})
+	req.Header.Set("User-Agent", p.up.userAgent(string(reqHeader.UserAgent())))
+	resp, err := p.send(ctx, rt.Endpoint, req, false)
+	if err != nil {
+		cancel()
+		ue := errUpstream("request", err).(*upstreamError)
+		_ = plainError(c, ue.status, ue.Error())
+		return 0
+	}
+	out := c.Response()
+	out.SetStatusCode(resp.StatusCode)
+	for name, values := range resp.Header {
+		if hopByHop[name] {
+			continue
+		}
+		for _, v := range values {
+			out.Header.Add(name, v)
+		}
+	}
+	if method == http.MethodHead {
+		resp.Body.Close()
+		cancel()
+		out.SkipBody = true
+		if resp.ContentLength >= 0 {
+			out.Header.SetContentLength(int(resp.ContentLength))
+		}
+		return 0
+	}
+	if rt.Handling == Write {
+		// Write answers are short: read them whole, invalidate, then answer,
+		// so the client's next read already sees the change.
+		b, err := readLimited(resp.Body, maxWriteResponse)
+		resp.Body.Close()
+		cancel()
+		if err != nil {
+			out.Reset()
+			_ = plainError(c, http.StatusBadGateway, "upstream response unreadable: "+err.Error())
+			return 0
+		}
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			p.invalidateAfterWrite(rt, params, captured.bytes(), b)
+		}
+		out.SetBodyRaw(b)
+		return int64(len(b))
+	}
+	out.SetBodyStream(&cancelOnClose{ReadCloser: resp.Body, cancel: cancel}, int(resp.ContentLength))
+	return max(resp.ContentLength, 0)
+}
+
+// cancelOnClose releases a forwarded call's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+// Close closes the body and cancels the context.
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// prefixCapture keeps the first limit bytes read through it (a form body
+// naming the yanked gem), without buffering the rest.
+type prefixCapture struct {
+	r     io.Reader
+	limit int
+	buf   []byte
+}
+
+// Read reads through, keeping a prefix.
+func (pc *prefixCapture) Read(p []byte) (int, error) {
+	n, err := pc.r.Read(p)
+	if room := pc.limit - len(pc.buf); room > 0 && n > 0 {
+		pc.buf = append(pc.buf, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+// bytes returns the captured prefix (nil for a nil capture).
+func (pc *prefixCapture) bytes() []byte {
+	if pc == nil {
+		return nil
+	}
+	return pc.buf
+}
+
+// invalidateAfterWrite drops or marks stale what a successful push, yank or
+// owner change makes outdated (PROTOCOL.md §4.4).
+func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, reqBody, respBody []byte) {
+	var name, version, platform string
+	switch rt.Endpoint {
+	case "push":
+		name, version = parsePushResponse(string(respBody))
+	case "yank":
+		// A body cut at the capture limit may end in a broken pair; the
+		// pairs before it still parse.
+		form, _ := url.ParseQuery(string(reqBody))
+		name, version, platform = form.Get("gem_name"), form.Get("version"), form.Get("platform")
+	case "owners":
+		if len(params) > 0 {
+			name = params[0]
+		}
+	default:
+		return
+	}
+	if !ValidParam(name) {
+		return
+	}
+	keys := []string{"/versions", "/names", "/info/" + name,
+		"/specs.4.8.gz", "/latest_specs.4.8.gz", "/prerelease_specs.4.8.gz"}
+	for _, k := range keys {
+		if _, err := p.store.Invalidate(k); err != nil {
+			p.log.Error("invalidate after write", "key", k, "error", err)
+		}
+	}
+	for _, prefix := range []string{"/api/v1/gems/" + name + ".", "/api/v1/gems/" + name + "/",
+		"/api/v1/versions/" + name + ".", "/api/v1/versions/" + name + "/",
+		"/api/v2/rubygems/" + name + "/", "/api/v1/activity/"} {
+		if _, err := p.store.Purge(prefix); err != nil {
+			p.log.Error("invalidate after write", "prefix", prefix, "error", err)
+		}
+	}
+	if rt.Endpoint == "yank" && !p.opts.KeepYanked && ValidParam(version) {
+		full := name + "-" + version
+		if platform != "" && platform != "ruby" && ValidParam(platform) {
+			full += "-" + platform
+		}
+		for _, k := range []string{"/gems/" + full + ".gem", "/quick/Marshal.4.8/" + full + ".gemspec.rz"} {
+			if err := p.store.Delete(k); err != nil {
+				p.log.Error("drop yanked", "key", k, "error", err)
+			}
+		}
+	}
+}
+
+// parsePushResponse extracts NAME and VERSION from the origin's
+// "Successfully registered gem: NAME (VERSION)".
+func parsePushResponse(body string) (name, version string) {
+	_, rest, ok := strings.Cut(body, "gem: ")
+	if !ok {
+		return "", ""
+	}
+	name, rest, ok = strings.Cut(rest, " (")
+	if !ok {
+		return "", ""
+	}
+	version, _, _ = strings.Cut(rest, ")")
+	return name, version
+}

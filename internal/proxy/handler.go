@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/gemproxy/gemproxy/internal/metrics"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+)
+
+// ServerOptions are the client-facing server limits. Zero values select the
+// defaults given per field.
+type ServerOptions struct {
+	// ReadTimeout bounds reading one request, headers and body (a slow-loris
+	// client is dropped). Default 60s; a push of a large gem must fit in it.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response. Default 0: unlimited, so one
+	// slow downloader of a large gem is not cut off.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds an idle keep-alive connection. Default 120s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers. Default 16 KiB.
+	MaxHeaderBytes int
+	// MaxConnections bounds concurrent connections. Default 10000.
+	MaxConnections int
+}
+
+// withDefaults fills zero fields.
+func (o ServerOptions) withDefaults() ServerOptions {
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 60 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 120 * time.Second
+	}
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = 16 << 10
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 10000
+	}
+	return o
+}
+
+// newApp builds the Fiber app: health, metrics, then every other path
+// through the route table.
+func (p *Proxy) newApp() *fiber.App {
+	so := p.opts.Server.withDefaults()
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		StreamRequestBody:     true, // request bodies are streamed upstream, never buffered whole
+		BodyLimit:             int(p.opts.MaxBodySize),
+		ReadBufferSize:        so.MaxHeaderBytes,
+		ReadTimeout:           so.ReadTimeout,
+		WriteTimeout:          so.WriteTimeout,
+		IdleTimeout:           so.IdleTimeout,
+		Concurrency:           so.MaxConnections,
+		ErrorHandler:          p.errorHandler,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok\n") })
+	app.Get("/readyz", p.ready)
+	if p.opts.MetricsHandler != nil {
+		app.Get("/metrics", adaptor.HTTPHandler(p.opts.MetricsHandler))
+	}
+	app.All("*", p.handle)
+	return app
+}
+
+// ready answers /readyz: 200 when the cache file is writable and the
+// server is not draining. The upstream is not consulted.
+func (p *Proxy) ready(c *fiber.Ctx) error {
+	if p.draining.isSet() {
+		return c.Status(http.StatusServiceUnavailable).SendString("draining\n")
+	}
+	if err := p.store.Writable(); err != nil {
+		return c.Status(http.StatusServiceUnavailable).SendString("cache not writable\n")
+	}
+	return c.SendString("ok\n")
+}
+
+// errorHandler answers errors Fiber raises before the handler runs
+// (oversized bodies, malformed requests) with a short plain-text reason.
+func (p *Proxy) errorHandler(c *fiber.Ctx, err error) error {
+	code := http.StatusInternalServerError
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		code = fe.Code
+	}
+	c.Set(fiber.HeaderContentType, contentTypeTextPlain)
+	return c.Status(code).SendString(http.StatusText(code) + "\n")
+}
+
+// dependencyAPIGone is the origin's answer to /api/v1/dependencies since
+// 2024 (PROTOCOL.md §1.2), served locally so Bundler 2.3 falls through
+// without an upstream round trip.
+const dependencyAPIGone = "The dependency API has gone away. See https://blog.rubygems.org/2023/02/22/dependency-api-deprecation.html for more information"
+
+// requestLog collects what the access log and metrics report per request.
+type requestLog struct {
+	endpoint string
+	outcome  metrics.Result
+	bytes    int64
+	source   metrics.Source
+}
+
+// handle routes every request that is not health or metrics.
+func (p *Proxy) handle(c *fiber.Ctx) error {
+	start := time.Now()
+	method := c.Method()
+	rl := requestLog{endpoint: EndpointRejected}
+	defer func() { p.observe(c, method, &rl, start) }()
+
+	path, rawPath, rawQuery, err := splitRequestURI(string(c.Request().Header.RequestURI()))
+	if err != nil {
+		return plainError(c, http.StatusBadRequest, err.Error())
+	}
+	rt, params := p.router.Match(method, path)
+	if rt == nil {
+		rl.endpoint = EndpointUnknown
+		if method != http.MethodGet && method != http.MethodHead {
+			return plainError(c, http.StatusMethodNotAllowed, "method not allowed for this path")
+		}
+		return plainError(c, http.StatusNotFound, "not found")
+	}
+	rl.endpoint = rt.Endpoint
+	switch {
+	case rt.Handling == DependencyAPI:
+		return p.dependencyAPI(c, path)
+	case rt.Handling == Write || rt.Handling == PassThrough || hasCredentials(c):
+		rl.outcome, rl.source = metrics.ResultBypass, metrics.SourceUpstream
+		rl.bytes = p.forward(c, rt, params, rawPath, rawQuery)
+		return nil
+	case rt.Handling == Home:
+		// The RubyGems compact-index probe needs a 200 here; it is answered
+		// locally so it works without the upstream.
+		c.Set(fiber.HeaderContentType, contentTypeTextPlain)
+		return c.SendString("gemproxy: a caching mirror of rubygems.org\n")
+	}
+	key := path
+	if rt.Key != nil {
+		key = rt.Key(params)
+	}
+	if rt.Class == ClassAPI && rawQuery != "" {
+		key += "?" + rawQuery
+	}
+	// key and userAgent are copies (string conversions), so they may
+	// outlive the handler in a fill.
+	fr := fillRequest{rt: rt, key: key, userAgent: string(c.Request().Header.UserAgent())}
+	e, outcome, err := p.lookup(c.UserContext(), fr)
+	rl.outcome = outcome
+	if err != nil {
+		return p.readError(c, err)
+	}
+	rl.source = metrics.SourceCache
+	if outcome != metrics.ResultHit && outcome != metrics.ResultStale {
+		rl.source = metrics.SourceUpstream
+	}
+	rl.bytes = p.serveEntry(c, rt, e, outcome)
+	return nil
+}
+
+// observe records metrics and the access log line of one request.
+func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.Time) {
+	d := time.Since(start)
+	status := c.Response().StatusCode()
+	p.m.ObserveRequest(rl.endpoint, method, status, d)
+	if rl.outcome != "" {
+		p.m.Lookup(rl.endpoint, rl.outcome).Inc()
+	}
+	if rl.source != "" && rl.bytes > 0 {
+		p.m.ResponseBytes(rl.source).Add(float64(rl.bytes))
+	}
+	if p.log.Enabled(c.UserContext(), slog.LevelInfo) {
+		p.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request",
+			slog.String("method", method), slog.String("endpoint", rl.endpoint),
+			slog.Int("status", status), slog.Int64("bytes", rl.bytes),
+			slog.Duration("duration", d), slog.String("cache", string(rl.outcome)))
+	}
+}
+
+// readError answers a failed read: the upstream's failure with its status
+// and reason, anything else as an internal error.
+func (p *Proxy) readError(c *fiber.Ctx, err error) error {
+	var ue *upstreamError
+	switch {
+	case errors.As(err, &ue):
+		return plainError(c, ue.status, ue.Error())
+	case errors.Is(err, context.Canceled):
+		return nil // the client went away
+	}
+	p.log.Error("read failed", "error", err)
+	return plainError(c, http.StatusInternalServerError, "internal error")
+}
+
+// plainError answers status with a one-line plain-text reason.
+func plainError(c *fiber.Ctx, status int, reason string) error {
+	c.Set(fiber.HeaderContentType, contentTypeTextPlain)
+	return c.Status(status).SendString(reason + "\n")
+}
+
+// dependencyAPI answers /api/v1/dependencies[.json|.marshal] as the origin does.
+func (p *Proxy) dependencyAPI(c *fiber.Ctx, path string) error {
+	c.Status(http.StatusNotFound)
+	if len(path) > 5 && path[len(path)-5:] == ".json" {
+		c.Set(fiber.HeaderContentType, "application/json; charset=utf-8")
+		return c.SendString(`{"error":"` + dependencyAPIGone + `","code":404}`)
+	}
+	c.Set(fiber.HeaderContentType, contentTypeTextPlain)
+	return c.SendString(dependencyAPIGone)
+}
+
+// hasCredentials reports whether the request carries Authorization, OTP or
+// Cookie: such requests are never answered from, nor stored in, the cache.
+func hasCredentials(c *fiber.Ctx) bool {
+	h := &c.Request().Header
+	return len(h.Peek("Authorization")) > 0 || len(h.Peek("Otp")) > 0 || len(h.Peek("Cookie")) > 0
+}

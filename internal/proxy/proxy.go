@@ -1,0 +1,135 @@
+// Package proxy is gemproxy's HTTP side: the Fiber app, the route table, the
+// read-through handler over the cache, compact-index serving and refreshing,
+// and the pass-through of authenticated and write calls to the upstream.
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/metrics"
+)
+
+// Options configures New. Zero values select the documented defaults.
+type Options struct {
+	// Upstream configures the upstream client; Upstream.URL is required.
+	Upstream UpstreamOptions
+	// Server configures the client-facing server limits.
+	Server ServerOptions
+	// TTL overrides DefaultTTL per class. A zero or missing value keeps the
+	// default; a negative value means "always revalidate".
+	TTL map[Class]time.Duration
+	// NegativeTTL is how long a 404 is remembered. Default 60s; negative
+	// disables negative caching.
+	NegativeTTL time.Duration
+	// MaxBodySize is the largest request body forwarded upstream. Default
+	// 500 MiB (the origin's limit).
+	MaxBodySize int64
+	// MaxUnverifiedSize is the largest gem served without being stored when
+	// its checksum is unknown. Default 128 MiB.
+	MaxUnverifiedSize int64
+	// KeepYanked keeps a yanked version's .gem and gemspec in the cache after
+	// a yank through gemproxy. Default false.
+	KeepYanked bool
+	// Logger receives the access log and errors. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics receives the measurements. Required.
+	Metrics *metrics.Metrics
+	// MetricsHandler serves GET /metrics; nil disables the route.
+	MetricsHandler http.Handler
+	// Version is gemproxy's version (User-Agent suffix).
+	Version string
+}
+
+// Proxy is the gemproxy HTTP server.
+type Proxy struct {
+	opts     Options
+	store    *cache.Store
+	router   *Router
+	up       *upstream
+	log      *slog.Logger
+	m        *metrics.Metrics
+	app      *fiber.App
+	draining chanFlag
+	// now is the clock, replaceable in tests.
+	now func() time.Time
+}
+
+// chanFlag is a flag that can be set once and read without locks.
+type chanFlag struct{ ch chan struct{} }
+
+// set raises the flag; later calls do nothing.
+func (f *chanFlag) set() {
+	select {
+	case <-f.ch:
+	default:
+		close(f.ch)
+	}
+}
+
+// isSet reports whether set was called.
+func (f *chanFlag) isSet() bool {
+	select {
+	case <-f.ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// ErrNoUpstream is returned by New when Options.Upstream.URL is missing.
+var ErrNoUpstream = errors.New("proxy: upstream URL is required")
+
+// New builds the proxy over store.
+func New(store *cache.Store, opts Options) (*Proxy, error) {
+	if opts.Upstream.URL == nil {
+		return nil, ErrNoUpstream
+	}
+	if opts.NegativeTTL == 0 {
+		opts.NegativeTTL = 60 * time.Second
+	}
+	if opts.MaxBodySize == 0 {
+		opts.MaxBodySize = 500 << 20
+	}
+	if opts.MaxUnverifiedSize == 0 {
+		opts.MaxUnverifiedSize = 128 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	opts.Upstream.Version = opts.Version
+	p := &Proxy{
+		opts:     opts,
+		store:    store,
+		router:   NewRouter(),
+		up:       newUpstream(opts.Upstream),
+		log:      opts.Logger,
+		m:        opts.Metrics,
+		draining: chanFlag{ch: make(chan struct{})},
+		now:      time.Now,
+	}
+	p.app = p.newApp()
+	return p, nil
+}
+
+// ttl is the freshness of class.
+func (p *Proxy) ttl(c Class) time.Duration {
+	if d, ok := p.opts.TTL[c]; ok && d != 0 {
+		if d < 0 {
+			return 0
+		}
+		return d
+	}
+	return DefaultTTL[c]
+}
+
+// App returns the Fiber app (for Listen, Test and Shutdown).
+func (p *Proxy) App() *fiber.App { return p.app }
+
+// Drain marks the proxy as draining: /readyz answers 503 from now on.
+func (p *Proxy) Drain() { p.draining.set() }

@@ -1,0 +1,353 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/metrics"
+)
+
+// xCache maps a lookup result to the X-Cache header value.
+func xCache(r metrics.Result) string {
+	switch r {
+	case metrics.ResultHit:
+		return "HIT"
+	case metrics.ResultRevalidated:
+		return "REVALIDATED"
+	case metrics.ResultStale:
+		return "STALE"
+	default:
+		return "MISS"
+	}
+}
+
+// upstreamError is a failure to get a usable answer from upstream; status is
+// what the client gets when no stale copy exists.
+type upstreamError struct {
+	status int
+	reason string
+	err    error
+}
+
+// Error describes the failure.
+func (e *upstreamError) Error() string {
+	if e.err != nil {
+		return e.reason + ": " + e.err.Error()
+	}
+	return e.reason
+}
+
+// Unwrap returns the cause.
+func (e *upstreamError) Unwrap() error { return e.err }
+
+// errUpstream wraps a transport error: 504 on timeouts, 502 otherwise.
+func errUpstream(what string, err error) error {
+	status := http.StatusBadGateway
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		status = http.StatusGatewayTimeout
+	}
+	return &upstreamError{status: status, reason: "upstream " + what + " failed", err: err}
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// maxTransientBody bounds a response held in memory without being stored
+// (error bodies, private answers).
+const maxTransientBody = 1 << 20
+
+// fillRequest carries what a fill needs from the request that started it.
+type fillRequest struct {
+	rt        *Route
+	key       string
+	userAgent string
+}
+
+// lookup answers a cached route: a fresh entry, or one filled (coalesced)
+// from upstream, or a stale one when the upstream fails.
+func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metrics.Result, error) {
+	e := p.store.Lookup(fr.key)
+	if e != nil && p.fresh(fr.rt, e) {
+		return e, metrics.ResultHit, nil
+	}
+	stale := e
+	p.m.CacheFillWaiters.Inc()
+	// Only the leader's closure runs, so led tells the leader from followers.
+	led := false
+	got, _, err := p.store.Fill(ctx, fr.key, func(c *cache.Entry) bool { return p.fresh(fr.rt, c) },
+		func(ctx context.Context) (*cache.Entry, error) {
+			led = true
+			return p.load(ctx, fr)
+		})
+	p.m.CacheFillWaiters.Dec()
+	if err != nil {
+		if stale != nil && stale.ID != 0 {
+			p.log.Warn("serving stale entry", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
+			return stale, metrics.ResultStale, nil
+		}
+		return nil, metrics.ResultMiss, err
+	}
+	switch {
+	case got.ID == 0:
+		return got, metrics.ResultBypass, nil
+	case stale != nil:
+		return got, metrics.ResultRevalidated, nil
+	case !led:
+		return got, metrics.ResultCoalesced, nil
+	}
+	return got, metrics.ResultMiss, nil
+}
+
+// fresh reports whether e may be served for rt without asking upstream.
+func (p *Proxy) fresh(rt *Route, e *cache.Entry) bool {
+	return e.Fresh(p.now())
+}
+
+// load fetches or revalidates fr.key upstream and stores the result. It runs
+// once per key at a time, on a context detached from the clients.
+func (p *Proxy) load(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
+	old := p.store.Peek(fr.key)
+	if old != nil && old.Status == http.StatusOK && !old.Immutable {
+		if fr.rt.Class == ClassVersions || fr.rt.Class == ClassInfo {
+			return p.refreshCompactIndex(ctx, fr, old)
+		}
+		return p.revalidate(ctx, fr, old)
+	}
+	return p.fetch(ctx, fr)
+}
+
+// newUpstreamRequest builds a GET of key upstream with the client's agent.
+func (p *Proxy) newUpstreamRequest(ctx context.Context, fr fillRequest) (*http.Request, error) {
+	path, query, _ := strings.Cut(fr.key, "?")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.up.url(path, query), nil)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: build upstream request: %w", err)
+	}
+	req.Header.Set("User-Agent", p.up.userAgent(fr.userAgent))
+	return req, nil
+}
+
+// send performs req upstream and records metrics for endpoint.
+func (p *Proxy) send(ctx context.Context, endpoint string, req *http.Request, follow bool) (*http.Response, error) {
+	start := time.Now()
+	p.m.UpstreamInFlight.Inc()
+	resp, err := p.up.do(ctx, req, follow)
+	p.m.UpstreamInFlight.Dec()
+	p.m.ObserveUpstream(endpoint, respCode(resp, err), time.Since(start))
+	return resp, err
+}
+
+// respCode is the status code of resp, or 0 for a transport error.
+func respCode(resp *http.Response, err error) int {
+	if err != nil || resp == nil {
+		return 0
+	}
+	return resp.StatusCode
+}
+
+// fetch gets key upstream without validators and stores what may be stored.
+func (p *Proxy) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
+	var want *[32]byte
+	if fr.rt.Class == ClassGem {
+		sum, known, err := p.gemChecksum(ctx, fr)
+		if err != nil {
+			return nil, err
+		}
+		if known {
+			want = &sum
+		}
+	}
+	req, err := p.newUpstreamRequest(ctx, fr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.send(ctx, fr.rt.Endpoint, req, true)
+	if err != nil {
+		return nil, errUpstream("request", err)
+	}
+	defer resp.Body.Close()
+	return p.storeResponse(fr, resp, want)
+}
+
+// storeResponse turns an upstream response into an entry: stored when it
+// may be, transient otherwise. want, when set, is the SHA-256 a gem must have.
+func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want *[32]byte) (*cache.Entry, error) {
+	status := resp.StatusCode
+	if status == http.StatusForbidden && (fr.rt.Class == ClassGem || fr.rt.Class == ClassQuickSpec) {
+		// S3 answers 403 with an XML body for objects that do not exist.
+		return p.storeNotFound(fr, resp.Header, []byte("This file could not be found\n"))
+	}
+	switch {
+	case status == http.StatusNotFound:
+		body, err := readLimited(resp.Body, maxTransientBody)
+		if err != nil {
+			return nil, errUpstream("read", err)
+		}
+		return p.storeNotFound(fr, resp.Header, body)
+	case status != http.StatusOK || !storable(resp.Header):
+		return p.transient(fr, resp, status)
+	}
+	now := p.now()
+	st := p.store.Stage()
+	n, err := io.Copy(st, resp.Body)
+	if err != nil {
+		st.Discard()
+		return nil, errUpstream("body read", err)
+	}
+	p.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		st.Discard()
+		return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent %d bytes, announced %d", n, resp.ContentLength)}
+	}
+	sha := st.SHA256()
+	if fr.rt.Class == ClassGem {
+		if want == nil {
+			p.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
+			p.log.Warn("gem checksum unknown; serving without storing", "key", fr.key)
+			return p.transientStaged(fr, resp.Header, st)
+		}
+		if sha != *want {
+			st.Discard()
+			p.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
+			return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf(
+				"upstream gem %s has SHA-256 %s, but the compact index says %s; not stored",
+				fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(want[:]))}
+		}
+	}
+	e := cache.Entry{
+		Key:       fr.key,
+		Class:     string(fr.rt.Class),
+		Status:    http.StatusOK,
+		StoredAt:  now,
+		Immutable: fr.rt.Immutable,
+		Header:    entryHeaders(fr.rt, http.StatusOK, resp.Header, st.MD5(), sha, p.ttl(fr.rt.Class), now),
+	}
+	if !e.Immutable {
+		e.FreshUntil = now.Add(p.ttl(fr.rt.Class))
+	}
+	stored, err := p.store.Commit(st, e, cache.CommitOptions{Gzip: fr.rt.CompactIndex, Appendable: fr.rt.CompactIndex})
+	if err != nil {
+		return nil, err
+	}
+	if fr.rt.Class == ClassVersions {
+		p.invalidateStaleInfos(stored, 0)
+	}
+	return stored, nil
+}
+
+// storeNotFound stores (or, with negative caching off, returns) a 404.
+func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cache.Entry, error) {
+	now := p.now()
+	ttl := p.opts.NegativeTTL
+	if ttl < 0 {
+		ttl = 0
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" || strings.Contains(ct, "xml") {
+		ct = contentTypeTextPlain
+	}
+	hdr := http.Header{"Content-Type": {ct}}
+	e := cache.Entry{
+		Key: fr.key, Class: string(fr.rt.Class), Status: http.StatusNotFound, StoredAt: now,
+		FreshUntil: now.Add(ttl),
+		Header:     entryHeaders(fr.rt, http.StatusNotFound, hdr, [16]byte{}, [32]byte{}, ttl, now),
+	}
+	if p.opts.NegativeTTL < 0 {
+		e.Body = body
+		return &e, nil
+	}
+	st := p.store.Stage()
+	_, _ = st.Write(body)
+	return p.store.Commit(st, e, cache.CommitOptions{})
+}
+
+// transient reads a response that is not stored into a one-off entry.
+func (p *Proxy) transient(fr fillRequest, resp *http.Response, status int) (*cache.Entry, error) {
+	body, err := readLimited(resp.Body, maxTransientBody)
+	if err != nil {
+		return nil, errUpstream("read", err)
+	}
+	h := make([]cache.Field, 0, 8)
+	for _, name := range append([]string{"Retry-After", "Www-Authenticate", "Location", "Vary"}, storedUpstreamHeaders...) {
+		if v := strings.Join(resp.Header.Values(name), ", "); v != "" {
+			h = append(h, cache.Field{Name: name, Value: v})
+		}
+	}
+	return &cache.Entry{Key: fr.key, Status: status, Header: h, Body: body, Size: int64(len(body)), StoredAt: p.now()}, nil
+}
+
+// transientStaged serves a staged gem whose checksum is unknown without
+// storing it, as long as it fits in memory.
+func (p *Proxy) transientStaged(fr fillRequest, h http.Header, st *cache.Staging) (*cache.Entry, error) {
+	defer st.Discard()
+	if st.Size() > p.opts.MaxUnverifiedSize {
+		return nil, &upstreamError{status: http.StatusBadGateway, reason: "gem checksum unknown and too large to serve unverified"}
+	}
+	body, err := st.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	now := p.now()
+	return &cache.Entry{
+		Key: fr.key, Status: http.StatusOK, Body: body, Size: int64(len(body)), StoredAt: now,
+		Header: entryHeaders(fr.rt, http.StatusOK, h, st.MD5(), st.SHA256(), 0, now),
+	}, nil
+}
+
+// readLimited reads at most limit bytes of r; more is an error.
+func readLimited(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("response larger than %d bytes", limit)
+	}
+	return b, nil
+}
+
+// revalidate asks upstream whether a stale entry changed, with its stored
+// ETag and Last-Modified; a 304 renews it without moving the body.
+func (p *Proxy) revalidate(ctx context.Context, fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
+	req, err := p.newUpstreamRequest(ctx, fr)
+	if err != nil {
+		return nil, err
+	}
+	if v := old.HeaderValue("Etag"); v != "" {
+		req.Header.Set("If-None-Match", v)
+	}
+	if v := old.HeaderValue("Last-Modified"); v != "" {
+		req.Header.Set("If-Modified-Since", v)
+	}
+	resp, err := p.send(ctx, fr.rt.Endpoint, req, true)
+	if err != nil {
+		return nil, errUpstream("revalidation", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified {
+		return p.renew(fr, old)
+	}
+	if resp.StatusCode >= 500 {
+		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered " + resp.Status}
+	}
+	return p.storeResponse(fr, resp, nil)
+}
+
+// renew extends the freshness of old after the upstream confirmed it.
+func (p *Proxy) renew(fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
+	now := p.now()
+	next := *old
+	next.StoredAt = now
+	next.FreshUntil = now.Add(p.ttl(fr.rt.Class))
+	return p.store.Renew(old, next)
+}

@@ -1,0 +1,425 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// miniGems is a tiny rubygems.org: one gem "foo-bar" 1.0.0 whose body is
+// gem, with /info listing its checksum.
+func miniGems(gem []byte) http.HandlerFunc {
+	info := []byte("---\n" + infoLine("1.0.0", gem))
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/info/foo-bar":
+			compactHeaders(w, info)
+			w.Write(info)
+		case "/gems/foo-bar-1.0.0.gem":
+			w.Header().Set("Content-Type", "binary/octet-stream")
+			w.Write(gem)
+		case "/api/v1/gems/foo-bar.json":
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.Header().Set("Cache-Control", "max-age=60, public")
+			w.Header().Set("ETag", `W/"abc"`)
+			if r.Header.Get("If-None-Match") == `W/"abc"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			fmt.Fprintf(w, `{"name":"foo-bar","ua":%q}`, r.UserAgent())
+		default:
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte(`<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>`))
+		}
+	}
+}
+
+func TestReadThroughGem(t *testing.T) {
+	gem := []byte("pretend gem bytes")
+	up := newCountingUpstream(t, miniGems(gem))
+	tp := newTestProxy(t, up.URL)
+
+	resp, body := tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem", "User-Agent", "bundler/2.3.5")
+	if resp.StatusCode != 200 || !bytes.Equal(body, gem) {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("X-Cache"); got != "MISS" {
+		t.Errorf("X-Cache = %q, want MISS", got)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/octet-stream" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if ua := up.header("/gems/foo-bar-1.0.0.gem").Get("User-Agent"); ua != "bundler/2.3.5 gemproxy/test" {
+		t.Errorf("upstream User-Agent = %q", ua)
+	}
+	resp, body = tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
+	if resp.StatusCode != 200 || !bytes.Equal(body, gem) || resp.Header.Get("X-Cache") != "HIT" {
+		t.Fatalf("second GET: %d %q %q", resp.StatusCode, body, resp.Header.Get("X-Cache"))
+	}
+	if resp.Header.Get("Age") == "" {
+		t.Error("no Age header on a hit")
+	}
+	// /downloads/ shares the entry.
+	resp, body = tp.do(t, "GET", "/downloads/foo-bar-1.0.0.gem")
+	if resp.StatusCode != 200 || !bytes.Equal(body, gem) || resp.Header.Get("X-Cache") != "HIT" {
+		t.Fatalf("/downloads: %d %q", resp.StatusCode, resp.Header.Get("X-Cache"))
+	}
+	// HEAD answers the length without a body.
+	resp, body = tp.do(t, "HEAD", "/gems/foo-bar-1.0.0.gem")
+	if resp.StatusCode != 200 || len(body) != 0 || resp.Header.Get("Content-Length") != fmt.Sprint(len(gem)) {
+		t.Fatalf("HEAD: %d body=%q Content-Length=%q", resp.StatusCode, body, resp.Header.Get("Content-Length"))
+	}
+	if n := up.count("/gems/foo-bar-1.0.0.gem"); n != 1 {
+		t.Errorf("upstream gem requests = %d, want 1", n)
+	}
+	if n := up.count("/info/foo-bar"); n != 1 {
+		t.Errorf("upstream info requests = %d, want 1", n)
+	}
+}
+
+func TestGemChecksumMismatchStoresNothing(t *testing.T) {
+	good := []byte("the real gem")
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/gems/foo-bar-1.0.0.gem" {
+			w.Write([]byte("tampered gem"))
+			return
+		}
+		miniGems(good)(w, r)
+	})
+	tp := newTestProxy(t, up.URL)
+	resp, body := tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	mustContain(t, string(body), "SHA-256")
+	if e := tp.store.Peek("/gems/foo-bar-1.0.0.gem"); e != nil {
+		t.Fatalf("a gem failing its checksum was stored: %+v", e)
+	}
+	if got := testutil.ToFloat64(tp.m.CacheChecksumFailures.WithLabelValues("mismatch")); got != 1 {
+		t.Errorf("checksum mismatch counter = %v", got)
+	}
+}
+
+func TestGemWithUnknownChecksumIsServedNotStored(t *testing.T) {
+	gem := []byte("some gem")
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/gems/foo-bar-2.0.0.gem":
+			w.Write(gem)
+		default:
+			miniGems(gem)(w, r) // /info lists 1.0.0 only
+		}
+	})
+	tp := newTestProxy(t, up.URL)
+	for i := 0; i < 2; i++ {
+		resp, body := tp.do(t, "GET", "/gems/foo-bar-2.0.0.gem")
+		if resp.StatusCode != 200 || !bytes.Equal(body, gem) {
+			t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := up.count("/gems/foo-bar-2.0.0.gem"); n != 2 {
+		t.Errorf("unverified gem fetched %d times, want 2 (never stored)", n)
+	}
+	if got := testutil.ToFloat64(tp.m.CacheChecksumFailures.WithLabelValues("unknown")); got != 2 {
+		t.Errorf("unknown checksum counter = %v, want 2", got)
+	}
+}
+
+func TestS3ForbiddenBecomesCachedNotFound(t *testing.T) {
+	up := newCountingUpstream(t, miniGems(nil))
+	tp := newTestProxy(t, up.URL)
+	for _, path := range []string{"/gems/nope-1.0.gem", "/quick/Marshal.4.8/nope-1.0.gemspec.rz"} {
+		for i := 0; i < 2; i++ {
+			resp, body := tp.do(t, "GET", path)
+			if resp.StatusCode != 404 || strings.Contains(string(body), "xml") {
+				t.Fatalf("%s: %d %q, want a plain 404", path, resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "text/plain; charset=utf-8" {
+				t.Errorf("%s Content-Type %q", path, ct)
+			}
+		}
+		if n := up.count(path); n != 1 {
+			t.Errorf("%s fetched %d times within the negative TTL, want 1", path, n)
+		}
+	}
+	// After the negative TTL the upstream is asked again.
+	tp.clock.advance(61 * time.Second)
+	tp.do(t, "GET", "/quick/Marshal.4.8/nope-1.0.gemspec.rz")
+	if n := up.count("/quick/Marshal.4.8/nope-1.0.gemspec.rz"); n != 2 {
+		t.Errorf("after the negative TTL: %d fetches, want 2", n)
+	}
+}
+
+func TestUpstreamErrorsPassThrough(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/v1/gems/missing.json":
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(404)
+			w.Write([]byte("This rubygem could not be found."))
+		case "/api/v1/search.json":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			w.Write([]byte(`{"error":"Request is missing param 'query'"}`))
+		case "/api/v1/downloads/top.json":
+			w.WriteHeader(410)
+			w.Write([]byte("This endpoint is not supported anymore"))
+		}
+	})
+	tp := newTestProxy(t, up.URL)
+	tests := []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/api/v1/gems/missing.json", 404, "This rubygem could not be found."},
+		{"/api/v1/search.json", 400, `{"error":"Request is missing param 'query'"}`},
+		{"/api/v1/downloads/top.json", 410, "This endpoint is not supported anymore"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, body := tp.do(t, "GET", tt.path)
+			if resp.StatusCode != tt.status || string(body) != tt.body {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
+			}
+		})
+	}
+}
+
+func TestRevalidationWith304KeepsBody(t *testing.T) {
+	up := newCountingUpstream(t, miniGems(nil))
+	tp := newTestProxy(t, up.URL)
+	_, first := tp.do(t, "GET", "/api/v1/gems/foo-bar.json", "User-Agent", "curl/8")
+	tp.clock.advance(2 * time.Minute)
+	resp, second := tp.do(t, "GET", "/api/v1/gems/foo-bar.json")
+	if !bytes.Equal(first, second) || resp.Header.Get("X-Cache") != "REVALIDATED" {
+		t.Fatalf("after 304: %q (X-Cache %q), want %q", second, resp.Header.Get("X-Cache"), first)
+	}
+	if inm := up.header("/api/v1/gems/foo-bar.json").Get("If-None-Match"); inm != `W/"abc"` {
+		t.Errorf("revalidation If-None-Match = %q", inm)
+	}
+	resp, _ = tp.do(t, "GET", "/api/v1/gems/foo-bar.json")
+	if resp.Header.Get("X-Cache") != "HIT" {
+		t.Errorf("after renewal X-Cache = %q, want HIT", resp.Header.Get("X-Cache"))
+	}
+	if n := up.count("/api/v1/gems/foo-bar.json"); n != 2 {
+		t.Errorf("upstream calls = %d, want 2", n)
+	}
+}
+
+func TestRedirectsFollowedServerSide(t *testing.T) {
+	gem := []byte("redirected gem")
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/gems/foo-bar-1.0.0.gem" {
+			http.Redirect(w, r, "/storage/foo-bar-1.0.0.gem", http.StatusFound)
+			return
+		}
+		if r.URL.Path == "/storage/foo-bar-1.0.0.gem" {
+			w.Write(gem)
+			return
+		}
+		miniGems(gem)(w, r)
+	})
+	tp := newTestProxy(t, up.URL)
+	resp, body := tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
+	if resp.StatusCode != 200 || !bytes.Equal(body, gem) {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestRedirectToOtherHostRefused(t *testing.T) {
+	other := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("evil")) })
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/x", http.StatusFound)
+	})
+	tp := newTestProxy(t, up.URL)
+	resp, _ := tp.do(t, "GET", "/api/v1/gems/foo.json")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	if other.total() != 0 {
+		t.Fatalf("gemproxy contacted a host other than the upstream")
+	}
+}
+
+func TestConcurrentMissesCoalesce(t *testing.T) {
+	const clients = 100
+	gem := make([]byte, 3<<20)
+	rand.Read(gem)
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/gems/foo-bar-1.0.0.gem" {
+			arrived <- struct{}{}
+			<-release
+		}
+		miniGems(gem)(w, r)
+	})
+	tp := newTestProxy(t, up.URL)
+	var wg sync.WaitGroup
+	results := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
+			if resp.StatusCode != 200 || !bytes.Equal(body, gem) {
+				results <- fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
+				return
+			}
+			results <- nil
+		}()
+	}
+	<-arrived
+	// Every client must be waiting on the one fill before it is released.
+	waitFor(t, func() bool { return testutil.ToFloat64(tp.m.CacheFillWaiters) == clients })
+	close(release)
+	wg.Wait()
+	close(results)
+	for err := range results {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := up.count("/gems/foo-bar-1.0.0.gem"); n != 1 {
+		t.Fatalf("%d concurrent misses caused %d upstream requests, want 1", clients, n)
+	}
+	if got := testutil.ToFloat64(tp.m.Lookup("gem", "coalesced")); got != clients-1 {
+		t.Errorf("coalesced lookups = %v, want %d", got, clients-1)
+	}
+}
+
+func TestFillSurvivesClientDisconnect(t *testing.T) {
+	gem := []byte("gem for a patient fill")
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/gems/foo-bar-1.0.0.gem" {
+			arrived <- struct{}{}
+			<-release
+		}
+		miniGems(gem)(w, r)
+	})
+	tp := newTestProxy(t, up.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := tp.lookup(ctx, fillRequest{rt: tp.mustRoute(t, "/gems/foo-bar-1.0.0.gem"), key: "/gems/foo-bar-1.0.0.gem"})
+		done <- err
+	}()
+	<-arrived
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the disconnected client got a result instead of its context error")
+	}
+	close(release)
+	waitFor(t, func() bool { return tp.store.Peek("/gems/foo-bar-1.0.0.gem") != nil })
+	resp, body := tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
+	if resp.Header.Get("X-Cache") != "HIT" || !bytes.Equal(body, gem) {
+		t.Fatalf("after the abandoned fill: %q %q", resp.Header.Get("X-Cache"), body)
+	}
+}
+
+// mustRoute returns the GET route of path.
+func (tp *testProxy) mustRoute(t *testing.T, path string) *Route {
+	t.Helper()
+	rt, _ := tp.router.Match("GET", path)
+	if rt == nil {
+		t.Fatalf("no route for %s", path)
+	}
+	return rt
+}
+
+// waitFor polls cond until it holds, failing after ten seconds. It is for
+// conditions with no event to wait on (a gauge reaching a value).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestUnknownAPIPassesThroughUncached(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60, public")
+		w.Write([]byte("new endpoint " + r.URL.RawQuery))
+	})
+	tp := newTestProxy(t, up.URL)
+	for i := 0; i < 2; i++ {
+		resp, body := tp.do(t, "GET", "/api/v3/brand/new?x=1")
+		if resp.StatusCode != 200 || string(body) != "new endpoint x=1" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	if n := up.count("/api/v3/brand/new"); n != 2 {
+		t.Errorf("upstream saw %d requests, want 2 (not cached)", n)
+	}
+}
+
+func TestDependencyAPIAnsweredLocally(t *testing.T) {
+	up := newCountingUpstream(t, miniGems(nil))
+	tp := newTestProxy(t, up.URL)
+	resp, body := tp.do(t, "GET", "/api/v1/dependencies?gems=rack")
+	if resp.StatusCode != 404 || string(body) != dependencyAPIGone {
+		t.Fatalf("plain: %d %q", resp.StatusCode, body)
+	}
+	resp, body = tp.do(t, "GET", "/api/v1/dependencies.json?gems=rack")
+	if resp.StatusCode != 404 || string(body) != `{"error":"`+dependencyAPIGone+`","code":404}` {
+		t.Fatalf("json: %d %q", resp.StatusCode, body)
+	}
+	if up.total() != 0 {
+		t.Fatal("the dependency API reached the upstream")
+	}
+}
+
+func TestHostileInputRejected(t *testing.T) {
+	up := newCountingUpstream(t, miniGems(nil))
+	tp := newTestProxy(t, up.URL)
+	long := strings.Repeat("a", 256)
+	paths := []string{
+		"/gems/../../etc/passwd.gem",
+		"/gems/%2e%2e/%2e%2e/etc/passwd.gem",
+		"/gems/..%2fetc%2fpasswd.gem",
+		"/info/%2E%2E",
+		"/info/foo%00bar",
+		"/info/foo%5cbar",
+		"/info/a%252e%252e",
+		"/quick/Marshal.4.8/..%5c..%5cx.gemspec.rz",
+		"/info/" + long,
+		"/gems/" + long + ".gem",
+		"/info/foo bar",
+		"/info/fo%ZZ",
+		"/info//etc",
+		"/api/v1/gems/%2e%2e.json",
+		"/info/ruby%0d%0aX-Injected:%201",
+	}
+	tp.listen(t)
+	for _, p := range paths {
+		t.Run(p, func(t *testing.T) {
+			req := p
+			resp, _ := tp.doRaw(t, "GET "+req+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp < 400 || resp >= 500 {
+				t.Fatalf("status %d, want 4xx", resp)
+			}
+		})
+	}
+	if n := up.total(); n != 0 {
+		t.Fatalf("hostile input caused %d upstream requests: %v", n, up.counts)
+	}
+	if st := tp.store.Stats(); st.Bytes != 0 || len(st.Classes) != 0 {
+		t.Fatalf("hostile input left cache entries: %+v", st)
+	}
+}

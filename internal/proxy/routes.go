@@ -1,0 +1,337 @@
+package proxy
+
+import (
+	"strings"
+	"time"
+)
+
+// Class is a cache class: routes of one class share a TTL, a staleness
+// budget and a line in the statistics. The set is bounded (a metrics label).
+type Class string
+
+// The cache classes.
+const (
+	// ClassVersions is the compact index /versions file.
+	ClassVersions Class = "versions"
+	// ClassInfo is the compact index /info/NAME files.
+	ClassInfo Class = "info"
+	// ClassNames is the compact index /names file.
+	ClassNames Class = "names"
+	// ClassFullIndex is the Marshal full index (specs.4.8.gz and friends).
+	ClassFullIndex Class = "full_index"
+	// ClassQuickSpec is /quick/Marshal.4.8/*.gemspec.rz (immutable).
+	ClassQuickSpec Class = "quick_spec"
+	// ClassGem is /gems/*.gem (immutable, checksum-verified).
+	ClassGem Class = "gem"
+	// ClassAPI is anonymous JSON/YAML API reads and the home page.
+	ClassAPI Class = "api"
+)
+
+// Classes lists every cache class, for metrics and configuration.
+var Classes = []Class{ClassVersions, ClassInfo, ClassNames, ClassFullIndex, ClassQuickSpec, ClassGem, ClassAPI}
+
+// DefaultTTL is the freshness of each mutable class (PROTOCOL.md §1.3).
+// Immutable classes never expire.
+var DefaultTTL = map[Class]time.Duration{
+	ClassVersions:  60 * time.Second,
+	ClassInfo:      60 * time.Second,
+	ClassNames:     60 * time.Second,
+	ClassFullIndex: 60 * time.Second,
+	ClassAPI:       60 * time.Second,
+}
+
+// Handling says how the proxy answers a route.
+type Handling uint8
+
+// The ways a route is answered.
+const (
+	// Cached routes are read through the cache.
+	Cached Handling = iota
+	// PassThrough routes are forwarded upstream and never stored.
+	PassThrough
+	// DependencyAPI routes are answered locally with the origin's 404.
+	DependencyAPI
+	// Write routes are forwarded upstream and invalidate what they change.
+	Write
+	// Home is the site root, answered locally: RubyGems probes it with HEAD
+	// and needs a 200, which must not depend on the upstream.
+	Home
+)
+
+// Route is one row of the route table.
+type Route struct {
+	// Endpoint is the bounded name used in metrics and logs.
+	Endpoint string
+	// Methods lists the methods the row matches.
+	Methods []string
+	// Pattern is the path pattern: literal segments, ":param" segments
+	// (a gem name, version or file name, checked by ValidParam) optionally
+	// followed by one of "|"-separated suffixes (":name.json|.yaml"), and a
+	// final segment ending in "*" that matches any rest starting with what
+	// precedes the "*".
+	Pattern string
+	// Handling says how the route is answered.
+	Handling Handling
+	// Class is the cache class (Cached routes).
+	Class Class
+	// Immutable bodies never expire (gems and quick specs).
+	Immutable bool
+	// CompactIndex routes are served with the compact-index validators,
+	// ranges and gzip form.
+	CompactIndex bool
+	// ContentType, when set, replaces the upstream's Content-Type.
+	ContentType string
+	// Key, when set, maps the matched parameters to the cache key and
+	// upstream path (so /downloads/X.gem shares /gems/X.gem).
+	Key func(params []string) string
+
+	segments []segment
+}
+
+// segment is one compiled pattern segment.
+type segment struct {
+	// literal is the exact text of a literal segment, or the prefix of a
+	// rest segment.
+	literal string
+	// param marks a parameter segment.
+	param bool
+	// suffixes are the accepted endings of a parameter segment.
+	suffixes []string
+	// rest marks the final segment that matches the remaining path.
+	rest bool
+}
+
+// Content types forced on binary artefacts (PROTOCOL.md §1.1).
+const (
+	contentTypeBinary    = "application/octet-stream"
+	contentTypeTextPlain = "text/plain; charset=utf-8"
+)
+
+var (
+	readMethods = []string{"GET", "HEAD"}
+	anyWrite    = []string{"POST", "PUT", "PATCH", "DELETE"}
+)
+
+// routeTable is the one table of endpoints, matched in order.
+var routeTable = []Route{
+	{Endpoint: "root", Methods: readMethods, Pattern: "/", Handling: Home},
+	{Endpoint: "versions", Methods: readMethods, Pattern: "/versions", Class: ClassVersions, CompactIndex: true, ContentType: contentTypeTextPlain},
+	{Endpoint: "info", Methods: readMethods, Pattern: "/info/:name", Class: ClassInfo, CompactIndex: true, ContentType: contentTypeTextPlain},
+	{Endpoint: "names", Methods: readMethods, Pattern: "/names", Class: ClassNames, CompactIndex: true, ContentType: contentTypeTextPlain},
+	{Endpoint: "specs", Methods: readMethods, Pattern: "/specs.4.8.gz", Class: ClassFullIndex, ContentType: contentTypeBinary},
+	{Endpoint: "latest_specs", Methods: readMethods, Pattern: "/latest_specs.4.8.gz", Class: ClassFullIndex, ContentType: contentTypeBinary},
+	{Endpoint: "prerelease_specs", Methods: readMethods, Pattern: "/prerelease_specs.4.8.gz", Class: ClassFullIndex, ContentType: contentTypeBinary},
+	{Endpoint: "quick_spec", Methods: readMethods, Pattern: "/quick/Marshal.4.8/:file.gemspec.rz", Class: ClassQuickSpec, Immutable: true, ContentType: contentTypeBinary},
+	{Endpoint: "gem", Methods: readMethods, Pattern: "/gems/:file.gem", Class: ClassGem, Immutable: true, ContentType: contentTypeBinary},
+	{Endpoint: "download", Methods: readMethods, Pattern: "/downloads/:file.gem", Class: ClassGem, Immutable: true, ContentType: contentTypeBinary,
+		Key: func(p []string) string { return "/gems/" + p[0] + ".gem" }},
+	{Endpoint: "dependencies", Methods: readMethods, Pattern: "/api/v1/dependencies", Handling: DependencyAPI},
+	{Endpoint: "dependencies", Methods: readMethods, Pattern: "/api/v1/dependencies.json", Handling: DependencyAPI},
+	{Endpoint: "dependencies", Methods: readMethods, Pattern: "/api/v1/dependencies.marshal", Handling: DependencyAPI},
+
+	// Authenticated reads: never cached, whoever asks.
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/gems.json", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/gems.yaml", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/web_hooks*", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/profile/*", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/api_key*", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/oidc/*", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/webauthn_verification/*", Handling: PassThrough},
+	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/gems/:name/trusted_publishers*", Handling: PassThrough},
+
+	// Anonymous API reads (PROTOCOL.md §1.2), stored only when the upstream
+	// marks them public.
+	{Endpoint: "api_gem", Methods: readMethods, Pattern: "/api/v1/gems/:name.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_reverse_dependencies", Methods: readMethods, Pattern: "/api/v1/gems/:name/reverse_dependencies.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_owners", Methods: readMethods, Pattern: "/api/v1/gems/:name/owners.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_latest_version", Methods: readMethods, Pattern: "/api/v1/versions/:name/latest.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_version_reverse_dependencies", Methods: readMethods, Pattern: "/api/v1/versions/:name/reverse_dependencies.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_versions", Methods: readMethods, Pattern: "/api/v1/versions/:name.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_v2_contents", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version/contents.json|.yaml|.sha256", Class: ClassAPI},
+	{Endpoint: "api_v2_version", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads", Class: ClassAPI},
+	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads.json", Class: ClassAPI},
+	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads.yaml", Class: ClassAPI},
+	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads/all.json", Class: ClassAPI},
+	{Endpoint: "api_version_downloads", Methods: readMethods, Pattern: "/api/v1/downloads/:file.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_owner_gems", Methods: readMethods, Pattern: "/api/v1/owners/:name/gems.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name", Class: ClassAPI},
+	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.json", Class: ClassAPI},
+	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.yaml", Class: ClassAPI},
+	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search/autocomplete", Class: ClassAPI},
+	{Endpoint: "api_activity", Methods: readMethods, Pattern: "/api/v1/activity/:name.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_timeframe_versions", Methods: readMethods, Pattern: "/api/v1/timeframe_versions.json", Class: ClassAPI},
+	{Endpoint: "api_timeframe_versions", Methods: readMethods, Pattern: "/api/v1/timeframe_versions.yaml", Class: ClassAPI},
+	{Endpoint: "api_attestations", Methods: readMethods, Pattern: "/api/v1/attestations/:file.json", Class: ClassAPI},
+	{Endpoint: "api_other", Methods: readMethods, Pattern: "/api/*", Handling: PassThrough},
+
+	// Writes (PROTOCOL.md §4.2), forwarded unchanged.
+	{Endpoint: "push", Methods: []string{"POST"}, Pattern: "/api/v1/gems", Handling: Write},
+	{Endpoint: "yank", Methods: []string{"DELETE"}, Pattern: "/api/v1/gems/yank", Handling: Write},
+	{Endpoint: "owners", Methods: anyWrite, Pattern: "/api/v1/gems/:name/owners*", Handling: Write},
+	{Endpoint: "owners", Methods: anyWrite, Pattern: "/api/v1/owners/*", Handling: Write},
+	{Endpoint: "web_hooks", Methods: anyWrite, Pattern: "/api/v1/web_hooks*", Handling: Write},
+	{Endpoint: "api_key", Methods: anyWrite, Pattern: "/api/v1/api_key*", Handling: Write},
+	{Endpoint: "oidc", Methods: anyWrite, Pattern: "/api/v1/oidc/*", Handling: Write},
+	{Endpoint: "webauthn", Methods: anyWrite, Pattern: "/api/v1/webauthn_verification*", Handling: Write},
+	{Endpoint: "trusted_publishers", Methods: anyWrite, Pattern: "/api/v1/gems/:name/trusted_publishers*", Handling: Write},
+	{Endpoint: "api_write_other", Methods: append([]string{"OPTIONS"}, anyWrite...), Pattern: "/api/*", Handling: Write},
+}
+
+// EndpointRejected and EndpointUnknown label requests that match no route.
+const (
+	// EndpointRejected labels requests refused as malformed or hostile.
+	EndpointRejected = "rejected"
+	// EndpointUnknown labels requests for paths gemproxy does not serve.
+	EndpointUnknown = "unknown"
+)
+
+// Router matches request paths against the route table.
+type Router struct {
+	routes []Route
+}
+
+// NewRouter compiles the route table.
+func NewRouter() *Router {
+	r := &Router{routes: make([]Route, len(routeTable))}
+	copy(r.routes, routeTable)
+	for i := range r.routes {
+		r.routes[i].segments = compile(r.routes[i].Pattern)
+	}
+	return r
+}
+
+// Endpoints lists each endpoint name with the methods it answers, for
+// pre-creating metric label values.
+func (r *Router) Endpoints() map[string][]string {
+	out := map[string][]string{EndpointRejected: readMethods, EndpointUnknown: readMethods}
+	for _, rt := range r.routes {
+		for _, m := range rt.Methods {
+			if !contains(out[rt.Endpoint], m) {
+				out[rt.Endpoint] = append(out[rt.Endpoint], m)
+			}
+		}
+	}
+	return out
+}
+
+// contains reports whether list holds s.
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// compile splits a pattern into segments.
+func compile(pattern string) []segment {
+	if pattern == "/" {
+		return nil
+	}
+	var segs []segment
+	for _, part := range strings.Split(strings.TrimPrefix(pattern, "/"), "/") {
+		switch {
+		case part == "*":
+			segs = append(segs, segment{rest: true})
+		case strings.HasSuffix(part, "*"):
+			segs = append(segs, segment{literal: strings.TrimSuffix(part, "*"), rest: true})
+		case strings.HasPrefix(part, ":"):
+			var suffixes []string
+			if j := strings.IndexByte(part, '.'); j >= 0 {
+				suffixes = strings.Split(part[j:], "|")
+			}
+			segs = append(segs, segment{param: true, suffixes: suffixes})
+		default:
+			segs = append(segs, segment{literal: part})
+		}
+	}
+	return segs
+}
+
+// Match finds the route for method and path (already validated by
+// CheckPath). It returns the route and the matched parameters, or nil.
+func (r *Router) Match(method, path string) (*Route, []string) {
+	for i := range r.routes {
+		rt := &r.routes[i]
+		if !contains(rt.Methods, method) {
+			continue
+		}
+		if params, ok := matchSegments(rt.segments, path); ok {
+			return rt, params
+		}
+	}
+	return nil, nil
+}
+
+// matchSegments matches path against segs.
+func matchSegments(segs []segment, path string) ([]string, bool) {
+	if len(segs) == 0 {
+		return nil, path == "/"
+	}
+	rest := strings.TrimPrefix(path, "/")
+	var params []string
+	for i, seg := range segs {
+		if seg.rest {
+			return params, strings.HasPrefix(rest, seg.literal)
+		}
+		part := rest
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			part, rest = rest[:j], rest[j+1:]
+		} else {
+			rest = ""
+			if i != len(segs)-1 {
+				return nil, false
+			}
+		}
+		if i == len(segs)-1 && rest != "" {
+			return nil, false
+		}
+		if !seg.param {
+			if part != seg.literal {
+				return nil, false
+			}
+			continue
+		}
+		value, ok := trimSuffixes(part, seg.suffixes)
+		if !ok || !ValidParam(value) {
+			return nil, false
+		}
+		params = append(params, value)
+	}
+	return params, rest == ""
+}
+
+// trimSuffixes strips the one of suffixes that s ends with; with no
+// suffixes s is returned as is.
+func trimSuffixes(s string, suffixes []string) (string, bool) {
+	if len(suffixes) == 0 {
+		return s, true
+	}
+	for _, suf := range suffixes {
+		if strings.HasSuffix(s, suf) {
+			return s[:len(s)-len(suf)], true
+		}
+	}
+	return "", false
+}
+
+// maxParamLen is the longest gem name, version or file name accepted.
+const maxParamLen = 255
+
+// ValidParam reports whether s is an acceptable gem name, version, handle or
+// file name: 1-255 bytes of [A-Za-z0-9._-], not "." or ".." (PROTOCOL.md §7).
+func ValidParam(s string) bool {
+	if s == "" || len(s) > maxParamLen || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

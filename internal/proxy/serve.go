@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/compactindex"
+	"github.com/gemproxy/gemproxy/internal/metrics"
+)
+
+// serveEntry writes e to the client, honouring If-None-Match (checked before
+// Range), If-Modified-Since, a single Range and gzip for compact-index
+// files. It returns the number of body bytes sent.
+func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metrics.Result) int64 {
+	resp := c.Response()
+	for _, f := range e.Header {
+		resp.Header.Set(f.Name, f.Value)
+	}
+	resp.Header.Set("X-Cache", xCache(outcome))
+	age := int64(0)
+	if d := p.now().Sub(e.StoredAt); d > 0 {
+		age = int64(d / time.Second)
+	}
+	var buf [20]byte
+	resp.Header.SetBytesV("Age", strconv.AppendInt(buf[:0], age, 10))
+	if outcome == metrics.ResultStale {
+		resp.Header.Set("Warning", `110 gemproxy "Response is Stale"`)
+	}
+	if e.Status != http.StatusOK {
+		resp.SetStatusCode(e.Status)
+		return p.writeBody(c, e, false, 0, e.Size)
+	}
+
+	req := &c.Context().Request
+	if inm := req.Header.Peek("If-None-Match"); len(inm) > 0 {
+		if compactindex.ETagMatches(string(inm), strings.Trim(strings.TrimPrefix(e.HeaderValue("Etag"), "W/"), `"`)) {
+			return notModified(c)
+		}
+	} else if ims := req.Header.Peek("If-Modified-Since"); len(ims) > 0 {
+		if notModifiedSince(string(ims), e.HeaderValue("Last-Modified")) {
+			return notModified(c)
+		}
+	}
+
+	size := e.Size
+	if rng := req.Header.Peek("Range"); len(rng) > 0 && !c.Context().IsHead() && rangeApplies(req, e) {
+		start, end, ok := parseRange(string(rng), size)
+		switch {
+		case ok:
+			resp.SetStatusCode(http.StatusPartialContent)
+			resp.Header.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(end-1, 10)+"/"+strconv.FormatInt(size, 10))
+			return p.writeBody(c, e, false, start, end)
+		case !rt.CompactIndex && start >= size:
+			// Never 416 for compact-index files (PROTOCOL.md §2.6): they get the full body.
+			resp.SetStatusCode(http.StatusRequestedRangeNotSatisfiable)
+			resp.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			return 0
+		}
+	}
+	resp.SetStatusCode(http.StatusOK)
+	if e.GzipID != 0 && acceptsGzip(req.Header.Peek("Accept-Encoding")) && len(req.Header.Peek("Range")) == 0 {
+		resp.Header.Set("Content-Encoding", "gzip")
+		return p.writeBody(c, e, true, 0, e.GzipSize)
+	}
+	return p.writeBody(c, e, false, 0, size)
+}
+
+// notModified answers 304 with the validators already set.
+func notModified(c *fiber.Ctx) int64 {
+	c.Response().SetStatusCode(http.StatusNotModified)
+	c.Response().SkipBody = true
+	return 0
+}
+
+// notModifiedSince reports whether Last-Modified lm is not after ims.
+func notModifiedSince(ims, lm string) bool {
+	if lm == "" {
+		return false
+	}
+	t1, err1 := http.ParseTime(ims)
+	t2, err2 := http.ParseTime(lm)
+	return err1 == nil && err2 == nil && !t2.After(t1)
+}
+
+// rangeApplies checks If-Range: the Range is honoured only when If-Range is
+// absent or names the current ETag or Last-Modified.
+func rangeApplies(req *fasthttp.Request, e *cache.Entry) bool {
+	ir := string(req.Header.Peek("If-Range"))
+	if ir == "" {
+		return true
+	}
+	if etag := e.HeaderValue("Etag"); etag != "" && !strings.HasPrefix(ir, "W/") && ir == etag {
+		return true
+	}
+	return ir == e.HeaderValue("Last-Modified")
+}
+
+// parseRange parses a single "bytes=" range against size. It returns the
+// half-open span [start, end) and ok when it is satisfiable; when it is not,
+// start is set to size for an unsatisfiable single range, and ok is false.
+// Multiple ranges and malformed headers give start 0 and ok false (the full
+// body is sent).
+func parseRange(h string, size int64) (start, end int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false
+	}
+	if a == "" { // suffix range: last b bytes
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, false
+		}
+		if size == 0 {
+			return size, 0, false
+		}
+		if n > size {
+			n = size
+		}
+		return size - n, size, true
+	}
+	s, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || s < 0 {
+		return 0, 0, false
+	}
+	if s >= size {
+		return size, 0, false
+	}
+	end = size
+	if b != "" {
+		last, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || last < s {
+			return 0, 0, false
+		}
+		if last+1 < size {
+			end = last + 1
+		}
+	}
+	return s, end, true
+}
+
+// acceptsGzip reports whether Accept-Encoding allows gzip. A bare "gzip"
+// is Bundler's explicit retry header, whose answer it does not decode
+// (PROTOCOL.md §2.5): it gets identity.
+func acceptsGzip(ae []byte) bool {
+	v := string(ae)
+	if v == "" || v == "gzip" {
+		return false
+	}
+	for _, part := range strings.Split(v, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+			continue
+		}
+		params = strings.ReplaceAll(strings.TrimSpace(params), " ", "")
+		return params != "q=0" && params != "q=0.0" && params != "q=0.00" && params != "q=0.000"
+	}
+	return false
+}
+
+// writeBody sends bytes [start, end) of e's identity or gzip body. HEAD
+// gets the length only. It returns the bytes sent.
+func (p *Proxy) writeBody(c *fiber.Ctx, e *cache.Entry, gzip bool, start, end int64) int64 {
+	resp := c.Response()
+	n := end - start
+	if c.Context().IsHead() {
+		resp.SkipBody = true
+		resp.Header.SetContentLength(int(n))
+		return 0
+	}
+	mem := e.Body
+	if gzip {
+		mem = e.Gzip
+	}
+	if mem != nil {
+		resp.SetBodyRaw(mem[start:end])
+		return n
+	}
+	r, err := p.store.Open(e, gzip)
+	if err != nil {
+		p.log.Error("open cached body", "key", e.Key, "error", err)
+		resp.SetStatusCode(http.StatusInternalServerError)
+		resp.SetBodyString("cached body unreadable\n")
+		return 0
+	}
+	r.Limit(start, end)
+	resp.SetBodyStream(r, int(n))
+	return n
+}

@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// UpstreamOptions configures the upstream client. Zero durations select the
+// defaults given per field.
+type UpstreamOptions struct {
+	// URL is the upstream base, e.g. https://rubygems.org. Required.
+	URL *url.URL
+	// ConnectTimeout bounds the TCP and TLS handshake. Default 10s.
+	ConnectTimeout time.Duration
+	// FirstByteTimeout bounds the wait for response headers. Default 30s.
+	FirstByteTimeout time.Duration
+	// IdleTimeout bounds the wait between two body reads. Default 30s.
+	IdleTimeout time.Duration
+	// MaxConcurrent caps concurrent upstream requests. Default 32.
+	MaxConcurrent int
+	// Version is appended to the client's User-Agent as " gemproxy/VERSION".
+	Version string
+}
+
+// withDefaults fills zero fields.
+func (o UpstreamOptions) withDefaults() UpstreamOptions {
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.FirstByteTimeout == 0 {
+		o.FirstByteTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.MaxConcurrent == 0 {
+		o.MaxConcurrent = 32
+	}
+	return o
+}
+
+// maxRedirects is how many upstream redirects a read follows.
+const maxRedirects = 5
+
+// errOtherHost is returned when the upstream redirects to another host.
+var errOtherHost = errors.New("upstream redirected to another host; refusing to follow")
+
+// upstream is the HTTP client of the configured upstream. It only ever
+// connects to the configured host.
+type upstream struct {
+	opts UpstreamOptions
+	// reads follows same-host redirects; writes never follow any.
+	reads, writes *http.Client
+	sem           chan struct{}
+	// prefix is scheme://host[/base path] without a trailing slash.
+	prefix string
+}
+
+// newUpstream builds the client.
+func newUpstream(opts UpstreamOptions) *upstream {
+	opts = opts.withDefaults()
+	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		Proxy:                 nil, // never via an environment proxy: only the configured host
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   opts.ConnectTimeout,
+		ResponseHeaderTimeout: opts.FirstByteTimeout,
+		MaxIdleConns:          opts.MaxConcurrent * 2,
+		MaxIdleConnsPerHost:   opts.MaxConcurrent * 2,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	host := opts.URL.Host
+	return &upstream{
+		opts: opts,
+		reads: &http.Client{Transport: transport, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > maxRedirects {
+				return fmt.Errorf("upstream: more than %d redirects", maxRedirects)
+			}
+			if req.URL.Host != host {
+				return fmt.Errorf("%w: %s", errOtherHost, req.URL.Host)
+			}
+			return nil
+		}},
+		writes: &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}},
+		sem:    make(chan struct{}, opts.MaxConcurrent),
+		prefix: opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
+	}
+}
+
+// url builds the upstream URL for a validated raw path and query.
+func (u *upstream) url(rawPath, rawQuery string) string {
+	if rawQuery == "" {
+		return u.prefix + rawPath
+	}
+	return u.prefix + rawPath + "?" + rawQuery
+}
+
+// userAgent returns the upstream User-Agent for a client's.
+func (u *upstream) userAgent(client string) string {
+	token := "gemproxy/" + u.opts.Version
+	if client == "" {
+		return token
+	}
+	return client + " " + token
+}
+
+// do sends one request upstream. The response body must be closed; it
+// enforces the idle timeout between reads and releases the concurrency slot
+// on Close. follow selects the read client (same-host redirects followed).
+func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*http.Response, error) {
+	if req.URL.Host != u.opts.URL.Host {
+		return nil, fmt.Errorf("%w: %s", errOtherHost, req.URL.Host)
+	}
+	select {
+	case u.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("upstream: waiting for a free connection slot: %w", ctx.Err())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	req = req.WithContext(ctx)
+	client := u.writes
+	if follow {
+		client = u.reads
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		cancel()
+		<-u.sem
+		return nil, err
+	}
+	resp.Body = &idleBody{
+		body:    resp.Body,
+		timer:   time.AfterFunc(u.opts.IdleTimeout, cancel),
+		timeout: u.opts.IdleTimeout,
+		done: func() {
+			cancel()
+			<-u.sem
+		},
+	}
+	return resp, nil
+}
+
+// idleBody cancels the request when no body bytes arrive for timeout.
+type idleBody struct {
+	body    io.ReadCloser
+	timer   *time.Timer
+	timeout time.Duration
+	once    sync.Once
+	done    func()
+}
+
+// Read reads from the body, re-arming the idle timer.
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	b.timer.Reset(b.timeout)
+	return n, err
+}
+
+// Close closes the body and releases the request's resources once.
+func (b *idleBody) Close() error {
+	err := b.body.Close()
+	b.once.Do(func() {
+		b.timer.Stop()
+		b.done()
+	})
+	return err
+}
