@@ -147,7 +147,7 @@ func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error)
 // compress gzips r into a new staging.
 func (s *Store) compress(r io.Reader) (*Staging, error) {
 	gz := s.Stage()
-	w, _ := gzip.NewWriterLevel(gz, gzip.BestCompression)
+	w, _ := gzip.NewWriterLevel(gz, gzip.DefaultCompression)
 	if _, err := io.Copy(w, r); err != nil {
 		gz.Discard()
 		return nil, fmt.Errorf("cache: compress: %w", err)
