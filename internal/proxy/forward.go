@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -32,10 +33,21 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	reqHeader := &c.Request().Header
 	var body io.Reader
 	contentLength := int64(reqHeader.ContentLength())
+	if contentLength > p.opts.MaxBodySize {
+		cancel()
+		c.Context().SetConnectionClose()
+		_ = plainError(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
+		return 0
+	}
 	if method != http.MethodGet && method != http.MethodHead {
 		body = c.Context().RequestBodyStream()
 		if body == nil {
 			body = bytes.NewReader(c.Body())
+		}
+		if contentLength < 0 {
+			// Chunked: stop forwarding past the limit; the upstream sees a
+			// broken body and the client an error, never a truncated success.
+			body = &capReader{r: body, left: p.opts.MaxBodySize}
 		}
 	}
 	var captured *prefixCapture
@@ -109,6 +121,25 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	}
 	out.SetBodyStream(&cancelOnClose{ReadCloser: resp.Body, cancel: cancel}, int(resp.ContentLength))
 	return max(resp.ContentLength, 0)
+}
+
+// errBodyTooLarge aborts a chunked request body over the size limit.
+var errBodyTooLarge = errors.New("request body larger than max_body_size")
+
+// capReader fails once more than left bytes were read.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+// Read reads through until the cap is passed.
+func (c *capReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return n, errBodyTooLarge
+	}
+	return n, err
 }
 
 // cancelOnClose releases a forwarded call's context when its body is closed.

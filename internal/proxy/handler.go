@@ -54,13 +54,16 @@ func (p *Proxy) newApp() *fiber.App {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
 		StreamRequestBody:     true, // request bodies are streamed upstream, never buffered whole
-		BodyLimit:             int(p.opts.MaxBodySize),
-		ReadBufferSize:        so.MaxHeaderBytes,
-		ReadTimeout:           so.ReadTimeout,
-		WriteTimeout:          so.WriteTimeout,
-		IdleTimeout:           so.IdleTimeout,
-		Concurrency:           so.MaxConnections,
-		ErrorHandler:          p.errorHandler,
+		// Multipart pushes (gem + attestations) are forwarded byte for byte,
+		// never parsed.
+		DisablePreParseMultipartForm: true,
+		BodyLimit:                    int(p.opts.MaxBodySize),
+		ReadBufferSize:               so.MaxHeaderBytes,
+		ReadTimeout:                  so.ReadTimeout,
+		WriteTimeout:                 so.WriteTimeout,
+		IdleTimeout:                  so.IdleTimeout,
+		Concurrency:                  so.MaxConnections,
+		ErrorHandler:                 p.errorHandler,
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok\n") })
 	app.Get("/readyz", p.ready)
