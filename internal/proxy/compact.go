@@ -63,7 +63,7 @@ func (p *Proxy) refreshCompactIndex(ctx context.Context, fr fillRequest, old *ca
 		return next, err
 	}
 	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered " + resp.Status}
+		return p.storeResponse(fr, resp, nil) // an error: the stale copy is served
 	}
 	// 416 (our copy is longer: rebuilt /versions, shrunk /info) and others.
 	_, _ = io.Copy(io.Discard, resp.Body)
@@ -235,8 +235,8 @@ func (p *Proxy) invalidateInfos(lines []byte) {
 	for name, sum := range latest {
 		key := "/info/" + name
 		e := p.store.Peek(key)
-		if e == nil || !e.Fresh(p.now()) {
-			continue
+		if e == nil || e.FreshUntil.Equal(cache.Expired) {
+			continue // absent, or already marked stale
 		}
 		if e.Status == http.StatusOK && hex.EncodeToString(e.MD5[:]) == sum {
 			continue

@@ -248,12 +248,17 @@ func TestCompactIndexRefreshFallsBackToFull(t *testing.T) {
 			tt.mutate(iu)
 			iu.set("/versions", []byte(tt.next))
 			tp.clock.advance(2 * time.Minute)
-			_, body := tp.do(t, "GET", "/versions")
+			resp, body := tp.do(t, "GET", "/versions")
+			if tt.name == "digest mismatch on 206" {
+				// The full body fails the same digest: nothing is stored and
+				// the previous copy is served, marked stale.
+				if string(body) != testVersions || resp.Header.Get("X-Cache") != "STALE" {
+					t.Fatalf("served %q (%s), want the stale copy", body, resp.Header.Get("X-Cache"))
+				}
+				return
+			}
 			if string(body) != tt.next {
 				t.Fatalf("served %q, want %q", body, tt.next)
-			}
-			if tt.name == "digest mismatch on 206" {
-				return // the full body carries the wrong digest too; it is still stored byte-identical
 			}
 			if refreshCounter(tp, "full") != 1 || refreshCounter(tp, "append") != 0 {
 				t.Fatalf("refresh paths: full=%v append=%v", refreshCounter(tp, "full"), refreshCounter(tp, "append"))
@@ -302,7 +307,11 @@ func TestCoherenceOnFreshInfo(t *testing.T) {
 
 func TestFullIndexIfModifiedSince(t *testing.T) {
 	lm := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
-	specs := []byte("\x1f\x8b binary specs")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("\x04\b[\x00"))
+	zw.Close()
+	specs := gz.Bytes()
 	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=31536000")
 		w.Header().Set("ETag", `"s3etag"`)

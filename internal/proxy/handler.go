@@ -192,6 +192,9 @@ func (p *Proxy) readError(c *fiber.Ctx, err error) error {
 	var ue *upstreamError
 	switch {
 	case errors.As(err, &ue):
+		if ue.retryAfter != "" {
+			c.Set("Retry-After", ue.retryAfter)
+		}
 		return plainError(c, ue.status, ue.Error())
 	case errors.Is(err, context.Canceled):
 		return nil // the client went away

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -33,6 +34,19 @@ type Options struct {
 	// MaxUnverifiedSize is the largest gem served without being stored when
 	// its checksum is unknown. Default 128 MiB.
 	MaxUnverifiedSize int64
+	// MaxStale bounds, per class, how long after expiry a stale entry is
+	// still served when the upstream fails (stale-if-error). A missing or
+	// zero value keeps DefaultMaxStale; a negative value never serves stale.
+	MaxStale map[Class]time.Duration
+	// StaleWhileRevalidate is, per class, the window after expiry in which
+	// a stale entry is served at once while one background refresh runs.
+	// Missing or zero: DefaultStaleWhileRevalidate; negative disables it.
+	StaleWhileRevalidate map[Class]time.Duration
+	// Breaker configures the upstream circuit breaker.
+	Breaker BreakerOptions
+	// Offline never contacts the upstream: reads are served from the cache
+	// whatever their age, misses get 504 and writes 503.
+	Offline bool
 	// KeepYanked keeps a yanked version's .gem and gemspec in the cache after
 	// a yank through gemproxy. Default false.
 	KeepYanked bool
@@ -58,6 +72,21 @@ type Proxy struct {
 	draining chanFlag
 	// now is the clock, replaceable in tests.
 	now func() time.Time
+
+	refreshMu sync.Mutex
+	// refreshing holds the keys with a stale-while-revalidate refresh running.
+	refreshing map[string]bool
+}
+
+// circuitStateName names a metrics.Circuit* state for logs.
+func circuitStateName(state int) string {
+	switch state {
+	case metrics.CircuitOpen:
+		return "open"
+	case metrics.CircuitHalfOpen:
+		return "half-open"
+	}
+	return "closed"
 }
 
 // chanFlag is a flag that can be set once and read without locks.
@@ -104,17 +133,49 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	}
 	opts.Upstream.Version = opts.Version
 	p := &Proxy{
-		opts:     opts,
-		store:    store,
-		router:   NewRouter(),
-		up:       newUpstream(opts.Upstream),
-		log:      opts.Logger,
-		m:        opts.Metrics,
-		draining: chanFlag{ch: make(chan struct{})},
-		now:      time.Now,
+		opts:       opts,
+		store:      store,
+		router:     NewRouter(),
+		log:        opts.Logger,
+		m:          opts.Metrics,
+		draining:   chanFlag{ch: make(chan struct{})},
+		now:        time.Now,
+		refreshing: make(map[string]bool),
 	}
+	br := newBreaker(opts.Breaker, func() time.Time { return p.now() }, func(state int, reason string) {
+		p.m.SetCircuitState(state)
+		p.log.Warn("upstream circuit state changed", "state", circuitStateName(state), "reason", reason)
+	})
+	p.up = newUpstream(opts.Upstream, br)
 	p.app = p.newApp()
 	return p, nil
+}
+
+// DefaultMaxStale is how long after expiry each class may be served stale
+// when the upstream fails: without limit for the index and immutable
+// classes, one day for API JSON.
+var DefaultMaxStale = map[Class]time.Duration{
+	ClassVersions: unlimited, ClassInfo: unlimited, ClassNames: unlimited, ClassFullIndex: unlimited,
+	ClassQuickSpec: unlimited, ClassGem: unlimited, ClassAPI: 24 * time.Hour,
+}
+
+// DefaultStaleWhileRevalidate is the window after expiry in which a stale
+// entry is served at once and refreshed in the background: index files
+// only, never /info (a stale /info beside a fresh /versions breaks Bundler).
+var DefaultStaleWhileRevalidate = map[Class]time.Duration{
+	ClassVersions: 30 * time.Second, ClassNames: 30 * time.Second, ClassFullIndex: 30 * time.Second,
+}
+
+// unlimited is a staleness bound that never runs out.
+const unlimited = time.Duration(1<<63 - 1)
+
+// classDuration looks up c in m, falling back to def; negative means 0.
+func classDuration(m, def map[Class]time.Duration, c Class) time.Duration {
+	d, ok := m[c]
+	if !ok || d == 0 {
+		d = def[c]
+	}
+	return max(d, 0)
 }
 
 // ttl is the freshness of class.

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
@@ -34,6 +38,8 @@ type upstreamError struct {
 	status int
 	reason string
 	err    error
+	// retryAfter is the upstream's Retry-After, passed on with a 429.
+	retryAfter string
 }
 
 // Error describes the failure.
@@ -50,6 +56,9 @@ func (e *upstreamError) Unwrap() error { return e.err }
 // errUpstream wraps a transport error: 504 on timeouts, 502 otherwise.
 func errUpstream(what string, err error) error {
 	status := http.StatusBadGateway
+	if errors.Is(err, errOfflineWrite) {
+		return errOfflineWrite
+	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		status = http.StatusGatewayTimeout
 	}
@@ -73,12 +82,25 @@ type fillRequest struct {
 	userAgent string
 }
 
-// lookup answers a cached route: a fresh entry, or one filled (coalesced)
-// from upstream, or a stale one when the upstream fails.
+// lookup answers a cached route: a fresh entry; a stale one inside the
+// stale-while-revalidate window (refreshed in the background); one filled
+// (coalesced) from upstream; or a stale one when the upstream fails, within
+// the class's max-stale bound.
 func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metrics.Result, error) {
 	e := p.store.Lookup(fr.key)
+	now := p.now()
 	if e != nil && p.fresh(fr.rt, e) {
 		return e, metrics.ResultHit, nil
+	}
+	if p.opts.Offline {
+		if e != nil {
+			return e, metrics.ResultStale, nil
+		}
+		return nil, metrics.ResultMiss, errOfflineMiss
+	}
+	if e != nil && e.Status == http.StatusOK && now.Sub(e.FreshUntil) < classDuration(p.opts.StaleWhileRevalidate, DefaultStaleWhileRevalidate, fr.rt.Class) {
+		p.refreshInBackground(fr)
+		return e, metrics.ResultStale, nil
 	}
 	stale := e
 	p.m.CacheFillWaiters.Inc()
@@ -91,8 +113,9 @@ func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metri
 		})
 	p.m.CacheFillWaiters.Dec()
 	if err != nil {
-		if stale != nil && stale.ID != 0 {
-			p.log.Warn("serving stale entry", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
+		if stale != nil && p.now().Sub(stale.FreshUntil) <= classDuration(p.opts.MaxStale, DefaultMaxStale, fr.rt.Class) &&
+			!errors.Is(err, context.Canceled) {
+			p.log.Warn("upstream failed; serving stale entry", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
 			return stale, metrics.ResultStale, nil
 		}
 		return nil, metrics.ResultMiss, err
@@ -107,6 +130,35 @@ func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metri
 	}
 	return got, metrics.ResultMiss, nil
 }
+
+// refreshInBackground starts one refresh of fr.key unless one is running.
+func (p *Proxy) refreshInBackground(fr fillRequest) {
+	p.refreshMu.Lock()
+	if p.refreshing[fr.key] {
+		p.refreshMu.Unlock()
+		return
+	}
+	p.refreshing[fr.key] = true
+	p.refreshMu.Unlock()
+	go func() {
+		defer func() {
+			p.refreshMu.Lock()
+			delete(p.refreshing, fr.key)
+			p.refreshMu.Unlock()
+		}()
+		_, _, err := p.store.Fill(context.Background(), fr.key, func(c *cache.Entry) bool { return p.fresh(fr.rt, c) },
+			func(ctx context.Context) (*cache.Entry, error) { return p.load(ctx, fr) })
+		if err != nil {
+			p.log.Warn("background refresh failed", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
+		}
+	}()
+}
+
+// errOfflineMiss answers a miss in offline mode.
+var errOfflineMiss = &upstreamError{status: http.StatusGatewayTimeout, reason: "gemproxy is in offline mode and this is not in its cache"}
+
+// errOfflineWrite answers a write in offline mode.
+var errOfflineWrite = &upstreamError{status: http.StatusServiceUnavailable, reason: "gemproxy is in offline mode: writes cannot reach the upstream"}
 
 // fresh reports whether e may be served for rt without asking upstream.
 func (p *Proxy) fresh(rt *Route, e *cache.Entry) bool {
@@ -139,6 +191,9 @@ func (p *Proxy) newUpstreamRequest(ctx context.Context, fr fillRequest) (*http.R
 
 // send performs req upstream and records metrics for endpoint.
 func (p *Proxy) send(ctx context.Context, endpoint string, req *http.Request, follow bool) (*http.Response, error) {
+	if p.opts.Offline {
+		return nil, errOfflineWrite
+	}
 	start := time.Now()
 	p.m.UpstreamInFlight.Inc()
 	resp, err := p.up.do(ctx, req, follow)
@@ -194,6 +249,10 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want *[32]byt
 			return nil, errUpstream("read", err)
 		}
 		return p.storeNotFound(fr, resp.Header, body)
+	case status == http.StatusTooManyRequests:
+		return nil, &upstreamError{status: status, reason: "upstream rate limit (429)", retryAfter: resp.Header.Get("Retry-After")}
+	case status >= 500:
+		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered " + resp.Status}
 	case status != http.StatusOK || !storable(resp.Header):
 		return p.transient(fr, resp, status)
 	}
@@ -210,6 +269,11 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want *[32]byt
 		return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent %d bytes, announced %d", n, resp.ContentLength)}
 	}
 	sha := st.SHA256()
+	if err := verifyBody(fr.rt, resp.Header, st); err != nil {
+		st.Discard()
+		p.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
+		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream body of " + fr.key + " is corrupt", err: err}
+	}
 	if fr.rt.Class == ClassGem {
 		if want == nil {
 			p.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
@@ -337,9 +401,6 @@ func (p *Proxy) revalidate(ctx context.Context, fr fillRequest, old *cache.Entry
 	if resp.StatusCode == http.StatusNotModified {
 		return p.renew(fr, old)
 	}
-	if resp.StatusCode >= 500 {
-		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered " + resp.Status}
-	}
 	return p.storeResponse(fr, resp, nil)
 }
 
@@ -350,4 +411,45 @@ func (p *Proxy) renew(fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
 	next.StoredAt = now
 	next.FreshUntil = now.Add(p.ttl(fr.rt.Class))
 	return p.store.Renew(old, next)
+}
+
+// errCorruptBody is wrapped by verifyBody's failures.
+var errCorruptBody = errors.New("body fails its integrity check")
+
+// verifyBody checks a staged upstream body against what it carries about
+// itself: the digest and MD5 ETag of a compact-index file, the zlib stream
+// of a quick gemspec, the gzip stream (CRC-32) of a full-index file.
+func verifyBody(rt *Route, h http.Header, st *cache.Staging) error {
+	switch {
+	case rt.CompactIndex:
+		if want, ok := compactindex.ParseDigest(h.Get("Repr-Digest")); ok || h.Get("Digest") != "" {
+			if !ok {
+				want, ok = compactindex.ParseDigest(h.Get("Digest"))
+			}
+			if ok && want != st.SHA256() {
+				return fmt.Errorf("%w: SHA-256 differs from the upstream's digest header", errCorruptBody)
+			}
+		}
+		if want, ok := etagMD5(h.Get("Etag")); ok && want != st.MD5() {
+			return fmt.Errorf("%w: MD5 differs from the upstream's ETag", errCorruptBody)
+		}
+	case rt.Class == ClassQuickSpec, rt.Class == ClassFullIndex:
+		body, err := st.Bytes()
+		if err != nil {
+			return err
+		}
+		var zr io.Reader
+		if rt.Class == ClassQuickSpec {
+			zr, err = zlib.NewReader(bytes.NewReader(body))
+		} else {
+			zr, err = gzip.NewReader(bytes.NewReader(body))
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, zr)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", errCorruptBody, err)
+		}
+	}
+	return nil
 }

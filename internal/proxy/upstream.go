@@ -62,10 +62,12 @@ type upstream struct {
 	sem           chan struct{}
 	// prefix is scheme://host[/base path] without a trailing slash.
 	prefix string
+	// breaker stops calling an upstream that keeps failing.
+	breaker *breaker
 }
 
 // newUpstream builds the client.
-func newUpstream(opts UpstreamOptions) *upstream {
+func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 	opts = opts.withDefaults()
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
@@ -93,8 +95,9 @@ func newUpstream(opts UpstreamOptions) *upstream {
 		writes: &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}},
-		sem:    make(chan struct{}, opts.MaxConcurrent),
-		prefix: opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
+		sem:     make(chan struct{}, opts.MaxConcurrent),
+		prefix:  opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
+		breaker: br,
 	}
 }
 
@@ -122,9 +125,13 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*htt
 	if req.URL.Host != u.opts.URL.Host {
 		return nil, fmt.Errorf("%w: %s", errOtherHost, req.URL.Host)
 	}
+	if err := u.breaker.allow(); err != nil {
+		return nil, err
+	}
 	select {
 	case u.sem <- struct{}{}:
 	case <-ctx.Done():
+		u.breaker.done(true) // not the upstream's fault
 		return nil, fmt.Errorf("upstream: waiting for a free connection slot: %w", ctx.Err())
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -134,6 +141,7 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*htt
 		client = u.reads
 	}
 	resp, err := client.Do(req)
+	u.breaker.done(err == nil && resp.StatusCode < 500)
 	if err != nil {
 		cancel()
 		<-u.sem
