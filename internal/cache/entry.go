@@ -84,10 +84,6 @@ const (
 // ErrCorruptEntry is returned when stored metadata cannot be decoded.
 var ErrCorruptEntry = errors.New("cache: corrupt entry metadata")
 
-// maxHeaderFields bounds the decoded header list so a corrupt value cannot
-// make decode allocate without limit.
-const maxHeaderFields = 64
-
 // encodeEntry serialises e's metadata (not Body) for the entries bucket.
 func encodeEntry(e *Entry) []byte {
 	b := make([]byte, 0, 128+len(e.HashState)+len(e.Class))
@@ -160,17 +156,29 @@ func (d *decoder) u64(what string) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-// str reads a uvarint-length-prefixed string.
-func (d *decoder) str(what string) string {
+// uvarint reads a uvarint in its shortest form, the only one encodeEntry
+// writes, so that a decoded entry re-encodes to the same bytes.
+func (d *decoder) uvarint(what string) uint64 {
 	if d.err != nil {
-		return ""
+		return 0
 	}
 	n, k := binary.Uvarint(d.b)
-	if k <= 0 || n > uint64(len(d.b)-k) {
+	// A longer form ends with a zero byte (no bits left for it to carry).
+	if k <= 0 || k > 1 && d.b[k-1] == 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[k:]
+	return n
+}
+
+// str reads a uvarint-length-prefixed string.
+func (d *decoder) str(what string) string {
+	n := d.uvarint(what)
+	if d.err != nil || n > uint64(len(d.b)) {
 		d.fail(what)
 		return ""
 	}
-	d.b = d.b[k:]
 	return string(d.take(int(n), what))
 }
 
@@ -187,6 +195,9 @@ func decodeEntry(key string, b []byte) (*Entry, error) {
 		e.Status = int(binary.BigEndian.Uint16(st))
 	}
 	if fl := d.take(1, "flags"); fl != nil {
+		if fl[0]&^flagImmutable != 0 {
+			d.fail("flags") // unknown bits would be lost on re-encoding
+		}
 		e.Immutable = fl[0]&flagImmutable != 0
 	}
 	e.Class = d.str("class")
@@ -201,15 +212,11 @@ func decodeEntry(key string, b []byte) (*Entry, error) {
 	if fresh := int64(d.u64("fresh until")); fresh != 0 {
 		e.FreshUntil = time.Unix(0, fresh)
 	}
-	var n uint64
-	if d.err == nil {
-		var k int
-		n, k = binary.Uvarint(d.b)
-		if k <= 0 || n > maxHeaderFields {
-			d.fail("header count")
-		} else {
-			d.b = d.b[k:]
-		}
+	// Every field takes at least two bytes: a corrupt count cannot make
+	// decode allocate more than the value's size.
+	n := d.uvarint("header count")
+	if n > uint64(len(d.b))/2 {
+		d.fail("header count")
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		e.Header = append(e.Header, Field{Name: d.str("header name"), Value: d.str("header value")})

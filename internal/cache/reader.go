@@ -33,19 +33,24 @@ func (s *Store) Open(e *Entry, gzip bool) (*Reader, error) {
 		id, size, mem = e.GzipID, e.GzipSize, e.Gzip
 	}
 	r := &Reader{s: s, id: id, size: size, end: size}
-	if mem != nil {
+	if mem != nil || size == 0 {
 		r.mem = bytes.NewReader(mem)
 		return r, nil
 	}
-	s.acquire(id)
+	if !s.acquire(e.Key, id) {
+		return nil, fmt.Errorf("%w: %s: body %d was replaced or removed", ErrNotFound, e.Key, id)
+	}
 	return r, nil
 }
 
 // Size is the length of the whole body.
 func (r *Reader) Size() int64 { return r.size }
 
-// Limit restricts the Reader to bytes [start, end) of the body.
+// Limit restricts the Reader to bytes [start, end) of the body; the range is
+// clipped to the body.
 func (r *Reader) Limit(start, end int64) {
+	end = min(max(end, 0), r.size)
+	start = min(max(start, 0), end)
 	r.off, r.end = start, end
 	if r.mem != nil {
 		_, _ = r.mem.Seek(start, io.SeekStart)

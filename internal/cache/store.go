@@ -22,7 +22,9 @@ import (
 var (
 	// ErrLocked means another process holds the bbolt file.
 	ErrLocked = errors.New("cache: data file is locked by another process")
-	// ErrNotFound means no entry exists for the key.
+	// ErrNotFound means no entry exists for the key. Open also returns it
+	// for an entry whose body was replaced or removed since it was looked
+	// up: look the key up again.
 	ErrNotFound = errors.New("cache: entry not found")
 	// ErrConflict means the entry changed while an append was being prepared.
 	ErrConflict = errors.New("cache: entry changed concurrently")
@@ -95,6 +97,11 @@ type Store struct {
 	// now is the clock, replaceable in tests.
 	now func() time.Time
 
+	// wmu is held from a write transaction that changes entries until the
+	// index shows its result, so the index and the file change in the same
+	// order. bbolt serialises writers anyway.
+	wmu sync.Mutex
+
 	mu    sync.RWMutex
 	items map[string]*item
 	// bodyBytes is the total of Size+GzipSize over all entries.
@@ -109,6 +116,9 @@ type Store struct {
 	readers map[uint64]int
 	// doomed holds body IDs to delete once their last reader closes.
 	doomed map[uint64]bool
+	// retiring holds body IDs being deleted by a write transaction that has
+	// not yet committed and reached the index: Open refuses them.
+	retiring map[uint64]bool
 }
 
 // Open opens (creating if needed) the cache in dir. It fails with ErrLocked
@@ -119,12 +129,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	if !opts.ReadOnly {
 		if err := os.MkdirAll(tmp, 0o750); err != nil {
 			return nil, fmt.Errorf("cache: create %s: %w", tmp, err)
-		}
-		// Staging files of a previous process are garbage by definition.
-		if old, err := os.ReadDir(tmp); err == nil {
-			for _, f := range old {
-				_ = os.Remove(filepath.Join(tmp, f.Name()))
-			}
 		}
 	}
 	path := filepath.Join(dir, FileName)
@@ -139,14 +143,24 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open %s: %w", path, err)
 	}
+	if !opts.ReadOnly {
+		// Staging files of a previous process are garbage by definition;
+		// only the lock holder may say so (they may be a live process's).
+		if old, err := os.ReadDir(tmp); err == nil {
+			for _, f := range old {
+				_ = os.Remove(filepath.Join(tmp, f.Name()))
+			}
+		}
+	}
 	s := &Store{
-		db:      db,
-		opts:    opts,
-		tmpDir:  tmp,
-		now:     time.Now,
-		items:   make(map[string]*item),
-		readers: make(map[uint64]int),
-		doomed:  make(map[uint64]bool),
+		db:       db,
+		opts:     opts,
+		tmpDir:   tmp,
+		now:      time.Now,
+		items:    make(map[string]*item),
+		readers:  make(map[uint64]int),
+		doomed:   make(map[uint64]bool),
+		retiring: make(map[uint64]bool),
 	}
 	if err := s.init(); err != nil {
 		_ = db.Close()
@@ -315,7 +329,11 @@ func (s *Store) loadMemoryBody(it *item, e *Entry) *Entry {
 	if c.Body == nil {
 		c.Body = []byte{}
 	}
-	if it.entry.CompareAndSwap(e, &c) {
+	// Under s.mu, so that publish and deleteKeys (which hold it to swap
+	// entries and adjust memoryBytes) see either the copy or not at all.
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.items[e.Key] == it && it.entry.CompareAndSwap(e, &c) {
 		s.memoryBytes.Add(c.Size + c.GzipSize)
 		return &c
 	}
@@ -386,8 +404,9 @@ func (s *Store) Invalidate(key string) (bool, error) {
 	if old.Immutable {
 		return true, s.Delete(key)
 	}
-	c := *old
-	c.FreshUntil = time.Unix(0, 1)
+	stale := Expired
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEntries)
 		cur := b.Get([]byte(key))
@@ -398,13 +417,28 @@ func (s *Store) Invalidate(key string) (bool, error) {
 		if err != nil || stored.ID != old.ID {
 			return nil // replaced meanwhile: the new entry is what counts
 		}
-		stored.FreshUntil = c.FreshUntil
+		stored.FreshUntil = stale
 		return b.Put([]byte(key), encodeEntry(stored))
 	})
 	if err != nil {
 		return true, fmt.Errorf("cache: invalidate %s: %w", key, err)
 	}
-	it.entry.CompareAndSwap(old, &c)
+	// The entry may have gained its memory body since old was read: retry
+	// on the current copy rather than lose the invalidation.
+	s.mu.RLock()
+	it = s.items[key]
+	s.mu.RUnlock()
+	for it != nil {
+		cur := it.entry.Load()
+		if cur.ID != old.ID {
+			break // replaced meanwhile
+		}
+		c := *cur
+		c.FreshUntil = stale
+		if it.entry.CompareAndSwap(cur, &c) {
+			break
+		}
+	}
 	return true, nil
 }
 
@@ -433,22 +467,26 @@ func (s *Store) deleteKeys(keys []string) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	var removed []*Entry
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var removed []string
 	var freeNow, deferred []uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		s.undoom(deferred)
-		removed, freeNow, deferred = removed[:0], freeNow[:0], deferred[:0]
 		entries, access := tx.Bucket(bucketEntries), tx.Bucket(bucketAccess)
 		for _, key := range keys {
 			v := entries.Get([]byte(key))
 			if v == nil {
 				continue
 			}
-			if e, err := decodeEntry(key, v); err == nil {
-				removed = append(removed, e)
+			e, err := decodeEntry(key, v)
+			if err != nil {
+				e = s.Peek(key) // an undecodable record: the index still names its bodies
+			}
+			if e != nil {
 				now, later := s.releasable(e.ID, e.GzipID)
 				freeNow, deferred = append(freeNow, now...), append(deferred, later...)
 			}
+			removed = append(removed, key)
 			if err := entries.Delete([]byte(key)); err != nil {
 				return err
 			}
@@ -459,17 +497,18 @@ func (s *Store) deleteKeys(keys []string) (int, error) {
 		return deleteBodies(tx, freeNow)
 	})
 	if err != nil {
-		s.undoom(deferred)
+		s.settle(freeNow, deferred, false)
 		return 0, fmt.Errorf("cache: delete: %w", err)
 	}
 	s.mu.Lock()
-	for _, e := range removed {
-		if it := s.items[e.Key]; it != nil {
+	for _, key := range removed {
+		if it := s.items[key]; it != nil {
 			s.forget(it.entry.Load())
-			delete(s.items, e.Key)
+			delete(s.items, key)
 		}
 	}
 	s.mu.Unlock()
+	s.settle(freeNow, deferred, true)
 	return len(removed), nil
 }
 
@@ -481,9 +520,18 @@ func (s *Store) forget(e *Entry) {
 	}
 }
 
+// remember updates the byte counters for an entry entering the index.
+func (s *Store) remember(e *Entry) {
+	s.bodyBytes.Add(e.Size + e.GzipSize)
+	if e.Body != nil {
+		s.memoryBytes.Add(e.Size + e.GzipSize)
+	}
+}
+
 // releasable splits ids into those no reader uses (to delete in the caller's
-// transaction) and those marked for deletion when their last reader closes.
-// Zero IDs are ignored.
+// transaction; Open refuses them from now on) and those marked for deletion
+// when their last reader closes. Zero IDs are ignored. The caller holds wmu
+// and calls settle once the index shows the transaction's outcome.
 func (s *Store) releasable(ids ...uint64) (now, later []uint64) {
 	s.readersMu.Lock()
 	defer s.readersMu.Unlock()
@@ -496,18 +544,26 @@ func (s *Store) releasable(ids ...uint64) (now, later []uint64) {
 			later = append(later, id)
 			continue
 		}
+		s.retiring[id] = true
 		now = append(now, id)
 	}
 	return now, later
 }
 
-// undoom withdraws deletion marks set by releasable for a transaction that
-// did not commit: those bodies are still referenced.
-func (s *Store) undoom(ids []uint64) {
+// settle ends what releasable started once the index is up to date: the
+// bodies deleted at once are no longer referenced by the index (Open refuses
+// them from there), and if the transaction did not commit, the deferred
+// deletions are withdrawn because those bodies are still referenced.
+func (s *Store) settle(now, later []uint64, committed bool) {
 	s.readersMu.Lock()
 	defer s.readersMu.Unlock()
-	for _, id := range ids {
-		delete(s.doomed, id)
+	for _, id := range now {
+		delete(s.retiring, id)
+	}
+	if !committed {
+		for _, id := range later {
+			delete(s.doomed, id)
+		}
 	}
 }
 
@@ -525,11 +581,23 @@ func deleteBodies(tx *bolt.Tx, ids []uint64) error {
 	return nil
 }
 
-// acquire registers a reader of body id.
-func (s *Store) acquire(id uint64) {
+// acquire registers a reader of body id of the entry for key, unless the
+// body is no longer (or soon no longer) stored: a body no reader holds must
+// still be referenced by the index and not be in a deleting transaction.
+func (s *Store) acquire(key string, id uint64) bool {
 	s.readersMu.Lock()
+	defer s.readersMu.Unlock()
+	if s.retiring[id] {
+		return false
+	}
+	if s.readers[id] == 0 {
+		cur := s.Peek(key)
+		if cur == nil || cur.ID != id && cur.GzipID != id {
+			return false
+		}
+	}
 	s.readers[id]++
-	s.readersMu.Unlock()
+	return true
 }
 
 // release unregisters a reader of body id and deletes the body if it was
@@ -543,12 +611,30 @@ func (s *Store) release(id uint64) {
 	}
 	doomed := last && s.doomed[id]
 	if doomed {
+		// The transaction that doomed the body may not have reached the
+		// index yet, which then still offers it: refuse new readers now.
+		s.retiring[id] = true
+	}
+	s.readersMu.Unlock()
+	if !doomed {
+		return
+	}
+	// Wait for that transaction to commit (or fail) and reach the index.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.readersMu.Lock()
+	// Withdrawn if the transaction failed; retiring kept new readers out.
+	doomed = s.doomed[id] && s.readers[id] == 0
+	if doomed {
 		delete(s.doomed, id)
 	}
 	s.readersMu.Unlock()
 	if doomed {
 		_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{id}) })
 	}
+	s.readersMu.Lock()
+	delete(s.retiring, id)
+	s.readersMu.Unlock()
 }
 
 // inUse reports whether any reader holds a body of e.

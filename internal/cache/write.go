@@ -115,9 +115,12 @@ type CommitOptions struct {
 // hashes. The staging is consumed (discarded) whatever the outcome.
 func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error) {
 	defer st.Discard()
+	if err := storable(&e); err != nil {
+		return nil, err
+	}
 	e.Size = st.size
 	e.MD5, e.SHA256 = st.MD5(), st.SHA256()
-	e.Body, e.Gzip, e.HashState = nil, nil, nil
+	e.Body, e.Gzip, e.HashState, e.GzipSize = nil, nil, nil, 0
 	if opts.Appendable {
 		state, err := marshalStates(st.md5, st.sha)
 		if err != nil {
@@ -159,13 +162,22 @@ func (s *Store) compress(r io.Reader) (*Staging, error) {
 	return gz, nil
 }
 
+// storable checks the fields of e that the caller sets and decodeEntry
+// insists on, so that nothing is stored that cannot be read back at Open.
+func storable(e *Entry) error {
+	if e.Status < 100 || e.Status > 599 {
+		return fmt.Errorf("cache: %s: status %d cannot be stored", e.Key, e.Status)
+	}
+	return nil
+}
+
 // commit writes e (sizes set) with identity body r and optional gzip body in
 // one transaction and publishes it in the index.
 func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
-	var freeLater []uint64
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var freeNow, freeLater []uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		s.undoom(freeLater)
-		freeLater = freeLater[:0]
 		chunks := tx.Bucket(bucketChunks)
 		var err error
 		if e.ID, err = chunks.NextSequence(); err != nil {
@@ -189,10 +201,13 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 		}
 		entries := tx.Bucket(bucketEntries)
 		if prev := entries.Get([]byte(e.Key)); prev != nil {
-			if old, err := decodeEntry(e.Key, prev); err == nil {
-				now, later := s.releasable(old.ID, old.GzipID)
-				freeLater = later
-				if err := deleteBodies(tx, now); err != nil {
+			old, err := decodeEntry(e.Key, prev)
+			if err != nil {
+				old = s.Peek(e.Key) // an undecodable record: the index still names its bodies
+			}
+			if old != nil {
+				freeNow, freeLater = s.releasable(old.ID, old.GzipID)
+				if err := deleteBodies(tx, freeNow); err != nil {
 					return err
 				}
 			}
@@ -203,26 +218,30 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 		return entries.Put([]byte(e.Key), encodeEntry(e))
 	})
 	if err != nil {
-		s.undoom(freeLater)
+		s.settle(freeNow, freeLater, false)
 		return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
 	}
 	s.publish(e)
+	s.settle(freeNow, freeLater, true)
 	return e, nil
 }
 
-// publish makes e the current entry for its key in the index.
+// publish makes e the current entry for its key in the index. The caller
+// holds wmu and has just committed e.
 func (s *Store) publish(e *Entry) {
 	s.mu.Lock()
 	it := s.items[e.Key]
 	if it == nil {
 		it = &item{}
 		s.items[e.Key] = it
-	} else if old := it.entry.Load(); old != nil {
+	}
+	// Swap, not Load then Store: a memory body loaded meanwhile is
+	// accounted for in what forget is given.
+	if old := it.entry.Swap(e); old != nil {
 		s.forget(old)
 	}
-	it.entry.Store(e)
 	it.lastAccess.Store(s.now().Unix())
-	s.bodyBytes.Add(e.Size + e.GzipSize)
+	s.remember(e)
 	s.mu.Unlock()
 }
 
@@ -298,6 +317,11 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	if len(old.HashState) == 0 {
 		return nil, fmt.Errorf("cache: append %s: entry is not appendable", old.Key)
 	}
+	// Fail early (and before reading a body that may be gone) when old is
+	// no longer current; the transaction below checks again.
+	if cur := s.Peek(old.Key); cur == nil || cur.ID != old.ID || cur.Size != old.Size {
+		return nil, fmt.Errorf("cache: append %s: %w", old.Key, ErrConflict)
+	}
 	m, sh, err := unmarshalStates(old.HashState)
 	if err != nil {
 		return nil, err
@@ -312,6 +336,9 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
+	if err := storable(&next); err != nil {
+		return nil, err
+	}
 	state, err := marshalStates(m, sh)
 	if err != nil {
 		return nil, err
@@ -322,6 +349,9 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	var gz *Staging
 	if old.GzipID != 0 {
 		body, err := s.Open(old, false)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("cache: append %s: %w", old.Key, ErrConflict)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -334,10 +364,10 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 		next.GzipSize = gz.size
 	}
 
-	var freeLater []uint64
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var freeNow, freeLater []uint64
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		s.undoom(freeLater)
-		freeLater = freeLater[:0]
 		entries := tx.Bucket(bucketEntries)
 		cur := entries.Get([]byte(old.Key))
 		if cur == nil {
@@ -372,19 +402,19 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 			if err := writeChunks(chunks, next.GzipID, 0, gr, gz.size); err != nil {
 				return err
 			}
-			now, later := s.releasable(old.GzipID)
-			freeLater = later
-			if err := deleteBodies(tx, now); err != nil {
+			freeNow, freeLater = s.releasable(old.GzipID)
+			if err := deleteBodies(tx, freeNow); err != nil {
 				return err
 			}
 		}
 		return entries.Put([]byte(old.Key), encodeEntry(&next))
 	})
 	if err != nil {
-		s.undoom(freeLater)
+		s.settle(freeNow, freeLater, false)
 		return nil, fmt.Errorf("cache: append %s: %w", old.Key, err)
 	}
 	s.publish(&next)
+	s.settle(freeNow, freeLater, true)
 	return &next, nil
 }
 
@@ -393,6 +423,11 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 func (s *Store) Renew(old *Entry, next Entry) (*Entry, error) {
 	next.Key, next.ID, next.GzipID, next.Size, next.GzipSize = old.Key, old.ID, old.GzipID, old.Size, old.GzipSize
 	next.MD5, next.SHA256, next.HashState, next.Body, next.Gzip = old.MD5, old.SHA256, old.HashState, old.Body, old.Gzip
+	if err := storable(&next); err != nil {
+		return nil, err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
 		cur := entries.Get([]byte(old.Key))
@@ -408,11 +443,9 @@ func (s *Store) Renew(old *Entry, next Entry) (*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: renew %s: %w", old.Key, err)
 	}
-	s.mu.Lock()
-	if it := s.items[old.Key]; it != nil {
-		it.entry.Store(&next)
-	}
-	s.mu.Unlock()
+	// publish, not a bare Store: the memory body next carries (or drops)
+	// must be accounted for.
+	s.publish(&next)
 	return &next, nil
 }
 

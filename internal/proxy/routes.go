@@ -65,10 +65,10 @@ type Route struct {
 	// Methods lists the methods the row matches.
 	Methods []string
 	// Pattern is the path pattern: literal segments, ":param" segments
-	// (a gem name, version or file name, checked by ValidParam) optionally
-	// followed by one of "|"-separated suffixes (":name.json|.yaml"), and a
-	// final segment ending in "*" that matches any rest starting with what
-	// precedes the "*".
+	// (a gem name, version or file name, checked by ValidParam), either
+	// optionally followed by one of "|"-separated suffixes (":name.json|.yaml",
+	// "latest.json|.yaml"), and a final segment ending in "*" that matches
+	// any rest starting with what precedes the "*".
 	Pattern string
 	// Handling says how the route is answered.
 	Handling Handling
@@ -95,7 +95,8 @@ type segment struct {
 	literal string
 	// param marks a parameter segment.
 	param bool
-	// suffixes are the accepted endings of a parameter segment.
+	// suffixes are the accepted endings of the segment (one is required
+	// when any is listed).
 	suffixes []string
 	// rest marks the final segment that matches the remaining path.
 	rest bool
@@ -244,6 +245,10 @@ func compile(pattern string) []segment {
 				suffixes = strings.Split(part[j:], "|")
 			}
 			segs = append(segs, segment{param: true, suffixes: suffixes})
+		case strings.Contains(part, "|"):
+			// "latest.json|.yaml": a literal name with alternative suffixes.
+			j := strings.IndexByte(part, '.')
+			segs = append(segs, segment{literal: part[:j], suffixes: strings.Split(part[j:], "|")})
 		default:
 			segs = append(segs, segment{literal: part})
 		}
@@ -290,7 +295,7 @@ func matchSegments(segs []segment, path string) ([]string, bool) {
 			return nil, false
 		}
 		if !seg.param {
-			if part != seg.literal {
+			if name, ok := trimSuffixes(part, seg.suffixes); !ok || name != seg.literal {
 				return nil, false
 			}
 			continue

@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRouteTable(t *testing.T) {
+	r := NewRouter()
+	tests := []struct {
+		method, path string
+		endpoint     string
+		handling     Handling
+		params       []string
+	}{
+		{"HEAD", "/", "root", Home, nil},
+		{"GET", "/versions", "versions", Cached, nil},
+		{"GET", "/info/rails", "info", Cached, []string{"rails"}},
+		{"GET", "/info/.omghi", "info", Cached, []string{".omghi"}},
+		{"GET", "/names", "names", Cached, nil},
+		{"GET", "/specs.4.8.gz", "specs", Cached, nil},
+		{"GET", "/latest_specs.4.8.gz", "latest_specs", Cached, nil},
+		{"GET", "/prerelease_specs.4.8.gz", "prerelease_specs", Cached, nil},
+		{"GET", "/quick/Marshal.4.8/rack-3.0.0.gemspec.rz", "quick_spec", Cached, []string{"rack-3.0.0"}},
+		{"GET", "/gems/nokogiri-1.16.0-x86_64-linux.gem", "gem", Cached, []string{"nokogiri-1.16.0-x86_64-linux"}},
+		{"GET", "/downloads/rack-3.0.0.gem", "download", Cached, []string{"rack-3.0.0"}},
+		{"GET", "/api/v1/dependencies", "dependencies", DependencyAPI, nil},
+		{"GET", "/api/v1/dependencies.json", "dependencies", DependencyAPI, nil},
+		{"GET", "/api/v1/gems/rails.json", "api_gem", Cached, []string{"rails"}},
+		{"GET", "/api/v1/gems/rails.yaml", "api_gem", Cached, []string{"rails"}},
+		{"GET", "/api/v1/gems.json", "api_private", PassThrough, nil},
+		{"GET", "/api/v1/gems/rails/reverse_dependencies.json", "api_reverse_dependencies", Cached, []string{"rails"}},
+		{"GET", "/api/v1/gems/rails/owners.json", "api_owners", Cached, []string{"rails"}},
+		{"GET", "/api/v1/versions/rails.json", "api_versions", Cached, []string{"rails"}},
+		{"GET", "/api/v1/versions/rails/latest.json", "api_latest_version", Cached, []string{"rails"}},
+		{"GET", "/api/v1/versions/rails-7.0.0/reverse_dependencies.json", "api_version_reverse_dependencies", Cached, []string{"rails-7.0.0"}},
+		{"GET", "/api/v2/rubygems/rails/versions/7.0.6.json", "api_v2_version", Cached, []string{"rails", "7.0.6"}},
+		{"GET", "/api/v2/rubygems/rails/versions/7.0.6/contents.sha256", "api_v2_contents", Cached, []string{"rails", "7.0.6"}},
+		{"GET", "/api/v1/downloads.json", "api_downloads", Cached, nil},
+		{"GET", "/api/v1/downloads", "api_downloads", Cached, nil},
+		{"GET", "/api/v1/downloads/all.json", "api_downloads", Cached, nil},
+		{"GET", "/api/v1/downloads/rails-7.0.0.json", "api_version_downloads", Cached, []string{"rails-7.0.0"}},
+		{"GET", "/api/v1/owners/qrush/gems.json", "api_owner_gems", Cached, []string{"qrush"}},
+		{"GET", "/api/v1/profiles/qrush.json", "api_profile", Cached, []string{"qrush"}},
+		{"GET", "/api/v1/profile/me.json", "api_private", PassThrough, nil},
+		{"GET", "/api/v1/search.json", "api_search", Cached, nil},
+		{"GET", "/api/v1/search/autocomplete", "api_search", Cached, nil},
+		{"GET", "/api/v1/activity/latest.json", "api_activity", Cached, []string{"latest"}},
+		{"GET", "/api/v1/timeframe_versions.json", "api_timeframe_versions", Cached, nil},
+		{"GET", "/api/v1/attestations/rails-7.0.0.json", "api_attestations", Cached, []string{"rails-7.0.0"}},
+		{"GET", "/api/v1/web_hooks.json", "api_private", PassThrough, nil},
+		{"GET", "/api/v1/api_key", "api_private", PassThrough, nil},
+		{"GET", "/api/v1/owners/rails.json", "api_other", PassThrough, nil},
+		{"GET", "/api/v9/anything/new", "api_other", PassThrough, nil},
+		{"POST", "/api/v1/gems", "push", Write, nil},
+		{"DELETE", "/api/v1/gems/yank", "yank", Write, nil},
+		{"POST", "/api/v1/gems/rails/owners", "owners", Write, []string{"rails"}},
+		{"PATCH", "/api/v1/gems/rails/owners", "owners", Write, []string{"rails"}},
+		{"POST", "/api/v1/owners/rails.json", "owners", Write, nil},
+		{"POST", "/api/v1/web_hooks/fire", "web_hooks", Write, nil},
+		{"PUT", "/api/v1/api_key", "api_key", Write, nil},
+		{"POST", "/api/v1/oidc/api_key_roles/tok/assume_role", "oidc", Write, nil},
+		{"POST", "/api/v1/oidc/trusted_publisher/exchange_token", "oidc", Write, nil},
+		{"POST", "/api/v1/webauthn_verification", "webauthn", Write, nil},
+		{"POST", "/api/v1/gems/rails/trusted_publishers", "trusted_publishers", Write, []string{"rails"}},
+		{"PUT", "/api/v1/something/new", "api_write_other", Write, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			rt, params := r.Match(tt.method, tt.path)
+			if rt == nil {
+				t.Fatal("no route")
+			}
+			if rt.Endpoint != tt.endpoint || rt.Handling != tt.handling || strings.Join(params, ",") != strings.Join(tt.params, ",") {
+				t.Fatalf("got %s/%d %v, want %s/%d %v", rt.Endpoint, rt.Handling, params, tt.endpoint, tt.handling, tt.params)
+			}
+		})
+	}
+	for _, miss := range []struct{ method, path string }{
+		{"GET", "/gems/rack.zip"}, {"GET", "/info"}, {"GET", "/info/a/b"}, {"POST", "/versions"}, {"GET", "/quick/rack.gemspec.rz"},
+	} {
+		if rt, _ := r.Match(miss.method, miss.path); rt != nil {
+			t.Errorf("%s %s matched %s", miss.method, miss.path, rt.Endpoint)
+		}
+	}
+}
+
+// FuzzRequestURI checks that any request URI is either rejected or routed
+// to a key made only of safe characters, and never panics.
+func FuzzRequestURI(f *testing.F) {
+	for _, s := range []string{"/versions", "/info/rack", "/gems/a-1.gem", "/api/v1/gems/x.json?a=b",
+		"/gems/%2e%2e/x.gem", "/info/..", "//evil/x", "/api/v1/x?%00", "/quick/Marshal.4.8/a-1.gemspec.rz"} {
+		f.Add(s)
+	}
+	r := NewRouter()
+	f.Fuzz(func(t *testing.T, raw string) {
+		path, _, _, err := splitRequestURI(raw)
+		if err != nil {
+			return
+		}
+		for _, seg := range strings.Split(path, "/")[1:] {
+			if seg == ".." || seg == "." || strings.ContainsAny(seg, "\x00\\") {
+				t.Fatalf("accepted %q with segment %q", raw, seg)
+			}
+		}
+		for _, m := range []string{"GET", "POST"} {
+			rt, params := r.Match(m, path)
+			if rt == nil {
+				continue
+			}
+			for _, p := range params {
+				if !ValidParam(p) {
+					t.Fatalf("%q matched %s with invalid param %q", raw, rt.Endpoint, p)
+				}
+			}
+		}
+	})
+}
