@@ -11,6 +11,9 @@ import (
 
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+
+	"github.com/gemproxy/gemproxy/internal/cache"
 )
 
 // ServerOptions are the client-facing server limits. Zero values select the
@@ -65,6 +68,7 @@ func (p *Proxy) newApp() *fiber.App {
 		Concurrency:                  so.MaxConnections,
 		ErrorHandler:                 p.errorHandler,
 	})
+	app.Use(recover.New())
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok\n") })
 	app.Get("/readyz", p.ready)
 	if p.opts.MetricsHandler != nil {
@@ -163,7 +167,19 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	if outcome != metrics.ResultHit && outcome != metrics.ResultStale {
 		rl.source = metrics.SourceUpstream
 	}
-	rl.bytes = p.serveEntry(c, rt, e, outcome)
+	rl.bytes, err = p.serveEntry(c, rt, e, outcome)
+	if errors.Is(err, cache.ErrNotFound) {
+		// The body was replaced between lookup and open: answer again from
+		// the entry that replaced it.
+		c.Response().Reset()
+		if e, outcome, err = p.lookup(c.UserContext(), fr); err == nil {
+			rl.outcome = outcome
+			rl.bytes, err = p.serveEntry(c, rt, e, outcome)
+		}
+	}
+	if err != nil {
+		return p.readError(c, err)
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -109,7 +110,7 @@ func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metri
 	got, _, err := p.store.Fill(ctx, fr.key, func(c *cache.Entry) bool { return p.fresh(fr.rt, c) },
 		func(ctx context.Context) (*cache.Entry, error) {
 			led = true
-			return p.load(ctx, fr)
+			return p.safeLoad(ctx, fr)
 		})
 	p.m.CacheFillWaiters.Dec()
 	if err != nil {
@@ -147,7 +148,7 @@ func (p *Proxy) refreshInBackground(fr fillRequest) {
 			p.refreshMu.Unlock()
 		}()
 		_, _, err := p.store.Fill(context.Background(), fr.key, func(c *cache.Entry) bool { return p.fresh(fr.rt, c) },
-			func(ctx context.Context) (*cache.Entry, error) { return p.load(ctx, fr) })
+			func(ctx context.Context) (*cache.Entry, error) { return p.safeLoad(ctx, fr) })
 		if err != nil {
 			p.log.Warn("background refresh failed", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
 		}
@@ -163,6 +164,18 @@ var errOfflineWrite = &upstreamError{status: http.StatusServiceUnavailable, reas
 // fresh reports whether e may be served for rt without asking upstream.
 func (p *Proxy) fresh(rt *Route, e *cache.Entry) bool {
 	return e.Fresh(p.now())
+}
+
+// safeLoad runs load, turning a panic into an error: fills run in their own
+// goroutine, beyond the reach of the HTTP server's recovery.
+func (p *Proxy) safeLoad(ctx context.Context, fr fillRequest) (e *cache.Entry, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in fill", "key", fr.key, "panic", r, "stack", string(debug.Stack()))
+			e, err = nil, fmt.Errorf("proxy: internal error filling %s", fr.key)
+		}
+	}()
+	return p.load(ctx, fr)
 }
 
 // load fetches or revalidates fr.key upstream and stores the result. It runs

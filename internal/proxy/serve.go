@@ -16,8 +16,10 @@ import (
 
 // serveEntry writes e to the client, honouring If-None-Match (checked before
 // Range), If-Modified-Since, a single Range and gzip for compact-index
-// files. It returns the number of body bytes sent.
-func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metrics.Result) int64 {
+// files. It returns the number of body bytes sent, or cache.ErrNotFound
+// when the body vanished (replaced) before it could be opened; nothing is
+// committed to the client then.
+func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metrics.Result) (int64, error) {
 	resp := c.Response()
 	for _, f := range e.Header {
 		resp.Header.Set(f.Name, f.Value)
@@ -40,11 +42,11 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 	req := &c.Context().Request
 	if inm := req.Header.Peek("If-None-Match"); len(inm) > 0 {
 		if compactindex.ETagMatches(string(inm), strings.Trim(strings.TrimPrefix(e.HeaderValue("Etag"), "W/"), `"`)) {
-			return notModified(c)
+			return notModified(c), nil
 		}
 	} else if ims := req.Header.Peek("If-Modified-Since"); len(ims) > 0 {
 		if notModifiedSince(string(ims), e.HeaderValue("Last-Modified")) {
-			return notModified(c)
+			return notModified(c), nil
 		}
 	}
 
@@ -60,7 +62,7 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 			// Never 416 for compact-index files (PROTOCOL.md §2.6): they get the full body.
 			resp.SetStatusCode(http.StatusRequestedRangeNotSatisfiable)
 			resp.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-			return 0
+			return 0, nil
 		}
 	}
 	resp.SetStatusCode(http.StatusOK)
@@ -168,14 +170,15 @@ func acceptsGzip(ae []byte) bool {
 }
 
 // writeBody sends bytes [start, end) of e's identity or gzip body. HEAD
-// gets the length only. It returns the bytes sent.
-func (p *Proxy) writeBody(c *fiber.Ctx, e *cache.Entry, gzip bool, start, end int64) int64 {
+// gets the length only. It returns the bytes sent, or cache.ErrNotFound
+// when the body was replaced before it could be opened.
+func (p *Proxy) writeBody(c *fiber.Ctx, e *cache.Entry, gzip bool, start, end int64) (int64, error) {
 	resp := c.Response()
 	n := end - start
 	if c.Context().IsHead() {
 		resp.SkipBody = true
 		resp.Header.SetContentLength(int(n))
-		return 0
+		return 0, nil
 	}
 	mem := e.Body
 	if gzip {
@@ -183,16 +186,13 @@ func (p *Proxy) writeBody(c *fiber.Ctx, e *cache.Entry, gzip bool, start, end in
 	}
 	if mem != nil {
 		resp.SetBodyRaw(mem[start:end])
-		return n
+		return n, nil
 	}
 	r, err := p.store.Open(e, gzip)
 	if err != nil {
-		p.log.Error("open cached body", "key", e.Key, "error", err)
-		resp.SetStatusCode(http.StatusInternalServerError)
-		resp.SetBodyString("cached body unreadable\n")
-		return 0
+		return 0, err
 	}
 	r.Limit(start, end)
 	resp.SetBodyStream(r, int(n))
-	return n
+	return n, nil
 }
