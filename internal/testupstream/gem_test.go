@@ -1,0 +1,489 @@
+package testupstream
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tarEntry is one member of a tar stream.
+type tarEntry struct {
+	hdr  *tar.Header // member header
+	body []byte      // member content
+}
+
+// readTar returns every member of a tar stream.
+func readTar(t *testing.T, b []byte) []tarEntry {
+	t.Helper()
+	var out []tarEntry
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("tar: %v", err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatalf("tar body: %v", err)
+		}
+		out = append(out, tarEntry{h, body})
+	}
+}
+
+// gunzip decompresses b.
+func gunzip(t *testing.T, b []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("gunzip: %v", err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("gunzip: %v", err)
+	}
+	return out
+}
+
+// TestBuildGemDeterministic checks that equal specs give equal bytes and different specs differ.
+func TestBuildGemDeterministic(t *testing.T) {
+	specs := []struct {
+		name string
+		spec GemSpec
+	}{
+		{"plain", GemSpec{Name: "a", Version: "1.0.0"}},
+		{"deps", GemSpec{Name: "b", Version: "2.1", Deps: []Dep{{"a", "~> 1.0"}, {"c", ">= 1.0, < 3"}}, RequiredRuby: ">= 2.3"}},
+		{"prerelease", GemSpec{Name: "c", Version: "2.0.0.pre1"}},
+		{"platform", GemSpec{Name: "d", Version: "1.0.0", Platform: "x86_64-linux"}},
+		{"padding", GemSpec{Name: "e", Version: "1.0.0", Padding: 100_000}},
+		{"files", GemSpec{Name: "f", Version: "1.0.0", Files: map[string]string{"lib/f.rb": "x", "README.md": "y"}}},
+	}
+	for _, tc := range specs {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := BuildGem(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := BuildGem(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Fatal("two builds of the same spec differ")
+			}
+			other := tc.spec
+			other.Version += ".1"
+			c, err := BuildGem(other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(a, c) {
+				t.Fatal("different specs give identical gems")
+			}
+		})
+	}
+}
+
+// TestBuildGemStructure checks the tar layout, the exact gemspec YAML and checksums.yaml.
+func TestBuildGemStructure(t *testing.T) {
+	date := time.Date(2020, 1, 1, 15, 4, 5, 0, time.UTC)
+	spec := GemSpec{
+		Name: "foo", Version: "2.0.0.pre1", Platform: "x86_64-linux", RequiredRuby: ">= 2.3",
+		Deps:     []Dep{{"bar", "~> 1.0"}, {"baz", ">= 1.0, < 3"}},
+		Licenses: []string{"MIT"}, Summary: "foo summary", Authors: []string{"gemproxy"}, Date: date,
+		Padding: 3000,
+	}
+	gem, err := BuildGem(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := readTar(t, gem)
+	var names []string
+	for _, m := range members {
+		names = append(names, m.hdr.Name)
+		if m.hdr.Mode != 0o444 || m.hdr.Uname != "wheel" || m.hdr.Gname != "wheel" || !m.hdr.ModTime.Equal(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("%s: header mode=%o uname=%s mtime=%v", m.hdr.Name, m.hdr.Mode, m.hdr.Uname, m.hdr.ModTime)
+		}
+	}
+	if want := []string{"metadata.gz", "data.tar.gz", "checksums.yaml.gz"}; !reflect.DeepEqual(names, want) {
+		t.Fatalf("members = %v, want %v", names, want)
+	}
+	meta := string(gunzip(t, members[0].body))
+	want := `--- !ruby/object:Gem::Specification
+name: foo
+version: !ruby/object:Gem::Version
+  version: 2.0.0.pre1
+platform: x86_64-linux
+authors:
+- gemproxy
+autorequire:
+bindir: bin
+cert_chain: []
+date: 2020-01-01 00:00:00.000000000 Z
+dependencies:
+- !ruby/object:Gem::Dependency
+  name: bar
+  requirement: !ruby/object:Gem::Requirement
+    requirements:
+    - - "~>"
+      - !ruby/object:Gem::Version
+        version: '1.0'
+  type: :runtime
+  prerelease: false
+  version_requirements: !ruby/object:Gem::Requirement
+    requirements:
+    - - "~>"
+      - !ruby/object:Gem::Version
+        version: '1.0'
+- !ruby/object:Gem::Dependency
+  name: baz
+  requirement: !ruby/object:Gem::Requirement
+    requirements:
+    - - ">="
+      - !ruby/object:Gem::Version
+        version: '1.0'
+    - - "<"
+      - !ruby/object:Gem::Version
+        version: '3'
+  type: :runtime
+  prerelease: false
+  version_requirements: !ruby/object:Gem::Requirement
+    requirements:
+    - - ">="
+      - !ruby/object:Gem::Version
+        version: '1.0'
+    - - "<"
+      - !ruby/object:Gem::Version
+        version: '3'
+description:
+email:
+executables: []
+extensions: []
+extra_rdoc_files: []
+files:
+- data/padding.bin
+- lib/foo.rb
+homepage:
+licenses:
+- MIT
+metadata: {}
+post_install_message:
+rdoc_options: []
+require_paths:
+- lib
+required_ruby_version: !ruby/object:Gem::Requirement
+  requirements:
+  - - ">="
+    - !ruby/object:Gem::Version
+      version: '2.3'
+required_rubygems_version: !ruby/object:Gem::Requirement
+  requirements:
+  - - ">"
+    - !ruby/object:Gem::Version
+      version: 1.3.1
+requirements: []
+rubygems_version: 3.3.15
+signing_key:
+specification_version: 4
+summary: foo summary
+test_files: []
+`
+	if meta != want {
+		t.Errorf("metadata YAML differs from what RubyGems 3.3.15 writes:\n%s", meta)
+	}
+	data := readTar(t, gunzip(t, members[1].body))
+	if len(data) != 2 || data[0].hdr.Name != "data/padding.bin" || len(data[0].body) != 3000 || data[1].hdr.Name != "lib/foo.rb" {
+		t.Fatalf("data.tar.gz members wrong: %d", len(data))
+	}
+	checks := string(gunzip(t, members[2].body))
+	s256m, s256d := sha256.Sum256(members[0].body), sha256.Sum256(members[1].body)
+	s512m, s512d := sha512.Sum512(members[0].body), sha512.Sum512(members[1].body)
+	wantChecks := "---\nSHA256:\n  metadata.gz: " + hex.EncodeToString(s256m[:]) + "\n  data.tar.gz: " + hex.EncodeToString(s256d[:]) +
+		"\nSHA512:\n  metadata.gz: " + hex.EncodeToString(s512m[:]) + "\n  data.tar.gz: " + hex.EncodeToString(s512d[:]) + "\n"
+	if checks != wantChecks {
+		t.Errorf("checksums.yaml = %q, want %q", checks, wantChecks)
+	}
+}
+
+// TestBuildGemPaddingIsIncompressible checks that Padding really grows the gem.
+func TestBuildGemPaddingIsIncompressible(t *testing.T) {
+	gem, err := BuildGem(GemSpec{Name: "big", Version: "1.0.0", Padding: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gem) < 1<<20 {
+		t.Fatalf("gem is %d bytes, want >= 1 MiB", len(gem))
+	}
+}
+
+// TestBuildGemRejectsInvalid checks spec validation.
+func TestBuildGemRejectsInvalid(t *testing.T) {
+	for name, spec := range map[string]GemSpec{
+		"empty name":  {Version: "1.0"},
+		"bad name":    {Name: "a b", Version: "1.0"},
+		"bad version": {Name: "a", Version: "x.y"},
+		"bad req":     {Name: "a", Version: "1.0", Deps: []Dep{{"b", "~~ 1"}}},
+		"bad ruby":    {Name: "a", Version: "1.0", RequiredRuby: "newest"},
+		"negative":    {Name: "a", Version: "1.0", Padding: -1},
+	} {
+		if _, err := BuildGem(spec); err == nil {
+			t.Errorf("%s: BuildGem accepted %+v", name, spec)
+		}
+	}
+}
+
+// TestParseGemRoundTrip checks that ParseGem reads back what BuildGem wrote.
+func TestParseGemRoundTrip(t *testing.T) {
+	spec := GemSpec{
+		Name: "rt", Version: "1.2.3", Platform: "x86_64-linux", RequiredRuby: ">= 2.5, < 3.5.dev",
+		Deps:    []Dep{{"z", "~> 1.0"}, {"a", ">= 0"}, {"m", "= 2"}},
+		Summary: "a: long summary # with indicators that is definitely longer than eighty characters wide, to fold",
+		Authors: []string{"A", "B"}, Licenses: []string{"MIT", "Apache-2.0"},
+		Date: time.Date(2021, 3, 4, 0, 0, 0, 0, time.UTC),
+	}
+	gem, err := BuildGem(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseGem(gem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := spec
+	want.RequiredRubygems = ">= 0"
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseGem = %+v\nwant %+v", got, want)
+	}
+}
+
+// TestParseGemRejectsGarbage checks ParseGem errors.
+func TestParseGemRejectsGarbage(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"empty":   nil,
+		"text":    []byte("hello"),
+		"no meta": func() []byte { var buf bytes.Buffer; tw := tar.NewWriter(&buf); _ = tw.Close(); return buf.Bytes() }(),
+	} {
+		if _, err := ParseGem(b); err == nil {
+			t.Errorf("%s: ParseGem accepted it", name)
+		}
+	}
+}
+
+// corpusDir is the shared corpus of real gems, when present.
+const corpusDir = "/work/shared/corpus"
+
+// corpusRows reads INDEX.tsv of the corpus as maps, or skips.
+func corpusRows(t *testing.T) []map[string]string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(corpusDir, "INDEX.tsv"))
+	if err != nil {
+		t.Skipf("corpus not available: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan()
+	cols := strings.Split(sc.Text(), "\t")
+	var rows []map[string]string
+	for sc.Scan() {
+		row := map[string]string{}
+		for i, v := range strings.Split(sc.Text(), "\t") {
+			row[cols[i]] = v
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// TestParseGemCorpus parses every corpus gem and compares with INDEX.tsv.
+func TestParseGemCorpus(t *testing.T) {
+	for _, row := range corpusRows(t) {
+		gem, err := os.ReadFile(filepath.Join(corpusDir, "gems", row["file"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec, err := ParseGem(gem)
+		if err != nil {
+			t.Errorf("%s: %v", row["file"], err)
+			continue
+		}
+		if spec.Name != row["name"] || spec.Version != row["version"] || spec.Platform != row["metadata_platform"] {
+			t.Errorf("%s: parsed %s %s %s", row["file"], spec.Name, spec.Version, spec.Platform)
+		}
+		var deps []string
+		for _, d := range spec.Deps {
+			deps = append(deps, d.Name+" ("+d.Requirement+")")
+		}
+		if got := strings.Join(deps, ";"); got != row["runtime_dependencies"] {
+			t.Errorf("%s: deps %q, INDEX.tsv %q", row["file"], got, row["runtime_dependencies"])
+		}
+	}
+}
+
+// TestYAMLScalar checks Psych-compatible scalar quoting.
+func TestYAMLScalar(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"rack", "rack"},
+		{"1.0", "'1.0'"},
+		{"3", "'3'"},
+		{"1.3.1", "1.3.1"},
+		{"2.0.0.pre1", "2.0.0.pre1"},
+		{"0.10", "'0.10'"},
+		{"=", "'='"},
+		{"~>", `"~>"`},
+		{">=", `">="`},
+		{"!=", `"!="`},
+		{"true", "'true'"},
+		{"no", "'no'"},
+		{"null", "'null'"},
+		{"y", `"y"`},
+		{".omghi", `".omghi"`},
+		{"a: b # c", "'a: b # c'"},
+		{"", "''"},
+		{"2013-10-10", "'2013-10-10'"},
+		{"it's", "it's"},
+		{"tab\there", `"tab\there"`},
+		{"line1\nline2", "|-\n  line1\n  line2"},
+	}
+	for _, tc := range tests {
+		if got := yamlScalar(tc.in, 6, 2); got != tc.want {
+			t.Errorf("yamlScalar(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestParseYAMLSubset checks the YAML parser on Syck-era and Psych-era constructs.
+func TestParseYAMLSubset(t *testing.T) {
+	src := `--- !ruby/object:Gem::Specification 
+name: syntax
+version: !ruby/object:Gem::Version 
+  version: 1.0.0
+required_ruby_version: !ruby/object:Gem::Version::Requirement 
+  requirements: 
+    - 
+      - ">"
+      - !ruby/object:Gem::Version 
+        version: 0.0.0
+  version: 
+authors: 
+  - Jamis Buck
+description: |2
+      Sass makes CSS fun again.
+      Second line.
+summary: "quoted \"x\" \u00e9"
+dependencies:
+- !ruby/object:Gem::Dependency
+  name: a
+  requirement: &id001 !ruby/object:Gem::Requirement
+    none: false
+    requirements:
+    - - ! '>='
+      - !ruby/object:Gem::Version
+        version: '0'
+  type: :runtime
+  version_requirements: *id001
+licenses: [MIT, 'BSD']
+metadata: {}
+`
+	spec, err := parseGemspecYAML(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := GemSpec{Name: "syntax", Version: "1.0.0", Platform: "ruby", RequiredRuby: "> 0.0.0", RequiredRubygems: ">= 0",
+		Authors: []string{"Jamis Buck"}, Summary: "quoted \"x\" é", Licenses: []string{"MIT", "BSD"},
+		Deps: []Dep{{"a", ">= 0"}}}
+	if !reflect.DeepEqual(spec, want) {
+		t.Errorf("got  %+v\nwant %+v", spec, want)
+	}
+	root, err := parseYAML(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := root.get("description").scalar(); d != "    Sass makes CSS fun again.\n    Second line.\n" {
+		t.Errorf("block scalar = %q", d)
+	}
+}
+
+// TestCompareVersions checks Gem::Version ordering.
+func TestCompareVersions(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"1.0", "1.0.0", 0},
+		{"1.10", "1.9", 1},
+		{"2.0.0.pre1", "2.0.0", -1},
+		{"2.0.0.pre1", "2.0.0.pre2", -1},
+		{"1.0.a", "1.0.0", -1},
+		{"0.10.0", "0.9.99", 1},
+		{"3.2.22.5", "3.2.22", 1},
+		{"1.0.0-rc1", "1.0.0", -1},
+		{"10", "9", 1},
+	}
+	for _, tc := range tests {
+		if got := compareVersions(tc.a, tc.b); got != tc.want {
+			t.Errorf("compareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+		if got := compareVersions(tc.b, tc.a); got != -tc.want {
+			t.Errorf("compareVersions(%q, %q) = %d, want %d", tc.b, tc.a, got, -tc.want)
+		}
+	}
+}
+
+// TestRequirementForms checks requirement normalization for gemspecs and the compact index.
+func TestRequirementForms(t *testing.T) {
+	tests := []struct{ in, str, compact string }{
+		{"", ">= 0", ">= 0"},
+		{"~> 1.0", "~> 1.0", "~> 1.0"},
+		{">= 1.0, < 3", ">= 1.0, < 3", "< 3&>= 1.0"},
+		{"1.2", "= 1.2", "= 1.2"},
+		{">=2.5,<3.5.dev", ">= 2.5, < 3.5.dev", "< 3.5.dev&>= 2.5"},
+	}
+	for _, tc := range tests {
+		if got := requirementString(tc.in); got != tc.str {
+			t.Errorf("requirementString(%q) = %q, want %q", tc.in, got, tc.str)
+		}
+		if got := compactRequirement(tc.in); got != tc.compact {
+			t.Errorf("compactRequirement(%q) = %q, want %q", tc.in, got, tc.compact)
+		}
+	}
+}
+
+// TestToYAML checks the API YAML emitter.
+func TestToYAML(t *testing.T) {
+	v := []any{omap{{"name", "x"}, {"n", 1}, {"ok", true}, {"nil", nil}, {"list", []string{"a"}}, {"empty", []any{}},
+		{"deps", omap{{"development", []any{}}, {"runtime", []any{omap{{"name", "y"}, {"requirements", ">= 0"}}}}}}}}
+	want := `---
+- name: x
+  "n": 1
+  ok: true
+  nil:
+  list:
+  - a
+  empty: []
+  deps:
+    development: []
+    runtime:
+    - name: "y"
+      requirements: ">= 0"
+`
+	if got := toYAML(v); got != want {
+		t.Errorf("toYAML =\n%s\nwant\n%s", got, want)
+	}
+	root, err := parseYAML(want)
+	if err != nil || root.kind != ySeq || root.vals[0].get("deps").get("runtime").vals[0].get("requirements").scalar() != ">= 0" {
+		t.Errorf("toYAML output does not parse back: %v", err)
+	}
+}

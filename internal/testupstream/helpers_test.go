@@ -1,0 +1,93 @@
+package testupstream
+
+import (
+	"bytes"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a manually advanced clock for Options.Now.
+type clock struct {
+	mu sync.Mutex // guards t
+	t  time.Time  // current fake time
+}
+
+// newClock starts at 2026-05-01T12:00:00Z.
+func newClock() *clock { return &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)} }
+
+// now returns the current fake time.
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// advance moves the clock forward.
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// resp is a fully read HTTP response.
+type resp struct {
+	status int         // status code
+	header http.Header // response headers
+	body   []byte      // full body
+}
+
+// do sends a request to h (through a real HTTP server URL base) and reads
+// the whole response. hdr alternates header names and values.
+func do(t *testing.T, method, url string, body []byte, hdr ...string) resp {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	// Ask for identity so the transport never decodes behind our back.
+	if req.Header.Get("Accept-Encoding") == "" {
+		req.Header.Set("Accept-Encoding", "identity")
+	}
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp{res.StatusCode, res.Header, b}
+}
+
+// noRedirect is a client that returns redirects instead of following them.
+var noRedirect = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Timeout:       30 * time.Second,
+}
+
+// md5hex returns the hex MD5 of b.
+func md5hex(b []byte) string {
+	s := md5.Sum(b)
+	return hex.EncodeToString(s[:])
+}
+
+// sha256b64 returns the base64 SHA-256 of b.
+func sha256b64(b []byte) string {
+	s := sha256.Sum256(b)
+	return base64.StdEncoding.EncodeToString(s[:])
+}
