@@ -155,8 +155,8 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 // when the upstream fails: without limit for the index and immutable
 // classes, one day for API JSON.
 var DefaultMaxStale = map[Class]time.Duration{
-	ClassVersions: unlimited, ClassInfo: unlimited, ClassNames: unlimited, ClassFullIndex: unlimited,
-	ClassQuickSpec: unlimited, ClassGem: unlimited, ClassAPI: 24 * time.Hour,
+	ClassVersions: Unlimited, ClassInfo: Unlimited, ClassNames: Unlimited, ClassFullIndex: Unlimited,
+	ClassQuickSpec: Unlimited, ClassGem: Unlimited, ClassAPI: 24 * time.Hour,
 }
 
 // DefaultStaleWhileRevalidate is the window after expiry in which a stale
@@ -166,8 +166,8 @@ var DefaultStaleWhileRevalidate = map[Class]time.Duration{
 	ClassVersions: 30 * time.Second, ClassNames: 30 * time.Second, ClassFullIndex: 30 * time.Second,
 }
 
-// unlimited is a staleness bound that never runs out.
-const unlimited = time.Duration(1<<63 - 1)
+// Unlimited is a staleness bound that never runs out.
+const Unlimited = time.Duration(1<<63 - 1)
 
 // classDuration looks up c in m, falling back to def; negative means 0.
 func classDuration(m, def map[Class]time.Duration, c Class) time.Duration {

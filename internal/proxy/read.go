@@ -114,8 +114,8 @@ func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metri
 		})
 	p.m.CacheFillWaiters.Dec()
 	if err != nil {
-		if stale != nil && p.now().Sub(stale.FreshUntil) <= classDuration(p.opts.MaxStale, DefaultMaxStale, fr.rt.Class) &&
-			!errors.Is(err, context.Canceled) {
+		if stale != nil && ctx.Err() == nil &&
+			p.now().Sub(stale.FreshUntil) <= classDuration(p.opts.MaxStale, DefaultMaxStale, fr.rt.Class) {
 			p.log.Warn("upstream failed; serving stale entry", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
 			return stale, metrics.ResultStale, nil
 		}

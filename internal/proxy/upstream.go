@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -147,17 +148,34 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*htt
 		<-u.sem
 		return nil, err
 	}
-	resp.Body = &idleBody{
+	ib := &idleBody{
 		body:    resp.Body,
-		timer:   time.AfterFunc(u.opts.IdleTimeout, cancel),
 		timeout: u.opts.IdleTimeout,
 		done: func() {
 			cancel()
 			<-u.sem
 		},
 	}
+	ib.timer = time.AfterFunc(u.opts.IdleTimeout, func() {
+		ib.fired.Store(true)
+		cancel()
+	})
+	resp.Body = ib
 	return resp, nil
 }
+
+// errIdleTimeout is returned by a body read after the upstream sent
+// nothing for the idle timeout.
+var errIdleTimeout = &timeoutError{"upstream sent no body bytes within the idle timeout"}
+
+// timeoutError is an error that reports itself as a timeout.
+type timeoutError struct{ msg string }
+
+// Error returns the message.
+func (e *timeoutError) Error() string { return e.msg }
+
+// Timeout reports true.
+func (e *timeoutError) Timeout() bool { return true }
 
 // idleBody cancels the request when no body bytes arrive for timeout.
 type idleBody struct {
@@ -166,12 +184,17 @@ type idleBody struct {
 	timeout time.Duration
 	once    sync.Once
 	done    func()
+	// fired is set when the idle timer cancelled the request.
+	fired atomic.Bool
 }
 
 // Read reads from the body, re-arming the idle timer.
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.timer.Reset(b.timeout)
+	if err != nil && err != io.EOF && b.fired.Load() {
+		err = errIdleTimeout
+	}
 	return n, err
 }
 

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
+)
+
+// faultTargets are the paths the fault matrix covers, one per cache class.
+var faultTargets = []string{
+	"/gems/faulty-1.0.0.gem",
+	"/info/faulty",
+	"/versions",
+	"/names",
+	"/quick/Marshal.4.8/faulty-1.0.0.gemspec.rz",
+	"/specs.4.8.gz",
+	"/api/v1/gems/faulty.json",
+}
+
+// faultMatrix lists each upstream misbehaviour with the statuses a client
+// may get when gemproxy has no copy.
+var faultMatrix = []struct {
+	name  string
+	fault testupstream.Fault
+	want  []int
+}{
+	{"reset", testupstream.Fault{Reset: true}, []int{502}},
+	{"truncated body", testupstream.Fault{Truncate: true}, []int{502}},
+	{"lying Content-Length", testupstream.Fault{LieLength: 100}, []int{502}},
+	{"stall mid-body", testupstream.Fault{StallAfter: 10}, []int{502, 504}},
+	{"stall before body", testupstream.Fault{Stall: true}, []int{502, 504}},
+	{"500", testupstream.Fault{Status: 500}, []int{502}},
+	{"503", testupstream.Fault{Status: 503}, []int{502}},
+	{"429", testupstream.Fault{Status: 429, RetryAfter: "7"}, []int{429}},
+}
+
+// newFaultProxy starts a testupstream with one gem and gemproxy in front
+// of it with short upstream timeouts and the breaker off.
+func newFaultProxy(t *testing.T) (*testProxy, *testupstream.Server) {
+	t.Helper()
+	up, ts := testupstream.Start(t, testupstream.Options{MaxStall: 5 * time.Second})
+	up.Publish(testupstream.GemSpec{Name: "faulty", Version: "1.0.0", Padding: 64 << 10}, nil)
+	tp := newTestProxy(t, ts.URL, func(o *Options) {
+		o.Upstream.IdleTimeout = 300 * time.Millisecond
+		o.Upstream.FirstByteTimeout = 300 * time.Millisecond
+		o.Breaker.Failures = -1
+		// Upstream 403s from S3 are not a fault here: the gem exists.
+	})
+	return tp, up
+}
+
+func TestFaultMatrixColdMiss(t *testing.T) {
+	for _, fm := range faultMatrix {
+		t.Run(fm.name, func(t *testing.T) {
+			tp, up := newFaultProxy(t)
+			for _, path := range faultTargets {
+				if path == "/gems/faulty-1.0.0.gem" {
+					// The gem fill reads /info first: let that succeed so
+					// the fault hits the gem body itself.
+					tp.do(t, "GET", "/info/faulty")
+					tp.store.Delete("/info/faulty")
+				}
+				up.SetFault(path, fm.fault)
+				resp, body := tp.do(t, "GET", path)
+				if !containsInt(fm.want, resp.StatusCode) {
+					t.Errorf("%s: status %d %q, want one of %v", path, resp.StatusCode, body, fm.want)
+				}
+				if fm.fault.Status == 429 && resp.Header.Get("Retry-After") != "7" {
+					t.Errorf("%s: Retry-After %q", path, resp.Header.Get("Retry-After"))
+				}
+				if e := tp.store.Peek(path); e != nil {
+					t.Errorf("%s: an entry was stored from a faulty answer: status %d, %d bytes", path, e.Status, e.Size)
+				}
+				up.ClearFaults()
+				// A later clean request succeeds and is stored.
+				resp, body = tp.do(t, "GET", path)
+				want, _ := up.Body(path)
+				if resp.StatusCode != 200 || (want != nil && !bytes.Equal(body, want)) {
+					t.Errorf("%s after the fault: %d, %d bytes", path, resp.StatusCode, len(body))
+				}
+				if tp.store.Peek(path) == nil {
+					t.Errorf("%s: clean answer not stored", path)
+				}
+				tp.store.Delete("/info/faulty") // the gem fill cached it
+			}
+			verifyClean(t, tp)
+		})
+	}
+}
+
+func TestFaultMatrixStaleCopy(t *testing.T) {
+	for _, fm := range faultMatrix {
+		t.Run(fm.name, func(t *testing.T) {
+			tp, up := newFaultProxy(t)
+			for _, path := range faultTargets {
+				tp.do(t, "GET", path)
+			}
+			before := map[string][]byte{}
+			for _, path := range faultTargets {
+				_, before[path] = tp.do(t, "GET", path)
+			}
+			tp.clock.advance(10 * time.Minute) // past every TTL and SWR window
+			for _, path := range faultTargets {
+				up.SetFault(path, fm.fault)
+				resp, body := tp.do(t, "GET", path)
+				if resp.StatusCode != 200 || !bytes.Equal(body, before[path]) {
+					t.Errorf("%s: %d %q; want the previous copy", path, resp.StatusCode, body)
+				}
+				up.ClearFaults()
+			}
+			verifyClean(t, tp)
+		})
+	}
+}
+
+func TestCorruptGemNeverStored(t *testing.T) {
+	tp, up := newFaultProxy(t)
+	up.SetFault("/gems/", testupstream.Fault{Corrupt: true})
+	resp, body := tp.do(t, "GET", "/gems/faulty-1.0.0.gem")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("corrupted gem: %d %q", resp.StatusCode, body)
+	}
+	if tp.store.Peek("/gems/faulty-1.0.0.gem") != nil {
+		t.Fatal("a corrupted gem was stored")
+	}
+	up.ClearFaults()
+	resp, body = tp.do(t, "GET", "/gems/faulty-1.0.0.gem")
+	want, _ := testupstream.BuildGem(testupstream.GemSpec{Name: "faulty", Version: "1.0.0", Padding: 64 << 10})
+	if resp.StatusCode != 200 || !bytes.Equal(body, want) {
+		t.Fatalf("after the fault: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	verifyClean(t, tp)
+}
+
+// verifyClean fails when the cache holds anything partial or wrong.
+func verifyClean(t *testing.T, tp *testProxy) {
+	t.Helper()
+	problems, err := tp.store.Verify()
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("cache verify: %v %v", problems, err)
+	}
+}
+
+// containsInt reports whether list holds v.
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
