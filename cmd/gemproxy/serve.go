@@ -142,6 +142,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 
 	stopSweeper()
 	sweeper.Wait()
+	p.Wait() // background refreshes finish (bounded by the upstream timeouts)
 	if err := closeStore(); err != nil {
 		log.Error("closing the cache failed", "err", err)
 		return exitFailure

@@ -26,7 +26,25 @@ type Problem struct {
 func (s *Store) Verify() ([]Problem, error) {
 	var problems []Problem
 	var keys []string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	check := s.db.View
+	if !s.opts.ReadOnly {
+		// bbolt's check reads the shared freelist, which concurrent writers
+		// change: run it inside a write transaction (rolled back) so no
+		// writer runs meanwhile.
+		check = func(fn func(*bolt.Tx) error) error {
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				if err := fn(tx); err != nil {
+					return err
+				}
+				return errRollback
+			})
+			if errors.Is(err, errRollback) {
+				return nil
+			}
+			return err
+		}
+	}
+	err := check(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			problems = append(problems, Problem{Reason: "bbolt: " + err.Error()})
 		}
@@ -49,6 +67,9 @@ func (s *Store) Verify() ([]Problem, error) {
 	}
 	return problems, nil
 }
+
+// errRollback discards the write transaction Verify runs its check in.
+var errRollback = errors.New("cache: verify rollback")
 
 // verifyEntry checks one entry and returns what is wrong with it, or "".
 func (s *Store) verifyEntry(key string) string {
@@ -115,6 +136,9 @@ func (s *Store) verifyEntry(key string) string {
 // replaced reports whether the stored entry for e.Key is no longer e (Open
 // refuses the bodies of an entry replaced or deleted since it was read).
 func (s *Store) replaced(e *Entry) bool {
+	// A write that retired the body may still be committing: wait for it.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	changed := true
 	_ = s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketEntries).Get([]byte(e.Key)); v != nil {

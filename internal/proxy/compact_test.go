@@ -269,6 +269,7 @@ func TestCompactIndexRefreshFallsBackToFull(t *testing.T) {
 
 func TestInfoCoherentWithVersions(t *testing.T) {
 	tp, iu, up := newIndexProxy(t, testVersions, testInfo)
+	tp.opts.TTL = map[Class]time.Duration{ClassInfo: 10 * time.Minute}
 	tp.do(t, "GET", "/versions")
 	tp.do(t, "GET", "/info/rack")
 	// A push: /info/rack grows and /versions names its new MD5.
@@ -276,9 +277,10 @@ func TestInfoCoherentWithVersions(t *testing.T) {
 	sum := md5.Sum([]byte(newInfo))
 	iu.set("/info/rack", []byte(newInfo))
 	iu.set("/versions", []byte(testVersions+"rack 3.0.0 "+hex.EncodeToString(sum[:])+"\n"))
-	// /versions expires first (its TTL passed); /info/rack is still fresh by
-	// its own TTL but must not be served stale beside the new /versions.
-	tp.clock.advance(61 * time.Second)
+	// /versions expires (past its TTL and stale-while-revalidate window);
+	// /info/rack is still fresh by its own TTL but must not be served
+	// beside the new /versions.
+	tp.clock.advance(100 * time.Second)
 	tp.do(t, "GET", "/versions")
 	before := up.count("/info/rack")
 	resp, body := tp.do(t, "GET", "/info/rack")

@@ -113,7 +113,11 @@ func newTestProxy(t *testing.T, upstreamURL string, tweak ...func(*Options)) *te
 	if err != nil {
 		t.Fatal(err)
 	}
+	var p *Proxy
 	t.Cleanup(func() {
+		if p != nil {
+			p.Wait()
+		}
 		problems, err := store.Verify()
 		if err != nil || len(problems) > 0 {
 			t.Errorf("cache verify after test: %v %v", problems, err)
@@ -140,7 +144,7 @@ func newTestProxy(t *testing.T, upstreamURL string, tweak ...func(*Options)) *te
 	for _, f := range tweak {
 		f(&opts)
 	}
-	p, err := New(store, opts)
+	p, err = New(store, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,8 @@ type Proxy struct {
 	refreshMu sync.Mutex
 	// refreshing holds the keys with a stale-while-revalidate refresh running.
 	refreshing map[string]bool
+	// background counts running background refreshes.
+	background sync.WaitGroup
 }
 
 // circuitStateName names a metrics.Circuit* state for logs.
@@ -191,6 +193,10 @@ func (p *Proxy) ttl(c Class) time.Duration {
 
 // App returns the Fiber app (for Listen, Test and Shutdown).
 func (p *Proxy) App() *fiber.App { return p.app }
+
+// Wait blocks until background refreshes have finished. Call it after the
+// server stopped and before closing the store.
+func (p *Proxy) Wait() { p.background.Wait() }
 
 // Drain marks the proxy as draining: /readyz answers 503 from now on.
 func (p *Proxy) Drain() { p.draining.set() }

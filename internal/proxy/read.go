@@ -141,7 +141,9 @@ func (p *Proxy) refreshInBackground(fr fillRequest) {
 	}
 	p.refreshing[fr.key] = true
 	p.refreshMu.Unlock()
+	p.background.Add(1)
 	go func() {
+		defer p.background.Done()
 		defer func() {
 			p.refreshMu.Lock()
 			delete(p.refreshing, fr.key)
