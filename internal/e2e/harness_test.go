@@ -57,6 +57,12 @@ func corpusDir(t *testing.T) string {
 	return dir
 }
 
+// noRuby leaves the Marshal files (quick gemspecs) to testupstream's
+// built-in placeholders, for tests that do not run RubyGems.
+func noRuby(testupstream.MarshalInput) (testupstream.MarshalOutput, error) {
+	return testupstream.MarshalOutput{}, nil
+}
+
 // env is one gemproxy in front of one test upstream.
 type env struct {
 	t        *testing.T
