@@ -25,7 +25,7 @@ test: test-deps
 # fuzz runs every fuzz target for FUZZTIME each.
 FUZZTIME ?= 20s
 fuzz:
-	@for pkg in ./internal/compactindex ./internal/cache ./internal/proxy; do \
+	@for pkg in ./internal/compactindex ./internal/cache ./internal/proxy ./internal/lockfile; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
