@@ -54,9 +54,9 @@ func TestShutdownFinishesGemDownload(t *testing.T) {
 		if err != nil {
 			t.Fatalf("download cut during shutdown after %d of %d bytes: %v\n%s", got.Len(), len(want), err, s.stderr)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond)
 	}
-	if d := time.Since(signalled); d < 500*time.Millisecond {
+	if d := time.Since(signalled); d < 400*time.Millisecond {
 		t.Fatalf("the download ended %v after SIGTERM: not past the 200ms grace period, proves nothing", d)
 	}
 	if !bytes.Equal(got.Bytes(), want) {
