@@ -216,6 +216,17 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, reqBody, respBo
 			p.log.Error("invalidate after write", "prefix", prefix, "error", err)
 		}
 	}
+	if rt.Endpoint == "push" && ValidParam(name+"-"+version) {
+		// A 404 remembered from before the push (a release script polling
+		// for the new gem) must not hide it now.
+		for _, k := range []string{"/gems/" + name + "-" + version + ".gem", "/quick/Marshal.4.8/" + name + "-" + version + ".gemspec.rz"} {
+			if e := p.store.Peek(k); e != nil && e.Status != http.StatusOK {
+				if err := p.store.Delete(k); err != nil {
+					p.log.Error("drop negative entry after push", "key", k, "error", err)
+				}
+			}
+		}
+	}
 	if rt.Endpoint == "yank" && !p.opts.KeepYanked && ValidParam(version) {
 		full := name + "-" + version
 		if platform != "" && platform != "ruby" && ValidParam(platform) {

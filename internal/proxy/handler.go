@@ -187,6 +187,9 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.Time) {
 	d := time.Since(start)
 	status := c.Response().StatusCode()
+	if rl.bytes == 0 && !c.Response().IsBodyStream() {
+		rl.bytes = int64(len(c.Response().Body())) // answers gemproxy wrote itself
+	}
 	p.m.ObserveRequest(rl.endpoint, method, status, d)
 	if rl.outcome != "" {
 		p.m.Lookup(rl.endpoint, rl.outcome).Inc()

@@ -57,12 +57,15 @@ func splitRequestURI(raw string) (path, rawPath, rawQuery string, err error) {
 			return "", "", "", badRequest("control character or backslash in path")
 		}
 	}
-	if path != "/" {
-		for _, seg := range strings.Split(path[1:], "/") {
-			if seg == "" || seg == "." || seg == ".." {
-				return "", "", "", badRequest("empty, . or .. segment in path")
-			}
+	for rest := path[1:]; path != "/"; {
+		seg, after, more := strings.Cut(rest, "/")
+		if seg == "" || seg == "." || seg == ".." {
+			return "", "", "", badRequest("empty, . or .. segment in path")
 		}
+		if !more {
+			break
+		}
+		rest = after
 	}
 	if strings.ContainsAny(rawQuery, "\x00\r\n") || strings.Contains(strings.ToLower(rawQuery), "%00") {
 		return "", "", "", badRequest("NUL or line break in query")
