@@ -4,6 +4,8 @@
 //	gemproxy version              print the version
 //	gemproxy cache stats|verify   inspect the cache of a stopped server
 //	gemproxy cache purge --all | PATH-PREFIX
+//	gemproxy prefetch [--url URL] LOCKFILE...
+//	                              warm the cache with every gem of lockfiles
 //
 // Settings come from defaults, then the TOML file (--config or
 // GEMPROXY_CONFIG; every key is documented in config.example.toml), then
@@ -55,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string
 		return serve(rest, stdout, stderr, lookupEnv, serveUsage)
 	case "cache":
 		return cacheCommand(rest, stdout, stderr, lookupEnv)
+	case "prefetch":
+		return prefetch(rest, stdout, stderr, lookupEnv)
 	case "version":
 		if len(rest) > 0 {
 			return fail(stderr, errors.New("version takes no arguments"))
@@ -138,12 +142,15 @@ Usage:
   gemproxy cache stats [flags]                      entries, bytes, hits, oldest, newest per class
   gemproxy cache verify [flags]                     check every entry; exit 1 on problems
   gemproxy cache purge [flags] --all | PATH-PREFIX  remove every entry, or those under PATH-PREFIX
+  gemproxy prefetch [flags] LOCKFILE...             warm the cache with every gem of the lockfiles
 
 Flags of serve:
 `)
 	printFlags(w, serveFlagSet())
 	fmt.Fprint(w, "\nFlags of cache stats, verify and purge:\n")
 	printFlags(w, cacheFlagSet("purge"))
+	fmt.Fprint(w, "\nFlags of prefetch (see gemproxy prefetch --help):\n")
+	printFlags(w, prefetchFlagSet())
 	fmt.Fprint(w, precedenceNote)
 }
 
@@ -171,9 +178,13 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "--" + f.Name
-		if args[f.Name] != "" {
-			name += " " + args[f.Name]
+		name, arg, usage := "--"+f.Name, args[f.Name], f.Usage
+		if arg == "" {
+			// A flag of one command names its value in `backquotes`.
+			arg, usage = flag.UnquoteUsage(f)
+		}
+		if arg != "" {
+			name += " " + arg
 		}
 		var notes []string
 		if env[f.Name] != "" {
@@ -186,7 +197,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		if len(notes) > 0 {
 			extra = " (" + strings.Join(notes, ", ") + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t%s%s\n", name, f.Usage, extra)
+		fmt.Fprintf(tw, "  %s\t%s%s\n", name, usage, extra)
 	})
 	_ = tw.Flush()
 }

@@ -1,0 +1,697 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/lockfile"
+	"github.com/gemproxy/gemproxy/internal/metrics"
+	"github.com/gemproxy/gemproxy/internal/proxy"
+	"github.com/gemproxy/gemproxy/internal/testupstream"
+)
+
+// published is a gem published on the test upstream.
+type published struct {
+	spec testupstream.GemSpec
+	// sha256 is the hex SHA-256 of the .gem file.
+	sha256 string
+	// size is the .gem file's length.
+	size int
+}
+
+// file is the .gem file name.
+func (p published) file() string { return p.spec.FullName() + ".gem" }
+
+// publish builds and publishes a gem for each spec on up.
+func publish(t *testing.T, up *testupstream.Server, specs ...testupstream.GemSpec) []published {
+	t.Helper()
+	out := make([]published, 0, len(specs))
+	for _, spec := range specs {
+		gem, err := testupstream.BuildGem(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up.Publish(spec, gem)
+		sum := sha256.Sum256(gem)
+		out = append(out, published{spec: spec, sha256: hex.EncodeToString(sum[:]), size: len(gem)})
+	}
+	return out
+}
+
+// totalSize is the sum of the gems' sizes.
+func totalSize(gems ...published) int {
+	n := 0
+	for _, g := range gems {
+		n += g.size
+	}
+	return n
+}
+
+// lockSection is one GEM section of a test lockfile.
+type lockSection struct {
+	// remote is the section's remote line.
+	remote string
+	// gems are its specs.
+	gems []testupstream.GemSpec
+}
+
+// lockText renders a lockfile with the GEM sections, then a GIT and a PATH
+// section, and a CHECKSUMS section with sums (full name -> hex) when not nil.
+func lockText(sections []lockSection, sums map[string]string) string {
+	var b strings.Builder
+	b.WriteString("GIT\n  remote: https://github.com/example/gitgem.git\n  revision: 0123456789abcdef\n  specs:\n    gitgem (0.1.0)\n\n")
+	b.WriteString("PATH\n  remote: vendor/pathgem\n  specs:\n    pathgem (0.2.0)\n      rake\n\n")
+	var all []testupstream.GemSpec
+	for _, s := range sections {
+		fmt.Fprintf(&b, "GEM\n  remote: %s\n  specs:\n", s.remote)
+		for _, g := range s.gems {
+			fmt.Fprintf(&b, "    %s\n      some-dependency (>= 0)\n", specLine(g))
+			all = append(all, g)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("PLATFORMS\n  ruby\n  x86_64-linux\n\nDEPENDENCIES\n  gitgem!\n  pathgem!\n")
+	for _, g := range all {
+		fmt.Fprintf(&b, "  %s\n", g.Name)
+	}
+	if sums != nil {
+		b.WriteString("\nCHECKSUMS\n  gitgem (0.1.0)\n  pathgem (0.2.0)\n")
+		for _, g := range all {
+			if sum, ok := sums[g.FullName()]; ok {
+				fmt.Fprintf(&b, "  %s sha256=%s\n", specLine(g), sum)
+			} else {
+				fmt.Fprintf(&b, "  %s\n", specLine(g))
+			}
+		}
+	}
+	b.WriteString("\nBUNDLED WITH\n   2.5.6\n")
+	return b.String()
+}
+
+// specLine is "NAME (VERSION[-PLATFORM])".
+func specLine(g testupstream.GemSpec) string {
+	if g.Platform == "" || g.Platform == "ruby" {
+		return fmt.Sprintf("%s (%s)", g.Name, g.Version)
+	}
+	return fmt.Sprintf("%s (%s-%s)", g.Name, g.Version, g.Platform)
+}
+
+// specsOf returns the specs of gems.
+func specsOf(gems ...published) []testupstream.GemSpec {
+	out := make([]testupstream.GemSpec, len(gems))
+	for i, g := range gems {
+		out[i] = g.spec
+	}
+	return out
+}
+
+// sumsOf maps the full names of gems to their SHA-256.
+func sumsOf(gems ...published) map[string]string {
+	out := make(map[string]string, len(gems))
+	for _, g := range gems {
+		out[g.spec.FullName()] = g.sha256
+	}
+	return out
+}
+
+// writeLockfile writes content to a new Gemfile.lock in a temporary
+// directory and returns its absolute path.
+func writeLockfile(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "Gemfile.lock")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runInProcess runs gemproxy with args in this process, with env as the
+// whole environment.
+func runInProcess(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	code := run(args, &stdout, &stderr, lookup)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// gemRequests counts the upstream requests for /gems/ paths.
+func gemRequests(up *testupstream.Server) int {
+	n := 0
+	for _, p := range up.Paths() {
+		if strings.HasPrefix(p, "/gems/") {
+			n++
+		}
+	}
+	return n
+}
+
+// startGemproxy serves an in-process gemproxy over a fresh data directory,
+// mirroring upstream, on a loopback port, and returns its base URL.
+func startGemproxy(t *testing.T, upstream string) string {
+	t.Helper()
+	cfg := Defaults()
+	cfg.Upstream, cfg.DataDir = upstream, t.TempDir()
+	store, err := cache.Open(cfg.DataDir, cfg.CacheOptions(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	popts, err := cfg.ProxyOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	popts.Logger = slog.New(slog.DiscardHandler)
+	popts.Metrics = metrics.New(prometheus.NewRegistry(), metrics.Options{Classes: classNames()})
+	p, err := proxy.New(store, popts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.App().Listener(ln) }()
+	t.Cleanup(func() {
+		_ = p.App().Shutdown()
+		<-served
+		_ = store.Close()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// checkSummary checks stdout is exactly the summary line with these counts.
+func checkSummary(t *testing.T, stdout string, prefetched, cached, fetched, bytes, failed, skipped int) {
+	t.Helper()
+	summary := regexp.MustCompile(`^prefetched (\d+) gems? \((\d+) already cached, (\d+) fetched, (\d+) bytes\) in \S+; (\d+) failed, (\d+) skipped\n$`)
+	m := summary.FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("stdout is not one summary line: %q", stdout)
+	}
+	want := []string{fmt.Sprint(prefetched), fmt.Sprint(cached), fmt.Sprint(fetched), fmt.Sprint(bytes), fmt.Sprint(failed), fmt.Sprint(skipped)}
+	if got := m[1:]; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("summary %q: got prefetched/cached/fetched/bytes/failed/skipped %v, want %v", stdout, got, want)
+	}
+}
+
+// testGems are the specs most tests publish: two pure-Ruby gems and a
+// platform gem.
+func testGems() []testupstream.GemSpec {
+	return []testupstream.GemSpec{
+		{Name: "alpha", Version: "1.0.0"},
+		{Name: "beta", Version: "2.1.0", Deps: []testupstream.Dep{{Name: "alpha", Requirement: "~> 1.0"}}},
+		{Name: "gamma", Version: "0.3.0", Platform: "x86_64-linux"},
+	}
+}
+
+// TestPrefetchThroughServer prefetches through a running gemproxy: the
+// first run fills its cache, the second finds everything cached and sends
+// nothing upstream; GEMPROXY_URL works like --url.
+func TestPrefetchThroughServer(t *testing.T) {
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	gems := publish(t, up, testGems()...)
+	base := startGemproxy(t, ts.URL)
+	lock := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: specsOf(gems...)}}, sumsOf(gems[0], gems[2])))
+
+	r := runInProcess(t, nil, "prefetch", "--url", base, "--jobs", "2", lock)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("first run: exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), 0, 0)
+	for _, g := range gems {
+		if n := up.Requests("/gems/" + g.file()); n != 1 {
+			t.Errorf("upstream got %d requests for %s, want 1", n, g.file())
+		}
+	}
+
+	before := gemRequests(up)
+	r = runInProcess(t, map[string]string{envURL: base + "/"}, "prefetch", lock)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSummary(t, r.stdout, 3, 3, 0, totalSize(gems...), 0, 0)
+	if n := gemRequests(up) - before; n != 0 {
+		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
+	}
+}
+
+// TestPrefetchDataDir prefetches into a data directory with no server,
+// merging two lockfiles that share a gem; a second run finds everything
+// cached and sends nothing upstream, and the entries are in the file.
+func TestPrefetchDataDir(t *testing.T) {
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	gems := publish(t, up, testGems()...)
+	dataDir := filepath.Join(t.TempDir(), "new")
+	lockA := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: specsOf(gems[0], gems[1])}}, sumsOf(gems...)))
+	lockB := writeLockfile(t, lockText([]lockSection{{remote: "http://index.rubygems.org", gems: specsOf(gems[1], gems[2])}}, nil))
+	args := []string{"prefetch", "--data-dir", dataDir, "--upstream", ts.URL, lockA, lockB}
+
+	r := runInProcess(t, nil, args...)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("first run: exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), 0, 0)
+	if n := gemRequests(up); n != 3 {
+		t.Errorf("upstream got %d /gems/ requests, want 3", n)
+	}
+
+	before := gemRequests(up)
+	r = runInProcess(t, map[string]string{"GEMPROXY_DATA_DIR": dataDir, "GEMPROXY_UPSTREAM": ts.URL}, "prefetch", lockA, lockB)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSummary(t, r.stdout, 3, 3, 0, totalSize(gems...), 0, 0)
+	if n := gemRequests(up) - before; n != 0 {
+		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
+	}
+
+	store, err := cache.Open(dataDir, cache.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, g := range gems {
+		e := store.Peek("/gems/" + g.file())
+		if e == nil || e.Status != http.StatusOK || hex.EncodeToString(e.SHA256[:]) != g.sha256 {
+			t.Errorf("%s: cached entry %+v", g.file(), e)
+		}
+	}
+	if problems, err := store.Verify(); err != nil || len(problems) != 0 {
+		t.Errorf("cache verify: %v %v", problems, err)
+	}
+}
+
+// TestPrefetchFailuresExit1 runs the binary in both modes with a lockfile
+// whose CHECKSUMS disagree with one gem and that names a gem the upstream
+// does not have: one line per failed gem on stderr, the others prefetched,
+// exit status 1.
+func TestPrefetchFailuresExit1(t *testing.T) {
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	gems := publish(t, up, testGems()...)
+	wrong := strings.Repeat("ab", 32)
+	sums := sumsOf(gems...)
+	sums[gems[1].spec.FullName()] = wrong
+	missing := testupstream.GemSpec{Name: "missing", Version: "9.9.9"}
+	lock := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: append(specsOf(gems...), missing)}}, sums))
+
+	modes := []struct {
+		name string
+		args []string
+	}{
+		{name: "url", args: []string{"--url", startGemproxy(t, ts.URL)}},
+		{name: "data dir", args: []string{"--data-dir", t.TempDir(), "--upstream", ts.URL}},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			r := runBinary(t, nil, append(append([]string{"prefetch"}, mode.args...), lock)...)
+			if r.code != 1 {
+				t.Errorf("exit %d, want 1", r.code)
+			}
+			checkSummary(t, r.stdout, 2, 0, 2, gems[0].size+gems[2].size, 2, 0)
+			mismatch := fmt.Sprintf("%s: sha256 %s, but the CHECKSUMS section of %s says %s\n", gems[1].file(), gems[1].sha256, lock, wrong)
+			if !strings.Contains(r.stderr, mismatch) {
+				t.Errorf("stderr lacks %q:\n%s", mismatch, r.stderr)
+			}
+			if !regexp.MustCompile(`(?m)^missing-9\.9\.9\.gem: HTTP 404 Not Found\b.*$`).MatchString(r.stderr) {
+				t.Errorf("stderr lacks the 404 of missing-9.9.9.gem:\n%s", r.stderr)
+			}
+		})
+	}
+}
+
+// TestPrefetchUpstreamTrouble checks, in data-dir mode, that the proxy's
+// verification applies (a corrupt gem is refused against /info) and that a
+// gem served without being stored (its checksum unknown) is a failure;
+// and, in URL mode, that a server that is down fails every gem.
+func TestPrefetchUpstreamTrouble(t *testing.T) {
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	gems := publish(t, up, testGems()...)
+	up.SetFault("/info/alpha", testupstream.Fault{Status: http.StatusNotFound})
+	up.SetFault("/gems/"+gems[1].file(), testupstream.Fault{Corrupt: true})
+	lock := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: specsOf(gems...)}}, nil))
+
+	r := runInProcess(t, nil, "prefetch", "--data-dir", t.TempDir(), "--upstream", ts.URL, lock)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1", r.code)
+	}
+	checkSummary(t, r.stdout, 1, 0, 1, gems[2].size, 2, 0)
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^alpha-1\.0\.0\.gem: downloaded but not stored in the cache \(.*\)$`),
+		regexp.MustCompile(`(?m)^time=\S+ level=WARN msg="gem checksum unknown; serving without storing" key=/gems/alpha-1\.0\.0\.gem$`),
+		regexp.MustCompile(`(?m)^beta-2\.1\.0\.gem: HTTP 502 Bad Gateway: upstream gem /gems/beta-2\.1\.0\.gem has SHA-256 [0-9a-f]{64}, but the compact index says ` + gems[1].sha256 + `; not stored$`),
+	} {
+		if !re.MatchString(r.stderr) {
+			t.Errorf("stderr does not match %s:\n%s", re, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "gamma") || strings.Count(r.stderr, "\n") != 3 {
+		t.Errorf("stderr has other lines:\n%s", r.stderr)
+	}
+
+	down := "http://" + freePort(t)
+	r = runInProcess(t, nil, "prefetch", "--url", down, lock)
+	if r.code != 1 {
+		t.Errorf("server down: exit %d, want 1", r.code)
+	}
+	checkSummary(t, r.stdout, 0, 0, 0, 0, 3, 0)
+	if re := regexp.MustCompile(`(?m)^gamma-0\.3\.0-x86_64-linux\.gem: request failed: dial tcp \S+: connect: connection refused$`); !re.MatchString(r.stderr) {
+		t.Errorf("server down: stderr does not match %s:\n%s", re, r.stderr)
+	}
+}
+
+// TestPrefetchSkipsOtherSources checks gems of other gem servers are
+// listed as skipped and never requested, GIT and PATH gems are ignored, and
+// a GEM section whose remote is the configured upstream is fetched.
+func TestPrefetchSkipsOtherSources(t *testing.T) {
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	gems := publish(t, up, testGems()...)
+	other := testupstream.GemSpec{Name: "private", Version: "1.2.3"}
+	lock := writeLockfile(t, lockText([]lockSection{
+		{remote: "https://rubygems.org/", gems: specsOf(gems[0])},
+		{remote: "https://gems.example.com/", gems: []testupstream.GemSpec{other}},
+		{remote: ts.URL + "/", gems: specsOf(gems[1], gems[2])},
+	}, nil))
+
+	r := runInProcess(t, nil, "prefetch", "--data-dir", t.TempDir(), "--upstream", ts.URL, lock)
+	if r.code != 0 {
+		t.Errorf("exit %d, want 0", r.code)
+	}
+	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), 0, 1)
+	if want := "private-1.2.3.gem: skipped: source https://gems.example.com/ is neither rubygems.org nor the upstream\n"; r.stderr != want {
+		t.Errorf("stderr %q\nwant   %q", r.stderr, want)
+	}
+	for _, p := range up.Paths() {
+		if strings.Contains(p, "private") || strings.Contains(p, "gitgem") || strings.Contains(p, "pathgem") {
+			t.Errorf("upstream was asked for %s", p)
+		}
+	}
+}
+
+// corpusDir returns the shared corpus directory (env GEMPROXY_CORPUS,
+// default ../../../shared/corpus). When it is absent the test is skipped,
+// or fails when env CI is set.
+func corpusDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("GEMPROXY_CORPUS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "corpus")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "INDEX.tsv")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("corpus not found at %s (set GEMPROXY_CORPUS): %v", dir, err)
+		}
+		t.Skipf("corpus not found at %s (set GEMPROXY_CORPUS to run this test): %v", dir, err)
+	}
+	return dir
+}
+
+// TestPrefetchCorpus prefetches the real lockfiles of the corpus apps from
+// an upstream serving the corpus gems: all 51 gems are verified against the
+// compact index and stored, and a second run finds them all cached.
+func TestPrefetchCorpus(t *testing.T) {
+	dir := corpusDir(t)
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	if err := up.PublishCorpus(dir); err != nil {
+		t.Fatal(err)
+	}
+	locks := []string{filepath.Join(dir, "app", "Gemfile.lock")}
+	more, err := filepath.Glob(filepath.Join(dir, "apps", "*", "Gemfile.lock"))
+	if err != nil || len(more) == 0 {
+		t.Fatalf("no corpus apps: %v", err)
+	}
+	locks = append(locks, more...)
+
+	// The expected gems and bytes, from the lockfiles and the files.
+	files := make(map[string]bool)
+	size := 0
+	for _, l := range locks {
+		f, err := os.Open(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lf, err := lockfile.Parse(f)
+		_ = f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range lf.Gems {
+			if files[g.FileName()] {
+				continue
+			}
+			files[g.FileName()] = true
+			st, err := os.Stat(filepath.Join(dir, "gems", g.FileName()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			size += int(st.Size())
+		}
+	}
+	if len(files) != 51 {
+		t.Fatalf("the corpus lockfiles list %d distinct gems, the test expects 51", len(files))
+	}
+
+	dataDir := t.TempDir()
+	args := append([]string{"prefetch", "--data-dir", dataDir, "--upstream", ts.URL, "--jobs", "4"}, locks...)
+	r := runInProcess(t, nil, args...)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSummary(t, r.stdout, 51, 0, 51, size, 0, 0)
+	for file := range files {
+		if n := up.Requests("/gems/" + file); n != 1 {
+			t.Errorf("upstream got %d requests for %s, want 1", n, file)
+		}
+	}
+
+	before := gemRequests(up)
+	r = runInProcess(t, nil, args...)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSummary(t, r.stdout, 51, 51, 0, size, 0, 0)
+	if n := gemRequests(up) - before; n != 0 {
+		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
+	}
+}
+
+// TestPrefetchUsageErrorsExit2 checks bad command lines, lockfiles and a
+// data directory held by another process stop prefetch with status 2 and
+// one stderr line, before anything is fetched.
+func TestPrefetchUsageErrorsExit2(t *testing.T) {
+	good := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: testGems()}}, nil))
+	bad := writeLockfile(t, "GEM\n  remote: https://rubygems.org/\n  specs:\n    rack\n")
+	missing := filepath.Join(t.TempDir(), "Gemfile.lock")
+	held := t.TempDir()
+	store, err := cache.Open(held, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want string // the whole stderr line, without "gemproxy: " and newline
+	}{
+		{name: "no lockfile", args: []string{"--url", "http://127.0.0.1:1"},
+			want: "prefetch: no lockfile given (usage: gemproxy prefetch [flags] LOCKFILE...)"},
+		{name: "url and data dir", args: []string{"--url", "http://127.0.0.1:1", "--data-dir", held, good},
+			want: "prefetch: --url cannot be combined with --config, --upstream or --data-dir"},
+		{name: "bad url", args: []string{"--url", "ftp://x", good},
+			want: `--url: "ftp://x" is not an http or https URL`},
+		{name: "bad url in env", env: []string{"GEMPROXY_URL=localhost:9292"}, args: []string{good},
+			want: `GEMPROXY_URL: "localhost:9292" is not an http or https URL`},
+		{name: "no jobs", args: []string{"--jobs", "0", good},
+			want: "prefetch: --jobs 0: must be at least 1"},
+		{name: "missing lockfile", args: []string{"--url", "http://127.0.0.1:1", good, missing},
+			want: "lockfile " + missing + ": cannot read: no such file or directory"},
+		{name: "malformed lockfile", args: []string{"--url", "http://127.0.0.1:1", bad},
+			want: "lockfile " + bad + `: line 4: spec "rack": want NAME (VERSION)`},
+		{name: "bad upstream", args: []string{"--upstream", "rubygems.org", good},
+			want: `--upstream: "rubygems.org" is not an http or https URL`},
+		{name: "data dir in use", args: []string{"--data-dir", held, good},
+			want: "data_dir " + held + ": in use by a running gemproxy; prefetch through it with --url instead, or stop it first"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runBinary(t, tt.env, append([]string{"prefetch"}, tt.args...)...)
+			if r.code != 2 {
+				t.Errorf("exit %d, want 2", r.code)
+			}
+			if want := "gemproxy: " + tt.want + "\n"; r.stderr != want {
+				t.Errorf("stderr %q\nwant   %q", r.stderr, want)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+}
+
+// TestPrefetchHelp checks prefetch --help lists every flag and the summary
+// format, exit 0.
+func TestPrefetchHelp(t *testing.T) {
+	r := runInProcess(t, nil, "prefetch", "--help")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	want := []string{"--url URL", "--jobs N", "--data-dir DIR", "--upstream URL", "--config PATH", "GEMPROXY_URL",
+		"prefetched N gems (H already cached, M fetched, B bytes) in D; F failed, S skipped"}
+	for _, w := range want {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("help lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	r = runInProcess(t, nil, "help")
+	if !strings.Contains(r.stdout, "gemproxy prefetch [flags] LOCKFILE...") {
+		t.Errorf("gemproxy help does not list prefetch:\n%s", r.stdout)
+	}
+}
+
+// parseLock parses a lockfile text for the plan tests.
+func parseLock(t *testing.T, path, text string) parsedLockfile {
+	t.Helper()
+	lf, err := lockfile.Parse(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parsedLockfile{path: path, lf: lf}
+}
+
+// TestPlanPrefetch checks the merge of lockfiles: each file once, a gem
+// skipped in one lockfile but allowed in another is fetched, and lockfiles
+// that disagree on a checksum make a conflict.
+func TestPlanPrefetch(t *testing.T) {
+	sumA, sumB := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	gem := func(name string) testupstream.GemSpec { return testupstream.GemSpec{Name: name, Version: "1.0"} }
+	one := parseLock(t, "one.lock", lockText([]lockSection{
+		{remote: "https://rubygems.org/", gems: []testupstream.GemSpec{gem("a"), gem("b")}},
+		{remote: "https://other.example/", gems: []testupstream.GemSpec{gem("c"), gem("d")}},
+	}, map[string]string{"a-1.0": sumA}))
+	two := parseLock(t, "two.lock", lockText([]lockSection{
+		{remote: "https://rubygems.org", gems: []testupstream.GemSpec{gem("a"), gem("b"), gem("c")}},
+	}, map[string]string{"a-1.0": sumB, "b-1.0": sumB}))
+
+	pl := planPrefetch([]parsedLockfile{one, two}, newRemoteFilter())
+	var got []string
+	for _, tg := range pl.targets {
+		got = append(got, fmt.Sprintf("%s sha=%.1s from=%s conflict=%v", tg.file, tg.sha256, tg.sumFrom, tg.conflict != ""))
+	}
+	want := []string{
+		"a-1.0.gem sha=a from=one.lock conflict=true",
+		"b-1.0.gem sha=b from=two.lock conflict=false",
+		"c-1.0.gem sha= from= conflict=false",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("targets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(pl.skipped) != 1 || pl.skipped[0].file != "d-1.0.gem" {
+		t.Errorf("skipped %+v, want only d-1.0.gem", pl.skipped)
+	}
+	if want := "CHECKSUMS of one.lock and two.lock disagree (sha256 " + sumA + " and " + sumB + "); not fetched"; pl.targets[0].conflict != want {
+		t.Errorf("conflict %q\nwant     %q", pl.targets[0].conflict, want)
+	}
+}
+
+// TestRemoteFilter checks which lockfile remotes prefetch fetches from.
+func TestRemoteFilter(t *testing.T) {
+	allow := newRemoteFilter("http://127.0.0.1:9292", "https://mirror.example/rubygems/")
+	tests := []struct {
+		remote string
+		want   bool
+	}{
+		{"https://rubygems.org/", true},
+		{"http://rubygems.org", true},
+		{"HTTPS://RubyGems.org:443/", true},
+		{"https://index.rubygems.org/", true},
+		{"http://127.0.0.1:9292/", true},
+		{"https://127.0.0.1:9292", true},
+		{"https://mirror.example/rubygems", true},
+		{"https://rubygems.org/private/", false},
+		{"https://rubygems.org:8443/", false},
+		{"https://gems.example.com/", false},
+		{"https://mirror.example/", false},
+		{"git@github.com:x/y.git", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := allow(tt.remote); got != tt.want {
+			t.Errorf("allow(%q) = %v, want %v", tt.remote, got, tt.want)
+		}
+	}
+}
+
+// TestRenderBar checks the progress bar's shape.
+func TestRenderBar(t *testing.T) {
+	tests := []struct {
+		done, total, width int
+		want               string
+	}{
+		{0, 51, 10, "[>         ] 0/51 gems"},
+		{12, 51, 10, "[==>       ] 12/51 gems"},
+		{26, 51, 10, "[=====>    ] 26/51 gems"},
+		{50, 51, 10, "[=========>] 50/51 gems"},
+		{51, 51, 10, "[==========] 51/51 gems"},
+	}
+	for _, tt := range tests {
+		if got := renderBar(tt.done, tt.total, tt.width); got != tt.want {
+			t.Errorf("renderBar(%d, %d, %d) = %q, want %q", tt.done, tt.total, tt.width, got, tt.want)
+		}
+	}
+}
+
+// TestProgressOnTerminal checks the bar is redrawn in place and lines are
+// written above it; without a terminal only the lines are written.
+func TestProgressOnTerminal(t *testing.T) {
+	drive := func(p *progress) {
+		p.start(2)
+		p.step()
+		p.printf("x.gem: %s\n", "broken")
+		p.step()
+		p.finish()
+		p.printf("after\n")
+	}
+	var tty bytes.Buffer
+	drive(newProgress(&tty, true))
+	bar := func(done int) string { return "\r" + renderBar(done, 2, barWidth) }
+	if want := bar(0) + bar(1) + "\r\x1b[Kx.gem: broken\n" + bar(1) + bar(2) + "\nafter\n"; tty.String() != want {
+		t.Errorf("terminal output %q\nwant %q", tty.String(), want)
+	}
+	var plain bytes.Buffer
+	drive(newProgress(&plain, false))
+	if plain.String() != "x.gem: broken\nafter\n" {
+		t.Errorf("plain output %q", plain.String())
+	}
+}
+
+// TestRunPrefetchInterrupted checks nothing starts once the context is
+// done and every gem counts as not attempted.
+func TestRunPrefetchInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	get := func(context.Context, string) (*http.Response, error) {
+		t.Error("a download started after the interrupt")
+		return nil, context.Canceled
+	}
+	targets := []*target{{file: "a-1.gem"}, {file: "b-1.gem"}, {file: "c-1.gem"}}
+	var out bytes.Buffer
+	sum := runPrefetch(ctx, targets, 2, get, nil, newProgress(&out, false))
+	if sum.notAttempted != 3 || sum.failed != 0 || out.Len() != 0 {
+		t.Errorf("summary %+v, output %q", sum, out.String())
+	}
+}
