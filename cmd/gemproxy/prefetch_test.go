@@ -401,29 +401,11 @@ func TestPrefetchSkipsOtherSources(t *testing.T) {
 	}
 }
 
-// corpusDir returns the shared corpus directory (env GEMPROXY_CORPUS,
-// default ../../../shared/corpus). When it is absent the test is skipped,
-// or fails when env CI is set.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("GEMPROXY_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "INDEX.tsv")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("corpus not found at %s (set GEMPROXY_CORPUS): %v", dir, err)
-		}
-		t.Skipf("corpus not found at %s (set GEMPROXY_CORPUS to run this test): %v", dir, err)
-	}
-	return dir
-}
-
 // TestPrefetchCorpus prefetches the real lockfiles of the corpus apps from
 // an upstream serving the corpus gems: all 51 gems are verified against the
 // compact index and stored, and a second run finds them all cached.
 func TestPrefetchCorpus(t *testing.T) {
-	dir := corpusDir(t)
+	dir := testupstream.CorpusDir(t)
 	up, ts := testupstream.Start(t, testupstream.Options{})
 	if err := up.PublishCorpus(dir); err != nil {
 		t.Fatal(err)

@@ -13,26 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// corpusDir returns the shared test-data corpus (GEMPROXY_CORPUS, default
-// ../../../shared/corpus relative to this package). When it is absent the
-// test is skipped, or fails when CI is set, so that CI cannot silently lose
-// this coverage.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("GEMPROXY_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "api")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("corpus not found at %s (set GEMPROXY_CORPUS): %v", dir, err)
-		}
-		t.Skipf("corpus not found at %s; set GEMPROXY_CORPUS to run this test: %v", dir, err)
-	}
-	return dir
-}
+	"github.com/gemproxy/gemproxy/internal/testupstream"
+)
 
 // sidecar is the part of a corpus .meta.json file these tests read.
 type sidecar struct {
@@ -113,7 +96,7 @@ func loadCorpus(t *testing.T, dir, format string) []corpusFile {
 // version line must yield its checksum, and every .gem whose SHA-256 the
 // corpus index marks as published must be found under its version.
 func TestCorpusInfo(t *testing.T) {
-	dir := corpusDir(t)
+	dir := testupstream.CorpusDir(t)
 	files := loadCorpus(t, dir, "compact-index-info")
 	byName := make(map[string][][]byte)
 	var etags, digests, lines int
@@ -228,7 +211,7 @@ func checkIndexChecksums(t *testing.T, dir string, byName map[string][][]byte) i
 // excerpt: the last MD5 per gem must be the MD5 of that gem's recorded
 // /info body, which is the coherence rule the proxy relies on.
 func TestCorpusVersions(t *testing.T) {
-	dir := corpusDir(t)
+	dir := testupstream.CorpusDir(t)
 	infos := make(map[string][]byte)
 	for _, f := range loadCorpus(t, dir, "compact-index-info") {
 		infos[f.meta.Request.URL[strings.LastIndexByte(f.meta.Request.URL, '/')+1:]] = f.body

@@ -261,7 +261,7 @@ func TestClientSwitchesBetweenProxyAndUpstream(t *testing.T) {
 
 func TestCorpusAppsCachedByteIdentical(t *testing.T) {
 	requireClients(t)
-	corpus := corpusDir(t)
+	corpus := testupstream.CorpusDir(t)
 	e := start(t, testupstream.Options{})
 	if err := e.up.PublishCorpus(corpus); err != nil {
 		t.Fatal(err)

@@ -39,24 +39,6 @@ func requireClients(t *testing.T) {
 	}
 }
 
-// corpusDir returns the shared corpus, skipping (or failing under CI) when
-// it is absent.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("GEMPROXY_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "INDEX.tsv")); err != nil {
-		msg := "corpus not found at " + dir + " (set GEMPROXY_CORPUS)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + " (failing because CI is set)")
-		}
-		t.Skip(msg)
-	}
-	return dir
-}
-
 // noRuby leaves the Marshal files (quick gemspecs) to testupstream's
 // built-in placeholders, for tests that do not run RubyGems.
 func noRuby(testupstream.MarshalInput) (testupstream.MarshalOutput, error) {

@@ -5,30 +5,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
-)
 
-// corpusDir returns the shared corpus directory (env GEMPROXY_CORPUS,
-// default ../../../shared/corpus). When it is absent the test is skipped,
-// or fails when env CI is set.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("GEMPROXY_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "INDEX.tsv")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("corpus not found at %s (set GEMPROXY_CORPUS): %v", dir, err)
-		}
-		t.Skipf("corpus not found at %s (set GEMPROXY_CORPUS to run this test): %v", dir, err)
-	}
-	return dir
-}
+	"github.com/gemproxy/gemproxy/internal/testupstream"
+)
 
 // TestCorpusLockfiles parses the lockfiles of the corpus apps: every spec
 // line is a gem, with the GEM remote, whose .gem file is in the corpus.
 func TestCorpusLockfiles(t *testing.T) {
-	dir := corpusDir(t)
+	dir := testupstream.CorpusDir(t)
 	specLine := regexp.MustCompile(`(?m)^    \S`)
 	tests := []struct {
 		path  string

@@ -12,7 +12,7 @@ import (
 func TestPublishCorpus(t *testing.T) {
 	rows := corpusRows(t)
 	up, ts := Start(t, Options{InfoV1: true})
-	if err := up.PublishCorpus(corpusDir); err != nil {
+	if err := up.PublishCorpus(CorpusDir(t)); err != nil {
 		t.Fatal(err)
 	}
 	up.RebuildVersions()
@@ -21,7 +21,7 @@ func TestPublishCorpus(t *testing.T) {
 	// line (format v1) must be identical to the real one.
 	recorded := map[string]string{} // name + " " + number -> recorded line
 	for _, pattern := range []string{"bundler-vcr_compact-index_info_*.txt", "dependabot_compact-index_info_*.txt"} {
-		files, _ := filepath.Glob(filepath.Join(corpusDir, "api", pattern))
+		files, _ := filepath.Glob(filepath.Join(CorpusDir(t), "api", pattern))
 		for _, file := range files {
 			base := strings.TrimSuffix(filepath.Base(file), ".txt")
 			name := base[strings.LastIndex(base, "info_")+len("info_"):]
@@ -62,7 +62,7 @@ func TestPublishCorpus(t *testing.T) {
 		t.Errorf("only %d corpus gems compared with recorded /info lines", compared)
 	}
 	t.Logf("%d gems published, %d /info lines identical to rubygems.org's", len(rows), compared)
-	if err := up.PublishCorpus(corpusDir); err == nil {
+	if err := up.PublishCorpus(CorpusDir(t)); err == nil {
 		t.Error("publishing the corpus twice succeeded")
 	}
 }

@@ -282,15 +282,12 @@ func TestParseGemRejectsGarbage(t *testing.T) {
 	}
 }
 
-// corpusDir is the shared corpus of real gems, when present.
-const corpusDir = "/work/shared/corpus"
-
 // corpusRows reads INDEX.tsv of the corpus as maps, or skips.
 func corpusRows(t *testing.T) []map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(corpusDir, "INDEX.tsv"))
+	f, err := os.Open(filepath.Join(CorpusDir(t), "INDEX.tsv"))
 	if err != nil {
-		t.Skipf("corpus not available: %v", err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -310,7 +307,7 @@ func corpusRows(t *testing.T) []map[string]string {
 // TestParseGemCorpus parses every corpus gem and compares with INDEX.tsv.
 func TestParseGemCorpus(t *testing.T) {
 	for _, row := range corpusRows(t) {
-		gem, err := os.ReadFile(filepath.Join(corpusDir, "gems", row["file"]))
+		gem, err := os.ReadFile(filepath.Join(CorpusDir(t), "gems", row["file"]))
 		if err != nil {
 			t.Fatal(err)
 		}
