@@ -21,6 +21,9 @@ test-deps:
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# The Helm chart and the Grafana dashboard: a separate module, so that
+	# Helm's and Kubernetes' dependencies stay out of gemproxy's own.
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 # fuzz runs every fuzz target for FUZZTIME each.
 FUZZTIME ?= 20s
