@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -96,6 +97,41 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// chunkBuffers recycles the chunk-sized buffers of WriteTo.
+var chunkBuffers = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
+
+// WriteTo writes the rest of the body to w a chunk at a time: each chunk is
+// copied out of bbolt inside its own short read transaction and written
+// after it ended, so a slow client never holds a transaction open. io.Copy
+// (and so fasthttp's body streaming) uses it instead of many small Reads.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if r.mem != nil {
+		n, err := io.Copy(w, io.LimitReader(r.mem, r.end-r.off))
+		r.off += n
+		return n, err
+	}
+	bp := chunkBuffers.Get().(*[]byte)
+	defer chunkBuffers.Put(bp)
+	buf := *bp
+	var total int64
+	for r.off < r.end {
+		// Read up to the next chunk boundary: one chunk per transaction.
+		want := min(ChunkSize-r.off%ChunkSize, r.end-r.off)
+		n, err := r.Read(buf[:want])
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // Close releases the body.

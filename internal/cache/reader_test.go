@@ -340,3 +340,35 @@ func TestConcurrentWritesKeepIndexCoherent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestWriteToCopiesExactRanges(t *testing.T) {
+	s := newTestStore(t, Options{})
+	body := testBody(3*ChunkSize+1234, 7)
+	e := putKey(t, s, "/big", body, CommitOptions{})
+	small := putKey(t, s, "/small", body[:1000], CommitOptions{})
+	small = s.Lookup(small.Key) // with its body in memory
+	tests := []struct {
+		e          *Entry
+		start, end int64
+	}{
+		{e, 0, e.Size},
+		{e, 1, e.Size},
+		{e, ChunkSize - 1, ChunkSize + 1},
+		{e, ChunkSize, 2 * ChunkSize},
+		{e, e.Size - 5, e.Size},
+		{small, 10, 900},
+	}
+	for _, tt := range tests {
+		r, err := s.Open(tt.e, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Limit(tt.start, tt.end)
+		var out bytes.Buffer
+		n, err := r.WriteTo(&out)
+		r.Close()
+		if err != nil || n != tt.end-tt.start || !bytes.Equal(out.Bytes(), body[tt.start:tt.end]) {
+			t.Fatalf("%s [%d,%d): wrote %d bytes, %v", tt.e.Key, tt.start, tt.end, n, err)
+		}
+	}
+}
