@@ -227,15 +227,9 @@ func respCode(resp *http.Response, err error) int {
 
 // fetch gets key upstream without validators and stores what may be stored.
 func (p *Proxy) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
-	var want *[32]byte
+	var want checksumFuture
 	if fr.rt.Class == ClassGem {
-		sum, known, err := p.gemChecksum(ctx, fr)
-		if err != nil {
-			return nil, err
-		}
-		if known {
-			want = &sum
-		}
+		want = p.checksumLookup(ctx, fr)
 	}
 	req, err := p.newUpstreamRequest(ctx, fr)
 	if err != nil {
@@ -249,9 +243,33 @@ func (p *Proxy) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error)
 	return p.storeResponse(fr, resp, want)
 }
 
+// checksumFuture yields the SHA-256 a gem must have (known false when the
+// compact index does not list it), waiting for a lookup started earlier.
+type checksumFuture func() (sum [32]byte, known bool, err error)
+
+// checksumLookup starts looking up the gem's checksum in /info/NAME while
+// the gem itself downloads, so the two upstream round trips overlap.
+func (p *Proxy) checksumLookup(ctx context.Context, fr fillRequest) checksumFuture {
+	type result struct {
+		sum   [32]byte
+		known bool
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		sum, known, err := p.gemChecksum(ctx, fr)
+		ch <- result{sum, known, err}
+	}()
+	return func() ([32]byte, bool, error) {
+		r := <-ch
+		return r.sum, r.known, r.err
+	}
+}
+
 // storeResponse turns an upstream response into an entry: stored when it
-// may be, transient otherwise. want, when set, is the SHA-256 a gem must have.
-func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want *[32]byte) (*cache.Entry, error) {
+// may be, transient otherwise. want, for a gem, yields the SHA-256 it must
+// have.
+func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksumFuture) (*cache.Entry, error) {
 	status := resp.StatusCode
 	if status == http.StatusForbidden && (fr.rt.Class == ClassGem || fr.rt.Class == ClassQuickSpec) {
 		// S3 answers 403 with an XML body for objects that do not exist.
@@ -290,17 +308,25 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want *[32]byt
 		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream body of " + fr.key + " is corrupt", err: err}
 	}
 	if fr.rt.Class == ClassGem {
-		if want == nil {
+		var wantSum [32]byte
+		known := false
+		if want != nil {
+			if wantSum, known, err = want(); err != nil {
+				st.Discard()
+				return nil, err
+			}
+		}
+		if !known {
 			p.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
 			p.log.Warn("gem checksum unknown; serving without storing", "key", fr.key)
 			return p.transientStaged(fr, resp.Header, st)
 		}
-		if sha != *want {
+		if sha != wantSum {
 			st.Discard()
 			p.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
 			return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf(
 				"upstream gem %s has SHA-256 %s, but the compact index says %s; not stored",
-				fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(want[:]))}
+				fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(wantSum[:]))}
 		}
 	}
 	e := cache.Entry{
