@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,9 @@ type Config struct {
 	Breaker BreakerConfig `toml:"breaker"`
 	// UpstreamTimeouts bounds the phases of an upstream request.
 	UpstreamTimeouts UpstreamTimeoutsConfig `toml:"upstream_timeouts"`
+	// ClassTimeouts overrides the first-byte and idle timeouts per cache
+	// class ([class_timeouts.gem] ...).
+	ClassTimeouts map[string]ClassTimeoutConfig `toml:"class_timeouts"`
 	// Server holds the client-facing server limits and shutdown timing.
 	Server ServerConfig `toml:"server"`
 }
@@ -157,6 +161,15 @@ type UpstreamTimeoutsConfig struct {
 	Fill Duration `toml:"fill"`
 }
 
+// ClassTimeoutConfig is one [class_timeouts.CLASS] table; 0 keeps the
+// [upstream_timeouts] value.
+type ClassTimeoutConfig struct {
+	// FirstByte bounds the wait for response headers.
+	FirstByte Duration `toml:"first_byte"`
+	// Idle bounds the wait between two body reads.
+	Idle Duration `toml:"idle"`
+}
+
 // ServerConfig is the [server] table.
 type ServerConfig struct {
 	// ReadTimeout bounds reading one request, body included. Default 60s;
@@ -217,6 +230,9 @@ func Defaults() Config {
 			Names:     Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassNames]),
 			FullIndex: Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassFullIndex]),
 			API:       Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassAPI]),
+		},
+		ClassTimeouts: map[string]ClassTimeoutConfig{
+			string(proxy.ClassGem): {Idle: Duration(60 * time.Second)},
 		},
 		Breaker: BreakerConfig{Failures: 5, Backoff: Duration(5 * time.Second), MaxBackoff: Duration(5 * time.Minute)},
 		UpstreamTimeouts: UpstreamTimeoutsConfig{
@@ -311,6 +327,12 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 			Backoff:    time.Duration(c.Breaker.Backoff),
 			MaxBackoff: time.Duration(c.Breaker.MaxBackoff),
 		},
+	}
+	if len(c.ClassTimeouts) > 0 {
+		o.ClassTimeouts = make(map[proxy.Class]proxy.Timeouts, len(c.ClassTimeouts))
+		for class, t := range c.ClassTimeouts {
+			o.ClassTimeouts[proxy.Class(class)] = proxy.Timeouts{FirstByte: time.Duration(t.FirstByte), Idle: time.Duration(t.Idle)}
+		}
 	}
 	if o.Breaker.Failures == 0 {
 		o.Breaker.Failures = -1 // breaker off
@@ -437,6 +459,14 @@ func (c Config) Validate() error {
 			return bad(d.key, "must not be negative")
 		case d.v == 0 && d.zeroBad:
 			return bad(d.key, "must be positive")
+		}
+	}
+	for class, ct := range c.ClassTimeouts {
+		if !slices.Contains(proxy.Classes, proxy.Class(class)) {
+			return bad("class_timeouts."+class, "unknown cache class (want one of %v)", proxy.Classes)
+		}
+		if ct.FirstByte < 0 || ct.Idle < 0 {
+			return bad("class_timeouts."+class, "must not be negative")
 		}
 	}
 	if c.Breaker.Failures < 0 {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/gemproxy/gemproxy/internal/proxy"
 )
 
@@ -145,8 +146,13 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 		if tag == "" {
 			continue
 		}
-		if f.Type.Kind() == reflect.Struct {
+		switch f.Type.Kind() {
+		case reflect.Struct:
 			keys = append(keys, tomlKeys(f.Type, prefix+tag+".")...)
+			continue
+		case reflect.Map:
+			// Tables named by the user (class_timeouts.gem): their defaults
+			// are compared by DeepEqual; their keys are not fixed.
 			continue
 		}
 		keys = append(keys, prefix+tag)
@@ -446,4 +452,20 @@ func mustProxyOptions(t *testing.T, c Config) proxy.Options {
 		t.Fatal(err)
 	}
 	return po
+}
+
+// TestClassTimeoutsValidated rejects an unknown class and negative values.
+func TestClassTimeoutsValidated(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"[class_timeouts.gems]\nidle = \"1s\"\n", "class_timeouts.gems: unknown cache class"},
+		{"[class_timeouts.gem]\nidle = \"-1s\"\n", "class_timeouts.gem: must not be negative"},
+	} {
+		c := Defaults()
+		if _, err := toml.Decode(tc.file, &c); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.file, err, tc.want)
+		}
+	}
 }

@@ -34,7 +34,7 @@ func (p *Proxy) refreshCompactIndex(ctx context.Context, fr fillRequest, old *ca
 	}
 	req.Header.Set("Range", "bytes="+strconv.FormatInt(old.Size-1, 10)+"-")
 	req.Header.Set("If-None-Match", old.HeaderValue("Etag"))
-	resp, err := p.send(ctx, fr.rt.Endpoint, req, true)
+	resp, err := p.send(ctx, fr.rt, req, true)
 	if err != nil {
 		return nil, errUpstream("refresh", err)
 	}

@@ -76,7 +76,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		}
 	})
 	req.Header.Set("User-Agent", p.up.userAgent(string(reqHeader.UserAgent())))
-	resp, err := p.send(ctx, rt.Endpoint, req, false)
+	resp, err := p.send(ctx, rt, req, false)
 	if err != nil {
 		cancel()
 		ue := errUpstream("request", err).(*upstreamError)

@@ -42,6 +42,9 @@ type Options struct {
 	// a stale entry is served at once while one background refresh runs.
 	// Missing or zero: DefaultStaleWhileRevalidate; negative disables it.
 	StaleWhileRevalidate map[Class]time.Duration
+	// ClassTimeouts overrides, per class, the upstream's first-byte and idle
+	// timeouts (a slow mirror of large gems may need more than the index).
+	ClassTimeouts map[Class]Timeouts
 	// Breaker configures the upstream circuit breaker.
 	Breaker BreakerOptions
 	// Offline never contacts the upstream: reads are served from the cache

@@ -204,16 +204,17 @@ func (p *Proxy) newUpstreamRequest(ctx context.Context, fr fillRequest) (*http.R
 	return req, nil
 }
 
-// send performs req upstream and records metrics for endpoint.
-func (p *Proxy) send(ctx context.Context, endpoint string, req *http.Request, follow bool) (*http.Response, error) {
+// send performs req upstream for route rt, with its class's timeouts, and
+// records metrics for its endpoint.
+func (p *Proxy) send(ctx context.Context, rt *Route, req *http.Request, follow bool) (*http.Response, error) {
 	if p.opts.Offline {
 		return nil, errOfflineWrite
 	}
 	start := time.Now()
 	p.m.UpstreamInFlight.Inc()
-	resp, err := p.up.do(ctx, req, follow)
+	resp, err := p.up.do(ctx, req, follow, p.opts.ClassTimeouts[rt.Class])
 	p.m.UpstreamInFlight.Dec()
-	p.m.ObserveUpstream(endpoint, respCode(resp, err), time.Since(start))
+	p.m.ObserveUpstream(rt.Endpoint, respCode(resp, err), time.Since(start))
 	return resp, err
 }
 
@@ -235,7 +236,7 @@ func (p *Proxy) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := p.send(ctx, fr.rt.Endpoint, req, true)
+	resp, err := p.send(ctx, fr.rt, req, true)
 	if err != nil {
 		return nil, errUpstream("request", err)
 	}
@@ -434,7 +435,7 @@ func (p *Proxy) revalidate(ctx context.Context, fr fillRequest, old *cache.Entry
 	if v := old.HeaderValue("Last-Modified"); v != "" {
 		req.Header.Set("If-Modified-Since", v)
 	}
-	resp, err := p.send(ctx, fr.rt.Endpoint, req, true)
+	resp, err := p.send(ctx, fr.rt, req, true)
 	if err != nil {
 		return nil, errUpstream("revalidation", err)
 	}

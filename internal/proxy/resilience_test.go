@@ -214,3 +214,26 @@ func TestOfflineMode(t *testing.T) {
 		t.Fatal("offline mode contacted the upstream")
 	}
 }
+
+func TestPerClassUpstreamTimeouts(t *testing.T) {
+	gem := []byte("slow gem")
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/info/foo-bar" {
+			time.Sleep(400 * time.Millisecond) // slow to answer: a timeout test
+		}
+		miniGems(gem)(w, r)
+	})
+	tp := newTestProxy(t, up.URL, func(o *Options) {
+		o.Upstream.FirstByteTimeout = 100 * time.Millisecond
+		o.ClassTimeouts = map[Class]Timeouts{ClassGem: {FirstByte: 5 * time.Second}}
+		o.Breaker.Failures = -1
+	})
+	resp, body := tp.do(t, "GET", "/api/v1/gems/foo-bar.json")
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), "first-byte") {
+		t.Fatalf("API read past the default first-byte timeout: %d %q, want 504", resp.StatusCode, body)
+	}
+	resp, body = tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
+	if resp.StatusCode != 200 || string(body) != string(gem) {
+		t.Fatalf("gem with a longer class timeout: %d %q", resp.StatusCode, body)
+	}
+}

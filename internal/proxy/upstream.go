@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -75,7 +76,6 @@ func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 		Proxy:                 nil, // never via an environment proxy: only the configured host
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   opts.ConnectTimeout,
-		ResponseHeaderTimeout: opts.FirstByteTimeout,
 		MaxIdleConns:          opts.MaxConcurrent * 2,
 		MaxIdleConnsPerHost:   opts.MaxConcurrent * 2,
 		IdleConnTimeout:       90 * time.Second,
@@ -122,7 +122,8 @@ func (u *upstream) userAgent(client string) string {
 // do sends one request upstream. The response body must be closed; it
 // enforces the idle timeout between reads and releases the concurrency slot
 // on Close. follow selects the read client (same-host redirects followed).
-func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*http.Response, error) {
+func (u *upstream) do(ctx context.Context, req *http.Request, follow bool, t Timeouts) (*http.Response, error) {
+	t = t.or(Timeouts{FirstByte: u.opts.FirstByteTimeout, Idle: u.opts.IdleTimeout})
 	if req.URL.Host != u.opts.URL.Host {
 		return nil, fmt.Errorf("%w: %s", errOtherHost, req.URL.Host)
 	}
@@ -136,12 +137,28 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*htt
 		return nil, fmt.Errorf("upstream: waiting for a free connection slot: %w", ctx.Err())
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// The first-byte clock starts once the request (a push body included)
+	// is written, like http.Transport's ResponseHeaderTimeout, but per call.
+	var firstByte atomic.Pointer[time.Timer]
+	var waited atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+		firstByte.Store(time.AfterFunc(t.FirstByte, func() {
+			waited.Store(true)
+			cancel()
+		}))
+	}})
 	req = req.WithContext(ctx)
 	client := u.writes
 	if follow {
 		client = u.reads
 	}
 	resp, err := client.Do(req)
+	if tm := firstByte.Load(); tm != nil {
+		tm.Stop()
+	}
+	if err != nil && waited.Load() {
+		err = errFirstByteTimeout
+	}
 	u.breaker.done(err == nil && resp.StatusCode < 500)
 	if err != nil {
 		cancel()
@@ -150,18 +167,42 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool) (*htt
 	}
 	ib := &idleBody{
 		body:    resp.Body,
-		timeout: u.opts.IdleTimeout,
+		timeout: t.Idle,
 		done: func() {
 			cancel()
 			<-u.sem
 		},
 	}
-	ib.timer = time.AfterFunc(u.opts.IdleTimeout, func() {
+	ib.timer = time.AfterFunc(t.Idle, func() {
 		ib.fired.Store(true)
 		cancel()
 	})
 	resp.Body = ib
 	return resp, nil
+}
+
+// errFirstByteTimeout is returned when the upstream sent no response
+// headers within the first-byte timeout.
+var errFirstByteTimeout = &timeoutError{"upstream sent no response headers within the first-byte timeout"}
+
+// Timeouts bounds the phases of one upstream request. A zero field takes
+// the upstream's default.
+type Timeouts struct {
+	// FirstByte bounds the wait for response headers once the request is sent.
+	FirstByte time.Duration
+	// Idle bounds the wait between two body reads.
+	Idle time.Duration
+}
+
+// or fills t's zero fields from def.
+func (t Timeouts) or(def Timeouts) Timeouts {
+	if t.FirstByte == 0 {
+		t.FirstByte = def.FirstByte
+	}
+	if t.Idle == 0 {
+		t.Idle = def.Idle
+	}
+	return t
 }
 
 // errIdleTimeout is returned by a body read after the upstream sent
