@@ -73,13 +73,13 @@ func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 	opts = opts.withDefaults()
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
-		Proxy:                 nil, // never via an environment proxy: only the configured host
-		DialContext:           dialer.DialContext,
-		TLSHandshakeTimeout:   opts.ConnectTimeout,
-		MaxIdleConns:          opts.MaxConcurrent * 2,
-		MaxIdleConnsPerHost:   opts.MaxConcurrent * 2,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Proxy:               nil, // never via an environment proxy: only the configured host
+		DialContext:         dialer.DialContext,
+		TLSHandshakeTimeout: opts.ConnectTimeout,
+		MaxIdleConns:        opts.MaxConcurrent * 2,
+		MaxIdleConnsPerHost: opts.MaxConcurrent * 2,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
 	}
 	host := opts.URL.Host
 	return &upstream{
