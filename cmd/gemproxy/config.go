@@ -272,8 +272,11 @@ func (c Config) CacheOptions(readOnly bool) cache.Options {
 		LockTimeout:  lockTimeout,
 		MaxSize:      int64(c.MaxSize),
 		MemoryBudget: int64(c.MemoryCache),
-		FillTimeout:  time.Duration(c.UpstreamTimeouts.Fill),
-		ReadOnly:     readOnly,
+		// Every Bundler run asks for these: keep them in memory whatever
+		// their size (within memory_cache), so Range hits never touch bbolt.
+		MemoryClasses: []string{string(proxy.ClassVersions), string(proxy.ClassNames)},
+		FillTimeout:   time.Duration(c.UpstreamTimeouts.Fill),
+		ReadOnly:      readOnly,
 	}
 	if o.MaxSize == 0 {
 		o.MaxSize = -1 // no cap

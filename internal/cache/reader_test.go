@@ -372,3 +372,21 @@ func TestWriteToCopiesExactRanges(t *testing.T) {
 		}
 	}
 }
+
+func TestMemoryClassesKeepLargeBodiesInMemory(t *testing.T) {
+	s := newTestStore(t, Options{MemoryClasses: []string{"versions"}, MemoryBudget: 4 << 20})
+	body := testBody(ChunkSize*3, 3)
+	put(t, s, Entry{Key: "/versions", Class: "versions", Status: 200}, body, CommitOptions{})
+	put(t, s, Entry{Key: "/gems/x.gem", Class: "gem", Status: 200}, body, CommitOptions{})
+	if e := s.Lookup("/versions"); e.Body == nil || !bytes.Equal(e.Body, body) {
+		t.Fatal("a large body of a memory class was not kept in memory")
+	}
+	if e := s.Lookup("/gems/x.gem"); e.Body != nil {
+		t.Fatal("a large body of another class was kept in memory")
+	}
+	// The budget still bounds memory classes.
+	put(t, s, Entry{Key: "/versions2", Class: "versions", Status: 200}, testBody(5<<20, 4), CommitOptions{})
+	if e := s.Lookup("/versions2"); e.Body != nil {
+		t.Fatal("a body over the memory budget was kept in memory")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,10 @@ type Options struct {
 	// MemoryBodyLimit is the largest body kept in memory for fast hits.
 	// Default 64 KiB; zero means the default, negative disables it.
 	MemoryBodyLimit int64
+	// MemoryClasses are classes whose bodies are kept in memory whatever
+	// their size, within MemoryBudget: small files every client asks for
+	// (the compact index's /versions). Default none.
+	MemoryClasses []string
 	// MemoryBudget bounds the bytes of bodies kept in memory. Default 64 MiB;
 	// zero means the default.
 	MemoryBudget int64
@@ -292,7 +297,8 @@ func (s *Store) Lookup(key string) *Entry {
 	it.lastAccess.Store(s.now().Unix())
 	it.hits.Add(1)
 	e := it.entry.Load()
-	if e.Body == nil && e.Size <= s.opts.MemoryBodyLimit && s.memoryBytes.Load() < s.opts.MemoryBudget {
+	if e.Body == nil && (e.Size <= s.opts.MemoryBodyLimit || slices.Contains(s.opts.MemoryClasses, e.Class)) &&
+		s.memoryBytes.Load()+e.Size+e.GzipSize <= s.opts.MemoryBudget {
 		e = s.loadMemoryBody(it, e)
 	}
 	return e

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -12,6 +13,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
 )
@@ -122,11 +124,14 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	rl := requestLog{endpoint: EndpointRejected}
 	defer func() { p.observe(c, method, &rl, start) }()
 
-	path, rawPath, rawQuery, err := splitRequestURI(string(c.Request().Header.RequestURI()))
+	// Views of Fiber's request buffers: valid until the handler returns, so
+	// anything a fill keeps is cloned first (see detach).
+	path, rawPath, rawQuery, err := splitRequestURI(utils.UnsafeString(c.Request().Header.RequestURI()))
 	if err != nil {
 		return plainError(c, http.StatusBadRequest, err.Error())
 	}
-	rt, params := p.router.Match(method, path)
+	var paramBuf [maxParams]string
+	rt, params := p.router.Match(method, path, &paramBuf)
 	if rt == nil {
 		rl.endpoint = EndpointUnknown
 		if method != http.MethodGet && method != http.MethodHead {
@@ -150,15 +155,18 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	}
 	key := path
 	if rt.Key != nil {
-		key = rt.Key(params)
+		key = rt.Key(append([]string(nil), params...))
 	}
 	if rt.Class == ClassAPI && rawQuery != "" {
 		key += "?" + rawQuery
 	}
-	// key and userAgent are copies (string conversions), so they may
-	// outlive the handler in a fill.
-	fr := fillRequest{rt: rt, key: key, userAgent: string(c.Request().Header.UserAgent())}
-	e, outcome, err := p.lookup(c.UserContext(), fr)
+	fr := fillRequest{rt: rt, key: key}
+	e := p.store.Lookup(key)
+	outcome := metrics.ResultHit
+	if e == nil || !p.fresh(rt, e) {
+		detach(c, &fr)
+		e, outcome, err = p.resolve(c.UserContext(), fr, e)
+	}
 	rl.outcome = outcome
 	if err != nil {
 		return p.readError(c, err)
@@ -172,6 +180,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		// The body was replaced between lookup and open: answer again from
 		// the entry that replaced it.
 		c.Response().Reset()
+		detach(c, &fr)
 		if e, outcome, err = p.lookup(c.UserContext(), fr); err == nil {
 			rl.outcome = outcome
 			rl.bytes, err = p.serveEntry(c, rt, e, outcome)
@@ -181,6 +190,13 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		return p.readError(c, err)
 	}
 	return nil
+}
+
+// detach makes fr independent of Fiber's request buffers, which are reused
+// once the handler returns: a fill (and its log lines) may outlive it.
+func detach(c *fiber.Ctx, fr *fillRequest) {
+	fr.key = strings.Clone(fr.key)
+	fr.userAgent = string(c.Request().Header.UserAgent())
 }
 
 // observe records metrics and the access log line of one request.

@@ -109,7 +109,7 @@ func (c *fakeClock) advance(d time.Duration) {
 func newTestProxy(t *testing.T, upstreamURL string, tweak ...func(*Options)) *testProxy {
 	t.Helper()
 	dir := t.TempDir()
-	store, err := cache.Open(dir, cache.Options{})
+	store, err := cache.Open(dir, cache.Options{MemoryClasses: []string{string(ClassVersions), string(ClassNames)}})
 	if err != nil {
 		t.Fatal(err)
 	}

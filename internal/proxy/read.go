@@ -88,7 +88,12 @@ type fillRequest struct {
 // (coalesced) from upstream; or a stale one when the upstream fails, within
 // the class's max-stale bound.
 func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metrics.Result, error) {
-	e := p.store.Lookup(fr.key)
+	return p.resolve(ctx, fr, p.store.Lookup(fr.key))
+}
+
+// resolve is lookup once the cache has been asked: e is what it returned
+// for fr.key (nil when absent).
+func (p *Proxy) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*cache.Entry, metrics.Result, error) {
 	now := p.now()
 	if e != nil && p.fresh(fr.rt, e) {
 		return e, metrics.ResultHit, nil

@@ -332,7 +332,7 @@ func TestFillSurvivesClientDisconnect(t *testing.T) {
 // mustRoute returns the GET route of path.
 func (tp *testProxy) mustRoute(t *testing.T, path string) *Route {
 	t.Helper()
-	rt, _ := tp.router.Match("GET", path)
+	rt, _ := tp.router.Match("GET", path, new([maxParams]string))
 	if rt == nil {
 		t.Fatalf("no route for %s", path)
 	}

@@ -256,28 +256,31 @@ func compile(pattern string) []segment {
 	return segs
 }
 
-// Match finds the route for method and path (already validated by
-// CheckPath). It returns the route and the matched parameters, or nil.
-func (r *Router) Match(method, path string) (*Route, []string) {
+// maxParams is the most parameters a route pattern has.
+const maxParams = 4
+
+// Match finds the route for method and path (already checked by
+// splitRequestURI). It returns the route and the matched parameters (a
+// slice of buf, so matching does not allocate), or nil.
+func (r *Router) Match(method, path string, buf *[maxParams]string) (*Route, []string) {
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if !contains(rt.Methods, method) {
 			continue
 		}
-		if params, ok := matchSegments(rt.segments, path); ok {
+		if params, ok := matchSegments(rt.segments, path, buf[:0]); ok {
 			return rt, params
 		}
 	}
 	return nil, nil
 }
 
-// matchSegments matches path against segs.
-func matchSegments(segs []segment, path string) ([]string, bool) {
+// matchSegments matches path against segs, appending parameters to params.
+func matchSegments(segs []segment, path string, params []string) ([]string, bool) {
 	if len(segs) == 0 {
 		return nil, path == "/"
 	}
 	rest := strings.TrimPrefix(path, "/")
-	var params []string
 	for i, seg := range segs {
 		if seg.rest {
 			return params, strings.HasPrefix(rest, seg.literal)

@@ -67,7 +67,7 @@ func TestRouteTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			rt, params := r.Match(tt.method, tt.path)
+			rt, params := r.Match(tt.method, tt.path, new([maxParams]string))
 			if rt == nil {
 				t.Fatal("no route")
 			}
@@ -79,7 +79,7 @@ func TestRouteTable(t *testing.T) {
 	for _, miss := range []struct{ method, path string }{
 		{"GET", "/gems/rack.zip"}, {"GET", "/info"}, {"GET", "/info/a/b"}, {"POST", "/versions"}, {"GET", "/quick/rack.gemspec.rz"},
 	} {
-		if rt, _ := r.Match(miss.method, miss.path); rt != nil {
+		if rt, _ := r.Match(miss.method, miss.path, new([maxParams]string)); rt != nil {
 			t.Errorf("%s %s matched %s", miss.method, miss.path, rt.Endpoint)
 		}
 	}
@@ -104,7 +104,7 @@ func FuzzRequestURI(f *testing.F) {
 			}
 		}
 		for _, m := range []string{"GET", "POST"} {
-			rt, params := r.Match(m, path)
+			rt, params := r.Match(m, path, new([maxParams]string))
 			if rt == nil {
 				continue
 			}

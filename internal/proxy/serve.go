@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 	"github.com/valyala/fasthttp"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
@@ -41,22 +42,29 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 
 	req := &c.Context().Request
 	if inm := req.Header.Peek("If-None-Match"); len(inm) > 0 {
-		if compactindex.ETagMatches(string(inm), strings.Trim(strings.TrimPrefix(e.HeaderValue("Etag"), "W/"), `"`)) {
+		if compactindex.ETagMatches(utils.UnsafeString(inm), strings.Trim(strings.TrimPrefix(e.HeaderValue("Etag"), "W/"), `"`)) {
 			return notModified(c), nil
 		}
 	} else if ims := req.Header.Peek("If-Modified-Since"); len(ims) > 0 {
-		if notModifiedSince(string(ims), e.HeaderValue("Last-Modified")) {
+		if notModifiedSince(utils.UnsafeString(ims), e.HeaderValue("Last-Modified")) {
 			return notModified(c), nil
 		}
 	}
 
 	size := e.Size
 	if rng := req.Header.Peek("Range"); len(rng) > 0 && !c.Context().IsHead() && rangeApplies(req, e) {
-		start, end, ok := parseRange(string(rng), size)
+		start, end, ok := parseRange(utils.UnsafeString(rng), size)
 		switch {
 		case ok:
 			resp.SetStatusCode(http.StatusPartialContent)
-			resp.Header.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(end-1, 10)+"/"+strconv.FormatInt(size, 10))
+			var cr [80]byte
+			v := append(cr[:0], "bytes "...)
+			v = strconv.AppendInt(v, start, 10)
+			v = append(v, '-')
+			v = strconv.AppendInt(v, end-1, 10)
+			v = append(v, '/')
+			v = strconv.AppendInt(v, size, 10)
+			resp.Header.SetBytesV("Content-Range", v)
 			return p.writeBody(c, e, false, start, end)
 		case !rt.CompactIndex && start >= size:
 			// Never 416 for compact-index files (PROTOCOL.md §2.6): they get the full body.
@@ -93,7 +101,7 @@ func notModifiedSince(ims, lm string) bool {
 // rangeApplies checks If-Range: the Range is honoured only when If-Range is
 // absent or names the current ETag or Last-Modified.
 func rangeApplies(req *fasthttp.Request, e *cache.Entry) bool {
-	ir := string(req.Header.Peek("If-Range"))
+	ir := utils.UnsafeString(req.Header.Peek("If-Range"))
 	if ir == "" {
 		return true
 	}
@@ -154,7 +162,7 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 // is Bundler's explicit retry header, whose answer it does not decode
 // (PROTOCOL.md §2.5): it gets identity.
 func acceptsGzip(ae []byte) bool {
-	v := string(ae)
+	v := utils.UnsafeString(ae)
 	if v == "" || v == "gzip" {
 		return false
 	}
