@@ -87,7 +87,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 			if v == nil || within >= limit {
 				return fmt.Errorf("cache: body %d: chunk %d missing or short", r.id, index)
 			}
-			c := copy(p[n:], v[within:limit])
+			c := copy(p[n:], v[within:within+int64(min(int64(len(p)-n), limit-within))])
+			if r.size >= releaseBodyMin {
+				releasePages(v[within : within+int64(c)])
+			}
 			n += c
 			r.off += int64(c)
 		}
@@ -99,26 +102,30 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// chunkBuffers recycles the chunk-sized buffers of WriteTo.
-var chunkBuffers = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
+// writeBufferSize is the slice of a chunk WriteTo copies per transaction:
+// a whole chunk, so one transaction per chunk.
+const writeBufferSize = ChunkSize
+
+// writeBuffers recycles the buffers of WriteTo.
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, writeBufferSize); return &b }}
 
 // WriteTo writes the rest of the body to w a chunk at a time: each chunk is
 // copied out of bbolt inside its own short read transaction and written
 // after it ended, so a slow client never holds a transaction open. io.Copy
-// (and so fasthttp's body streaming) uses it instead of many small Reads.
+// (and so fasthttp's body streaming) uses it instead of many 4 KiB Reads.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	if r.mem != nil {
 		n, err := io.Copy(w, io.LimitReader(r.mem, r.end-r.off))
 		r.off += n
 		return n, err
 	}
-	bp := chunkBuffers.Get().(*[]byte)
-	defer chunkBuffers.Put(bp)
+	bp := writeBuffers.Get().(*[]byte)
+	defer writeBuffers.Put(bp)
 	buf := *bp
 	var total int64
 	for r.off < r.end {
-		// Read up to the next chunk boundary: one chunk per transaction.
-		want := min(ChunkSize-r.off%ChunkSize, r.end-r.off)
+		// Never across a chunk boundary: one chunk lookup per transaction.
+		want := min(writeBufferSize, ChunkSize-r.off%ChunkSize, r.end-r.off)
 		n, err := r.Read(buf[:want])
 		if n > 0 {
 			m, werr := w.Write(buf[:n])
@@ -142,3 +149,8 @@ func (r *Reader) Close() error {
 	}
 	return nil
 }
+
+// releaseBodyMin is the smallest body whose pages are released from the
+// file mapping as they are streamed (see releasePages): large, rarely hot
+// gems. Smaller bodies stay mapped, so hot ones are read without faults.
+const releaseBodyMin = 8 << 20

@@ -176,26 +176,47 @@ func storable(e *Entry) error {
 func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	var gr io.Reader
+	gzSize := int64(0)
+	if gz != nil {
+		var err error
+		if gr, err = gz.reader(); err != nil {
+			return nil, err
+		}
+		gzSize = gz.size
+	}
+	// A large body is written ahead in transactions of its own, so a write
+	// transaction (which bbolt builds in memory) never holds more than
+	// commitBatch bytes; the entry that makes it visible comes last.
+	body := pendingBody{r: r, left: e.Size}
+	gzBody := pendingBody{r: gr, left: gzSize}
+	large := e.Size+gzSize > commitBatch
+	if large {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			return allocateBodies(tx.Bucket(bucketChunks), e, gz != nil)
+		}); err != nil {
+			return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
+		}
+		if err := s.writeAhead(e.ID, &body); err != nil {
+			return nil, s.dropPartial(e, err)
+		}
+		if err := s.writeAhead(e.GzipID, &gzBody); err != nil {
+			return nil, s.dropPartial(e, err)
+		}
+	}
 	var freeNow, freeLater []uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		chunks := tx.Bucket(bucketChunks)
-		var err error
-		if e.ID, err = chunks.NextSequence(); err != nil {
+		if !large {
+			if err := allocateBodies(chunks, e, gz != nil); err != nil {
+				return err
+			}
+		}
+		if err := writeChunks(chunks, e.ID, body.next, body.r, body.left); err != nil {
 			return err
 		}
-		if err := writeChunks(chunks, e.ID, 0, r, e.Size); err != nil {
-			return err
-		}
-		e.GzipID = 0
 		if gz != nil {
-			if e.GzipID, err = chunks.NextSequence(); err != nil {
-				return err
-			}
-			gr, err := gz.reader()
-			if err != nil {
-				return err
-			}
-			if err := writeChunks(chunks, e.GzipID, 0, gr, gz.size); err != nil {
+			if err := writeChunks(chunks, e.GzipID, gzBody.next, gzBody.r, gzBody.left); err != nil {
 				return err
 			}
 		}
@@ -219,11 +240,61 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 	})
 	if err != nil {
 		s.settle(freeNow, freeLater, false)
+		if large {
+			return nil, s.dropPartial(e, err)
+		}
 		return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
 	}
 	s.publish(e)
 	s.settle(freeNow, freeLater, true)
 	return e, nil
+}
+
+// commitBatch bounds the body bytes written in one transaction; a multiple
+// of ChunkSize.
+const commitBatch = 16 * ChunkSize
+
+// pendingBody is a body being written: the chunk index and bytes left.
+type pendingBody struct {
+	r    io.Reader
+	next uint32
+	left int64
+}
+
+// allocateBodies gives e new body IDs (and a gzip one when gzipped).
+func allocateBodies(chunks *bolt.Bucket, e *Entry, gzipped bool) error {
+	var err error
+	if e.ID, err = chunks.NextSequence(); err != nil {
+		return err
+	}
+	e.GzipID = 0
+	if gzipped {
+		e.GzipID, err = chunks.NextSequence()
+	}
+	return err
+}
+
+// writeAhead writes all but the last batch of b as chunks of body id, one
+// transaction per batch. The chunks stay invisible (no entry names id)
+// until the final commit; a crash leaves orphans that Open collects.
+func (s *Store) writeAhead(id uint64, b *pendingBody) error {
+	for b.left > commitBatch {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			return writeChunks(tx.Bucket(bucketChunks), id, b.next, b.r, commitBatch)
+		}); err != nil {
+			return err
+		}
+		b.next += commitBatch / ChunkSize
+		b.left -= commitBatch
+	}
+	return nil
+}
+
+// dropPartial deletes the chunks written ahead for e after a failed commit
+// and returns the commit error.
+func (s *Store) dropPartial(e *Entry, cause error) error {
+	_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{e.ID, e.GzipID}) })
+	return fmt.Errorf("cache: commit %s: %w", e.Key, cause)
 }
 
 // publish makes e the current entry for its key in the index. The caller

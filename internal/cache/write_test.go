@@ -521,3 +521,21 @@ func TestStagingBytes(t *testing.T) {
 		})
 	}
 }
+
+func TestCommitLargeBodyInBatches(t *testing.T) {
+	s := newTestStore(t, Options{})
+	body := testBody(3*commitBatch+ChunkSize+77, 9)
+	e := put(t, s, Entry{Key: "/gems/huge.gem", Class: "gem", Status: 200, Immutable: true}, body, CommitOptions{Gzip: true})
+	r, err := s.Open(e, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if _, err := r.WriteTo(&got); err != nil || !bytes.Equal(got.Bytes(), body) {
+		t.Fatalf("large body read back: %d bytes, %v", got.Len(), err)
+	}
+	r.Close()
+	// Replacing it frees every chunk of the old bodies (checkStore verifies
+	// no chunk is left that no entry names).
+	put(t, s, Entry{Key: "/gems/huge.gem", Class: "gem", Status: 200, Immutable: true}, body[:100], CommitOptions{})
+}
