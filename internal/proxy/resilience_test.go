@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,5 +236,51 @@ func TestPerClassUpstreamTimeouts(t *testing.T) {
 	resp, body = tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem")
 	if resp.StatusCode != 200 || string(body) != string(gem) {
 		t.Fatalf("gem with a longer class timeout: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestUpstreamConcurrencyCapped(t *testing.T) {
+	const limit, clients = 3, 12
+	var inFlight, peak atomic.Int64
+	release := make(chan struct{})
+	arrived := make(chan struct{}, clients)
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		arrived <- struct{}{}
+		<-release
+		inFlight.Add(-1)
+		w.Header().Set("Cache-Control", "max-age=60, public")
+		io.WriteString(w, "{}")
+	})
+	tp := newTestProxy(t, up.URL, func(o *Options) { o.Upstream.MaxConcurrent = limit })
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			tp.do(t, "GET", "/api/v1/gems/g"+strconv.Itoa(i)+".json")
+		}(i)
+	}
+	for i := 0; i < limit; i++ {
+		<-arrived // the first `limit` misses reach the upstream
+	}
+	// The others wait for a slot: exactly `limit` are in flight.
+	waitFor(t, func() bool { return testutil.ToFloat64(tp.m.UpstreamInFlight) == clients })
+	if n := inFlight.Load(); n != limit {
+		t.Fatalf("%d upstream requests in flight, want the cap %d", n, limit)
+	}
+	close(release)
+	wg.Wait()
+	if p := peak.Load(); p != limit {
+		t.Fatalf("peak concurrent upstream requests %d, want %d", p, limit)
+	}
+	if n := up.total(); n != clients {
+		t.Fatalf("upstream served %d requests, want %d", n, clients)
 	}
 }
