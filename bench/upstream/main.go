@@ -370,40 +370,13 @@ func describe(up *testupstream.Server, versions, fillers int) manifest {
 		m.infoSizes = fmt.Sprintf("min %d, median %d, p95 %d, max %d bytes",
 			sizes[0], sizes[len(sizes)/2], sizes[len(sizes)*95/100], sizes[len(sizes)-1])
 	}
-	m.gem10KLen = gemLen(up, gem10K)
-	m.gem1MLen = gemLen(up, gem1M)
-	m.gem50MLen = gemLen(up, gem50M)
-	m.apiLen = apiLen(up)
+	gemPath := func(name string) string { return "/gems/" + name + "-" + benchVers + ".gem" }
+	m.gem10KLen = up.ServedSize(gemPath(gem10K))
+	m.gem1MLen = up.ServedSize(gemPath(gem1M))
+	m.gem50MLen = up.ServedSize(gemPath(gem50M))
+	m.apiLen = up.ServedSize("/api/v1/gems/" + smallGem + ".json")
 	return m
 }
-
-// gemLen returns the size of NAME-1.0.0.gem as served.
-func gemLen(up *testupstream.Server, name string) int {
-	rec := &countingWriter{h: http.Header{}}
-	req, _ := http.NewRequest(http.MethodGet, "/gems/"+name+"-"+benchVers+".gem", nil)
-	up.ServeHTTP(rec, req)
-	up.Reset()
-	return rec.n
-}
-
-// apiLen returns the size of the small gem's API JSON.
-func apiLen(up *testupstream.Server) int {
-	rec := &countingWriter{h: http.Header{}}
-	req, _ := http.NewRequest(http.MethodGet, "/api/v1/gems/"+smallGem+".json", nil)
-	up.ServeHTTP(rec, req)
-	up.Reset()
-	return rec.n
-}
-
-// countingWriter is a ResponseWriter that only counts body bytes.
-type countingWriter struct {
-	h http.Header
-	n int
-}
-
-func (c *countingWriter) Header() http.Header         { return c.h }
-func (c *countingWriter) WriteHeader(int)             {}
-func (c *countingWriter) Write(p []byte) (int, error) { c.n += len(p); return len(p), nil }
 
 // quotedMD5 returns the ETag rubygems.org gives b: its quoted hex MD5.
 func quotedMD5(b []byte) string {

@@ -205,7 +205,7 @@ func BenchmarkHitInfo(b *testing.B) {
 func BenchmarkHitAPIJSON(b *testing.B) {
 	benchHit(b, func(up *testupstream.Server) hitCase {
 		const path = "/api/v1/gems/benchsmall.json"
-		return hitCase{path: path, status: http.StatusOK, body: upstreamSize(b, up, path)}
+		return hitCase{path: path, status: http.StatusOK, body: up.ServedSize(path)}
 	})
 }
 
@@ -239,32 +239,9 @@ func BenchmarkHitVersions304(b *testing.B) {
 func BenchmarkHitGem1MiB(b *testing.B) {
 	benchHit(b, func(up *testupstream.Server) hitCase {
 		const path = "/gems/benchgem1m-1.0.0.gem"
-		return hitCase{path: path, status: http.StatusOK, body: upstreamSize(b, up, path)}
+		return hitCase{path: path, status: http.StatusOK, body: up.ServedSize(path)}
 	})
 }
-
-// upstreamSize returns the body size of path as up serves it, without
-// leaving the request in up's log.
-func upstreamSize(b *testing.B, up *testupstream.Server, path string) int {
-	rec := &sizeRecorder{h: http.Header{}}
-	req, err := http.NewRequest(http.MethodGet, path, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	up.ServeHTTP(rec, req)
-	up.Reset()
-	return rec.n
-}
-
-// sizeRecorder is a ResponseWriter counting body bytes.
-type sizeRecorder struct {
-	h http.Header
-	n int
-}
-
-func (r *sizeRecorder) Header() http.Header         { return r.h }
-func (r *sizeRecorder) WriteHeader(int)             {}
-func (r *sizeRecorder) Write(p []byte) (int, error) { r.n += len(p); return len(p), nil }
 
 // lastLineStart returns the offset of the last line of body.
 func lastLineStart(body []byte) int {

@@ -369,3 +369,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ServedSize returns the body size of a GET of path as s serves it, served
+// in-process (no network). The request log is cleared afterwards (Reset),
+// so measuring leaves no trace in request counts.
+func (s *Server) ServedSize(path string) int {
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	s.Reset()
+	return rec.Body.Len()
+}
