@@ -203,7 +203,7 @@ func detach(c *fiber.Ctx, fr *fillRequest) {
 func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.Time) {
 	d := time.Since(start)
 	status := c.Response().StatusCode()
-	if rl.bytes == 0 && !c.Response().IsBodyStream() {
+	if rl.bytes == 0 && method != http.MethodHead && !c.Response().IsBodyStream() {
 		rl.bytes = int64(len(c.Response().Body())) // answers gemproxy wrote itself
 	}
 	p.m.ObserveRequest(rl.endpoint, method, status, d)
