@@ -7,36 +7,16 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 	bolt "go.etcd.io/bbolt"
 )
 
-// testClock is a manual clock installed as Store.now.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
 // newTestClock returns a clock stopped at a fixed instant.
-func newTestClock() *testClock {
-	return &testClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-// Now returns the clock's time.
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newTestClock() *testupstream.Clock {
+	return testupstream.NewClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // newTestStore opens a store in a fresh temporary directory. The store is

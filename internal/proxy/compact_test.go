@@ -194,7 +194,7 @@ func TestVersionsAppendRefresh(t *testing.T) {
 	}
 
 	// Unchanged upstream: a 304, no body moved.
-	tp.clock.advance(2 * time.Minute)
+	tp.clock.Advance(2 * time.Minute)
 	resp, body := tp.do(t, "GET", "/versions")
 	if string(body) != base || resp.Header.Get("X-Cache") != "REVALIDATED" {
 		t.Fatalf("unchanged refresh: %q", resp.Header.Get("X-Cache"))
@@ -209,7 +209,7 @@ func TestVersionsAppendRefresh(t *testing.T) {
 	// Two pushes appended upstream: the refresh moves only the tail.
 	grown := base + "rack 3.0.0 ffffffffffffffffffffffffffffffff\nnewgem 0.1.0 eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\n"
 	iu.set("/versions", []byte(grown))
-	tp.clock.advance(2 * time.Minute)
+	tp.clock.Advance(2 * time.Minute)
 	resp, body = tp.do(t, "GET", "/versions")
 	if string(body) != grown {
 		t.Fatalf("after append: got %d bytes, want %d", len(body), len(grown))
@@ -247,7 +247,7 @@ func TestCompactIndexRefreshFallsBackToFull(t *testing.T) {
 			tp.do(t, "GET", "/versions")
 			tt.mutate(iu)
 			iu.set("/versions", []byte(tt.next))
-			tp.clock.advance(2 * time.Minute)
+			tp.clock.Advance(2 * time.Minute)
 			resp, body := tp.do(t, "GET", "/versions")
 			if tt.name == "digest mismatch on 206" {
 				// The full body fails the same digest: nothing is stored and
@@ -280,7 +280,7 @@ func TestInfoCoherentWithVersions(t *testing.T) {
 	// /versions expires (past its TTL and stale-while-revalidate window);
 	// /info/rack is still fresh by its own TTL but must not be served
 	// beside the new /versions.
-	tp.clock.advance(100 * time.Second)
+	tp.clock.Advance(100 * time.Second)
 	tp.do(t, "GET", "/versions")
 	before := up.count("/info/rack")
 	resp, body := tp.do(t, "GET", "/info/rack")
@@ -334,7 +334,7 @@ func TestFullIndexIfModifiedSince(t *testing.T) {
 	if resp.StatusCode != 304 {
 		t.Fatalf("If-Modified-Since: %d, want 304", resp.StatusCode)
 	}
-	tp.clock.advance(2 * time.Minute)
+	tp.clock.Advance(2 * time.Minute)
 	tp.do(t, "GET", "/specs.4.8.gz")
 	h := up.header("/specs.4.8.gz")
 	if h.Get("If-None-Match") != `"s3etag"` || h.Get("If-Modified-Since") != lm.Format(http.TimeFormat) {

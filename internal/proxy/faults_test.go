@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ func TestFaultMatrixColdMiss(t *testing.T) {
 				}
 				up.SetFault(path, fm.fault)
 				resp, body := tp.do(t, "GET", path)
-				if !containsInt(fm.want, resp.StatusCode) {
+				if !slices.Contains(fm.want, resp.StatusCode) {
 					t.Errorf("%s: status %d %q, want one of %v", path, resp.StatusCode, body, fm.want)
 				}
 				if fm.fault.Status == 429 && resp.Header.Get("Retry-After") != "7" {
@@ -102,7 +103,7 @@ func TestFaultMatrixStaleCopy(t *testing.T) {
 			for _, path := range faultTargets {
 				_, before[path] = tp.do(t, "GET", path)
 			}
-			tp.clock.advance(10 * time.Minute) // past every TTL and SWR window
+			tp.clock.Advance(10 * time.Minute) // past every TTL and SWR window
 			for _, path := range faultTargets {
 				up.SetFault(path, fm.fault)
 				resp, body := tp.do(t, "GET", path)
@@ -142,14 +143,4 @@ func verifyClean(t *testing.T, tp *testProxy) {
 	if err != nil || len(problems) > 0 {
 		t.Fatalf("cache verify: %v %v", problems, err)
 	}
-}
-
-// containsInt reports whether list holds v.
-func containsInt(list []int, v int) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -83,7 +83,7 @@ func (p *Proxy) newApp() *fiber.App {
 // ready answers /readyz: 200 when the cache file is writable and the
 // server is not draining. The upstream is not consulted.
 func (p *Proxy) ready(c *fiber.Ctx) error {
-	if p.draining.isSet() {
+	if p.draining.Load() {
 		return c.Status(http.StatusServiceUnavailable).SendString("draining\n")
 	}
 	if err := p.store.Writable(); err != nil {
@@ -163,7 +163,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	fr := fillRequest{rt: rt, key: key}
 	e := p.store.Lookup(key)
 	outcome := metrics.ResultHit
-	if e == nil || !p.fresh(rt, e) {
+	if e == nil || !p.fresh(e) {
 		detach(c, &fr)
 		e, outcome, err = p.resolve(c.UserContext(), fr, e)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 // countingUpstream is an httptest upstream that counts requests per path
@@ -80,29 +81,9 @@ type testProxy struct {
 	m     *metrics.Metrics
 	reg   *prometheus.Registry
 	dir   string
-	clock *fakeClock
+	clock *testupstream.Clock
 	// addr is the loopback address once listen was called.
 	addr string
-}
-
-// fakeClock is a settable clock for freshness tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// now returns the current fake time.
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// advance moves the clock forward.
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 // newTestProxy builds a proxy in front of upstreamURL on a fresh data dir.
@@ -148,8 +129,8 @@ func newTestProxy(t *testing.T, upstreamURL string, tweak ...func(*Options)) *te
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Now()}
-	p.now = clock.now
+	clock := testupstream.NewClock(time.Now())
+	p.now = clock.Now
 	return &testProxy{Proxy: p, store: store, m: m, reg: reg, dir: dir, clock: clock}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -65,14 +66,15 @@ type Options struct {
 
 // Proxy is the gemproxy HTTP server.
 type Proxy struct {
-	opts     Options
-	store    *cache.Store
-	router   *Router
-	up       *upstream
-	log      *slog.Logger
-	m        *metrics.Metrics
-	app      *fiber.App
-	draining chanFlag
+	opts   Options
+	store  *cache.Store
+	router *Router
+	up     *upstream
+	log    *slog.Logger
+	m      *metrics.Metrics
+	app    *fiber.App
+	// draining is set by Drain: /readyz answers 503.
+	draining atomic.Bool
 	// now is the clock, replaceable in tests.
 	now func() time.Time
 
@@ -92,28 +94,6 @@ func circuitStateName(state int) string {
 		return "half-open"
 	}
 	return "closed"
-}
-
-// chanFlag is a flag that can be set once and read without locks.
-type chanFlag struct{ ch chan struct{} }
-
-// set raises the flag; later calls do nothing.
-func (f *chanFlag) set() {
-	select {
-	case <-f.ch:
-	default:
-		close(f.ch)
-	}
-}
-
-// isSet reports whether set was called.
-func (f *chanFlag) isSet() bool {
-	select {
-	case <-f.ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // ErrNoUpstream is returned by New when Options.Upstream.URL is missing.
@@ -143,7 +123,6 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		router:     NewRouter(),
 		log:        opts.Logger,
 		m:          opts.Metrics,
-		draining:   chanFlag{ch: make(chan struct{})},
 		now:        time.Now,
 		refreshing: make(map[string]bool),
 	}
@@ -202,4 +181,4 @@ func (p *Proxy) App() *fiber.App { return p.app }
 func (p *Proxy) Wait() { p.background.Wait() }
 
 // Drain marks the proxy as draining: /readyz answers 503 from now on.
-func (p *Proxy) Drain() { p.draining.set() }
+func (p *Proxy) Drain() { p.draining.Store(true) }

@@ -95,7 +95,7 @@ func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metri
 // for fr.key (nil when absent).
 func (p *Proxy) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*cache.Entry, metrics.Result, error) {
 	now := p.now()
-	if e != nil && p.fresh(fr.rt, e) {
+	if e != nil && p.fresh(e) {
 		return e, metrics.ResultHit, nil
 	}
 	if p.opts.Offline {
@@ -112,7 +112,7 @@ func (p *Proxy) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*c
 	p.m.CacheFillWaiters.Inc()
 	// Only the leader's closure runs, so led tells the leader from followers.
 	led := false
-	got, _, err := p.store.Fill(ctx, fr.key, func(c *cache.Entry) bool { return p.fresh(fr.rt, c) },
+	got, _, err := p.store.Fill(ctx, fr.key, p.fresh,
 		func(ctx context.Context) (*cache.Entry, error) {
 			led = true
 			return p.safeLoad(ctx, fr)
@@ -154,7 +154,7 @@ func (p *Proxy) refreshInBackground(fr fillRequest) {
 			delete(p.refreshing, fr.key)
 			p.refreshMu.Unlock()
 		}()
-		_, _, err := p.store.Fill(context.Background(), fr.key, func(c *cache.Entry) bool { return p.fresh(fr.rt, c) },
+		_, _, err := p.store.Fill(context.Background(), fr.key, p.fresh,
 			func(ctx context.Context) (*cache.Entry, error) { return p.safeLoad(ctx, fr) })
 		if err != nil {
 			p.log.Warn("background refresh failed", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
@@ -168,8 +168,8 @@ var errOfflineMiss = &upstreamError{status: http.StatusGatewayTimeout, reason: "
 // errOfflineWrite answers a write in offline mode.
 var errOfflineWrite = &upstreamError{status: http.StatusServiceUnavailable, reason: "gemproxy is in offline mode: writes cannot reach the upstream"}
 
-// fresh reports whether e may be served for rt without asking upstream.
-func (p *Proxy) fresh(rt *Route, e *cache.Entry) bool {
+// fresh reports whether e may be served without asking upstream now.
+func (p *Proxy) fresh(e *cache.Entry) bool {
 	return e.Fresh(p.now())
 }
 

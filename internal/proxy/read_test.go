@@ -152,7 +152,7 @@ func TestS3ForbiddenBecomesCachedNotFound(t *testing.T) {
 		}
 	}
 	// After the negative TTL the upstream is asked again.
-	tp.clock.advance(61 * time.Second)
+	tp.clock.Advance(61 * time.Second)
 	tp.do(t, "GET", "/quick/Marshal.4.8/nope-1.0.gemspec.rz")
 	if n := up.count("/quick/Marshal.4.8/nope-1.0.gemspec.rz"); n != 2 {
 		t.Errorf("after the negative TTL: %d fetches, want 2", n)
@@ -199,7 +199,7 @@ func TestRevalidationWith304KeepsBody(t *testing.T) {
 	up := newCountingUpstream(t, miniGems(nil))
 	tp := newTestProxy(t, up.URL)
 	_, first := tp.do(t, "GET", "/api/v1/gems/foo-bar.json", "User-Agent", "curl/8")
-	tp.clock.advance(2 * time.Minute)
+	tp.clock.Advance(2 * time.Minute)
 	resp, second := tp.do(t, "GET", "/api/v1/gems/foo-bar.json")
 	if !bytes.Equal(first, second) || resp.Header.Get("X-Cache") != "REVALIDATED" {
 		t.Fatalf("after 304: %q (X-Cache %q), want %q", second, resp.Header.Get("X-Cache"), first)

@@ -62,13 +62,13 @@ func TestStaleIfError(t *testing.T) {
 			tp := newTestProxy(t, srv.URL)
 			tp.do(t, "GET", "/api/v1/gems/rack.json")
 			up.set(mode, "")
-			tp.clock.advance(2 * time.Minute)
+			tp.clock.Advance(2 * time.Minute)
 			resp, body := tp.do(t, "GET", "/api/v1/gems/rack.json")
 			if string(body) != `{"v":1}` || resp.Header.Get("X-Cache") != "STALE" || resp.Header.Get("Warning") == "" {
 				t.Fatalf("got %d %q X-Cache=%q Warning=%q", resp.StatusCode, body, resp.Header.Get("X-Cache"), resp.Header.Get("Warning"))
 			}
 			// Past max_stale (one day for API JSON) the error reaches the client.
-			tp.clock.advance(25 * time.Hour)
+			tp.clock.Advance(25 * time.Hour)
 			resp, body = tp.do(t, "GET", "/api/v1/gems/rack.json")
 			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "upstream") {
 				t.Fatalf("past max_stale: %d %q", resp.StatusCode, body)
@@ -125,7 +125,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	grown := testVersions + "rack 3.0.0 ffffffffffffffffffffffffffffffff\n"
 	iu.set("/versions", []byte(grown))
 	blocking.Store(true)
-	tp.clock.advance(70 * time.Second) // expired 10s ago: inside the 30s window
+	tp.clock.Advance(70 * time.Second) // expired 10s ago: inside the 30s window
 	for i := 0; i < 3; i++ {
 		resp, body := tp.do(t, "GET", "/versions")
 		if string(body) != testVersions || resp.Header.Get("X-Cache") != "STALE" {
@@ -153,7 +153,7 @@ func TestCircuitBreaker(t *testing.T) {
 	})
 	tp.do(t, "GET", "/api/v1/gems/cached.json")
 	up.set(503, "")
-	tp.clock.advance(2 * time.Minute)
+	tp.clock.Advance(2 * time.Minute)
 	for i := 0; i < 3; i++ {
 		tp.do(t, "GET", "/api/v1/gems/miss.json")
 	}
@@ -173,18 +173,18 @@ func TestCircuitBreaker(t *testing.T) {
 		t.Fatal("the upstream was called while the circuit was open")
 	}
 	// After the back-off one probe goes out; it fails, the back-off doubles.
-	tp.clock.advance(11 * time.Second)
+	tp.clock.Advance(11 * time.Second)
 	tp.do(t, "GET", "/api/v1/gems/miss.json")
 	if up.calls.Load() != calls+1 || testutil.ToFloat64(tp.m.UpstreamCircuitState) != metrics.CircuitOpen {
 		t.Fatalf("probe: calls %d (want %d), state %v", up.calls.Load(), calls+1, testutil.ToFloat64(tp.m.UpstreamCircuitState))
 	}
-	tp.clock.advance(11 * time.Second) // less than the doubled 20s
+	tp.clock.Advance(11 * time.Second) // less than the doubled 20s
 	tp.do(t, "GET", "/api/v1/gems/miss.json")
 	if up.calls.Load() != calls+1 {
 		t.Fatal("probed again before the doubled back-off")
 	}
 	up.set(0, `{"v":2}`)
-	tp.clock.advance(10 * time.Second)
+	tp.clock.Advance(10 * time.Second)
 	_, body = tp.do(t, "GET", "/api/v1/gems/miss.json")
 	if string(body) != `{"v":2}` || testutil.ToFloat64(tp.m.UpstreamCircuitState) != metrics.CircuitClosed {
 		t.Fatalf("after recovery: %q state %v", body, testutil.ToFloat64(tp.m.UpstreamCircuitState))
@@ -198,7 +198,7 @@ func TestOfflineMode(t *testing.T) {
 	online.do(t, "GET", "/api/v1/gems/rack.json")
 	online.Proxy.opts.Offline = true // same store, now offline
 	calls := up.calls.Load()
-	online.clock.advance(48 * time.Hour)
+	online.clock.Advance(48 * time.Hour)
 	resp, body := online.do(t, "GET", "/api/v1/gems/rack.json")
 	if string(body) != `{"v":1}` {
 		t.Fatalf("offline cached read: %d %q", resp.StatusCode, body)

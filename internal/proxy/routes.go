@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -209,22 +210,12 @@ func (r *Router) Endpoints() map[string][]string {
 	out := map[string][]string{EndpointRejected: readMethods, EndpointUnknown: readMethods}
 	for _, rt := range r.routes {
 		for _, m := range rt.Methods {
-			if !contains(out[rt.Endpoint], m) {
+			if !slices.Contains(out[rt.Endpoint], m) {
 				out[rt.Endpoint] = append(out[rt.Endpoint], m)
 			}
 		}
 	}
 	return out
-}
-
-// contains reports whether list holds s.
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // compile splits a pattern into segments.
@@ -265,7 +256,7 @@ const maxParams = 4
 func (r *Router) Match(method, path string, buf *[maxParams]string) (*Route, []string) {
 	for i := range r.routes {
 		rt := &r.routes[i]
-		if !contains(rt.Methods, method) {
+		if !slices.Contains(rt.Methods, method) {
 			continue
 		}
 		if params, ok := matchSegments(rt.segments, path, buf[:0]); ok {

@@ -24,7 +24,7 @@ func TestArtifacts(t *testing.T) {
 	if r := do(t, "GET", f.url+"/gems/a-1.0.0.gem", nil, "If-None-Match", `"`+md5hex(gem)+`"`); r.status != 304 {
 		t.Errorf("gem If-None-Match: %d", r.status)
 	}
-	if r := do(t, "GET", f.url+"/gems/a-1.0.0.gem", nil, "If-Modified-Since", f.clk.now().Format(http.TimeFormat)); r.status != 304 {
+	if r := do(t, "GET", f.url+"/gems/a-1.0.0.gem", nil, "If-Modified-Since", f.clk.Now().Format(http.TimeFormat)); r.status != 304 {
 		t.Errorf("gem If-Modified-Since: %d", r.status)
 	}
 	if r := do(t, "GET", f.url+"/gems/a-1.0.0.gem", nil, "Range", "bytes=100-"); r.status != 206 || !bytes.Equal(r.body, gem[100:]) {
@@ -53,7 +53,7 @@ func TestArtifacts(t *testing.T) {
 	}
 	// specs.4.8.gz changes after a publish.
 	before := do(t, "GET", f.url+"/specs.4.8.gz", nil).body
-	f.clk.advance(time.Minute)
+	f.clk.Advance(time.Minute)
 	f.up.Publish(GemSpec{Name: "c", Version: "1.0"}, nil)
 	if after := do(t, "GET", f.url+"/specs.4.8.gz", nil).body; bytes.Equal(before, after) {
 		t.Error("specs.4.8.gz did not change after a publish")

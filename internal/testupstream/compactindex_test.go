@@ -14,7 +14,7 @@ import (
 type ciFixture struct {
 	up   *Server           // the upstream
 	url  string            // its base URL
-	clk  *clock            // its clock
+	clk  *Clock            // its clock
 	gems map[string][]byte // published gems by full name
 }
 
@@ -23,7 +23,7 @@ type ciFixture struct {
 func newCIFixture(t *testing.T, opts Options) *ciFixture {
 	t.Helper()
 	clk := newClock()
-	opts.Now = clk.now
+	opts.Now = clk.Now
 	up, ts := Start(t, opts)
 	f := &ciFixture{up: up, url: ts.URL, clk: clk, gems: map[string][]byte{}}
 	for _, spec := range []GemSpec{
@@ -32,7 +32,7 @@ func newCIFixture(t *testing.T, opts Options) *ciFixture {
 		{Name: "b", Version: "3.0.0.pre1"},
 		{Name: "a", Version: "1.0.0", Platform: "x86_64-linux"},
 	} {
-		clk.advance(time.Minute)
+		clk.Advance(time.Minute)
 		gem, err := BuildGem(spec)
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestCompactIndexBytes(t *testing.T) {
 	check("publish", "/versions", versions)
 	check("publish", "/names", "---\na\nb\n")
 
-	f.clk.advance(time.Minute)
+	f.clk.Advance(time.Minute)
 	if !f.up.Yank("a", "1.0.0", "") {
 		t.Fatal("Yank returned false")
 	}
@@ -89,7 +89,7 @@ func TestCompactIndexBytes(t *testing.T) {
 	check("yank", "/names", "---\na\nb\n")
 
 	old := versions
-	f.clk.advance(time.Hour)
+	f.clk.Advance(time.Hour)
 	f.up.RebuildVersions()
 	rebuilt := "created_at: 2026-05-01T13:05:00Z\n---\n" +
 		"a 1.0.0-x86_64-linux " + md5hex([]byte(infoAY)) + "\n" +
@@ -141,7 +141,7 @@ func TestCompactIndexHeaders(t *testing.T) {
 					"Cache-Control":  "max-age=60, public",
 					"Digest":         style.digest(r.body),
 					"Repr-Digest":    style.repr(r.body),
-					"Last-Modified":  f.clk.now().Format(http.TimeFormat),
+					"Last-Modified":  f.clk.Now().Format(http.TimeFormat),
 					"Content-Length": itoa(len(r.body)),
 				}
 				for k, v := range want {
@@ -174,7 +174,7 @@ func TestCompactIndexConditionalAndRange(t *testing.T) {
 	full := do(t, "GET", f.url+"/versions", nil).body
 	n := len(full)
 	etag := `"` + md5hex(full) + `"`
-	lm := f.clk.now().Format(http.TimeFormat)
+	lm := f.clk.Now().Format(http.TimeFormat)
 	tests := []struct {
 		name   string
 		hdr    []string

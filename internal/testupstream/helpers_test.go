@@ -8,33 +8,12 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 )
 
-// clock is a manually advanced clock for Options.Now.
-type clock struct {
-	mu sync.Mutex // guards t
-	t  time.Time  // current fake time
-}
-
 // newClock starts at 2026-05-01T12:00:00Z.
-func newClock() *clock { return &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)} }
-
-// now returns the current fake time.
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// advance moves the clock forward.
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *Clock { return NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)) }
 
 // resp is a fully read HTTP response.
 type resp struct {
