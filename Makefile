@@ -8,14 +8,18 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gemproxy ./cmd/gemproxy
 
-# test-deps installs the real clients the end-to-end tests drive (Debian's
-# ruby and ruby-bundler) when they are missing and we are root; without them
-# those tests skip, or fail under CI.
+# test-deps installs what the end-to-end tests drive (Debian's ruby and
+# ruby-bundler, and prometheus) when it is missing and we are root; without
+# them those tests skip, or fail under CI.
+TEST_TOOLS := ruby:ruby bundle:ruby-bundler prometheus:prometheus
 test-deps:
-	@if ! command -v ruby >/dev/null || ! command -v bundle >/dev/null; then \
+	@missing=""; for t in $(TEST_TOOLS); do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ruby ruby-bundler >/dev/null; \
-		else echo "ruby/bundler missing and cannot be installed: end-to-end tests will skip"; fi; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "missing and cannot be installed:$$missing (the end-to-end tests that need them will skip)"; fi; \
 	fi
 
 test: test-deps
