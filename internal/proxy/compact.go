@@ -285,7 +285,7 @@ func (p *Proxy) gemChecksum(ctx context.Context, fr fillRequest) (sum [32]byte, 
 // gem does not exist.
 func (p *Proxy) infoBody(ctx context.Context, name, userAgent string) ([]byte, metrics.Result, error) {
 	key := "/info/" + name
-	rt, _ := p.router.Match(http.MethodGet, key, new([maxParams]string))
+	rt, _, _ := p.router.Match(http.MethodGet, key, new([maxParams]string))
 	if rt == nil {
 		return nil, metrics.ResultMiss, nil
 	}

@@ -69,8 +69,10 @@ func TestFaultMatrixColdMiss(t *testing.T) {
 				if !slices.Contains(fm.want, resp.StatusCode) {
 					t.Errorf("%s: status %d %q, want one of %v", path, resp.StatusCode, body, fm.want)
 				}
-				if fm.fault.Status == 429 && resp.Header.Get("Retry-After") != "7" {
-					t.Errorf("%s: Retry-After %q", path, resp.Header.Get("Retry-After"))
+				if fm.fault.Status == 429 && (resp.Header.Get("Retry-After") != "7" || string(body) != "Retry later\n" ||
+					resp.Header.Get("Content-Type") != "text/plain") {
+					t.Errorf("%s: 429 not passed on verbatim: Retry-After %q, Content-Type %q, body %q",
+						path, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"), body)
 				}
 				if e := tp.store.Peek(path); e != nil {
 					t.Errorf("%s: an entry was stored from a faulty answer: status %d, %d bytes", path, e.Status, e.Size)

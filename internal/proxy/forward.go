@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -85,6 +86,8 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	}
 	out := c.Response()
 	out.SetStatusCode(resp.StatusCode)
+	// An answer without Content-Type (a 204, some 302s) stays without one.
+	out.Header.SetNoDefaultContentType(resp.Header.Get("Content-Type") == "")
 	for name, values := range resp.Header {
 		if hopByHop[name] {
 			continue
@@ -114,7 +117,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 			return 0
 		}
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-			p.invalidateAfterWrite(rt, params, captured.bytes(), b)
+			p.invalidateAfterWrite(rt, params, rawQuery, captured.bytes(), b)
 		}
 		out.SetBodyRaw(b)
 		return int64(len(b))
@@ -182,16 +185,13 @@ func (pc *prefixCapture) bytes() []byte {
 
 // invalidateAfterWrite drops or marks stale what a successful push, yank or
 // owner change makes outdated (PROTOCOL.md §4.4).
-func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, reqBody, respBody []byte) {
+func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string, reqBody, respBody []byte) {
 	var name, version, platform string
 	switch rt.Endpoint {
 	case "push":
 		name, version = parsePushResponse(string(respBody))
 	case "yank":
-		// A body cut at the capture limit may end in a broken pair; the
-		// pairs before it still parse.
-		form, _ := url.ParseQuery(string(reqBody))
-		name, version, platform = form.Get("gem_name"), form.Get("version"), form.Get("platform")
+		name, version, platform = yankParams(rawQuery, reqBody)
 	case "owners":
 		if len(params) > 0 {
 			name = params[0]
@@ -238,6 +238,16 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, reqBody, respBo
 			}
 		}
 	}
+}
+
+// yankParams reads gem_name, version and platform from a yank's query and
+// form body, the body winning as in Rails' params. A body cut at the
+// capture limit may end in a broken pair; the pairs before it still parse.
+func yankParams(rawQuery string, body []byte) (name, version, platform string) {
+	query, _ := url.ParseQuery(rawQuery)
+	form, _ := url.ParseQuery(string(body))
+	get := func(key string) string { return cmp.Or(form.Get(key), query.Get(key)) }
+	return get("gem_name"), get("version"), get("platform")
 }
 
 // parsePushResponse extracts NAME and VERSION from the origin's

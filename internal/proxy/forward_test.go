@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -66,6 +68,35 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 		l.b.Write(p[:min(room, len(p))])
 	}
 	return len(p), nil
+}
+
+// TestPushToHostWithTrailingSlash: `gem push --host http://gemproxy:9292/`
+// asks for //api/v1/gems; it reaches the upstream as /api/v1/gems, and an
+// answer without Content-Type gets none added.
+func TestPushToHostWithTrailingSlash(t *testing.T) {
+	rec := &recordingUpstream{}
+	up := newCountingUpstream(t, rec.handler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header()["Content-Type"] = nil // no sniffed type either
+		io.WriteString(w, "Successfully registered gem: x (1.0)")
+	}))
+	tp := newTestProxy(t, up.URL)
+	conn, err := net.Dial("tcp", tp.listen(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST //api/v1/gems HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nContent-Length: 3\r\n\r\ngem")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := rec.last(t); resp.StatusCode != 200 || got.path != "/api/v1/gems" || got.bodyLen != 3 {
+		t.Fatalf("client got %d; upstream got %s %s with %d bytes", resp.StatusCode, got.method, got.path, got.bodyLen)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		t.Errorf("Content-Type %q added to an answer that had none", ct)
+	}
 }
 
 func TestWritesForwardedUnchanged(t *testing.T) {
@@ -204,8 +235,11 @@ func TestWriteInvalidatesCachedEntries(t *testing.T) {
 			fmt.Fprintf(w, `{"info":%q}`, current)
 		}
 	})
-	for _, keep := range []bool{false, true} {
-		t.Run(fmt.Sprintf("keep_yanked=%v", keep), func(t *testing.T) {
+	// The yank names its gem in a form body (gem yank) or in the query
+	// (the API documentation's form); both invalidate.
+	for _, tc := range []struct{ keep, inQuery bool }{{false, false}, {true, false}, {false, true}} {
+		keep := tc.keep
+		t.Run(fmt.Sprintf("keep_yanked=%v,query=%v", keep, tc.inQuery), func(t *testing.T) {
 			mu.Lock()
 			current = info
 			mu.Unlock()
@@ -223,6 +257,9 @@ func TestWriteInvalidatesCachedEntries(t *testing.T) {
 				t.Fatalf("API after push = %q", body)
 			}
 			r, _ := http.NewRequest("DELETE", "/api/v1/gems/yank", strings.NewReader("gem_name=rack&version=1.0.0"))
+			if tc.inQuery {
+				r, _ = http.NewRequest("DELETE", "/api/v1/gems/yank?gem_name=rack&version=1.0.0", nil)
+			}
 			r.Header.Set("Authorization", "k")
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			if _, err := tp.App().Test(r, -1); err != nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -131,7 +132,10 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		return plainError(c, http.StatusBadRequest, err.Error())
 	}
 	var paramBuf [maxParams]string
-	rt, params := p.router.Match(method, path, &paramBuf)
+	rt, params, err := p.router.Match(method, path, &paramBuf)
+	if err != nil {
+		return plainError(c, http.StatusBadRequest, err.Error())
+	}
 	if rt == nil {
 		rl.endpoint = EndpointUnknown
 		if method != http.MethodGet && method != http.MethodHead {
@@ -143,7 +147,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	switch {
 	case rt.Handling == DependencyAPI:
 		return p.dependencyAPI(c, path)
-	case rt.Handling == Write || rt.Handling == PassThrough || hasCredentials(c):
+	case rt.Handling == Write || rt.Handling == PassThrough || hasCredentials(c) || rt.Negotiated && !acceptsDefaultFormat(c):
 		rl.outcome, rl.source = metrics.ResultBypass, metrics.SourceUpstream
 		rl.bytes = p.forward(c, rt, params, rawPath, rawQuery)
 		return nil
@@ -230,6 +234,10 @@ func (p *Proxy) readError(c *fiber.Ctx, err error) error {
 		if ue.retryAfter != "" {
 			c.Set("Retry-After", ue.retryAfter)
 		}
+		if len(ue.body) > 0 {
+			c.Set(fiber.HeaderContentType, cmp.Or(ue.contentType, contentTypeTextPlain))
+			return c.Status(ue.status).Send(ue.body)
+		}
 		return plainError(c, ue.status, ue.Error())
 	case errors.Is(err, context.Canceled):
 		return nil // the client went away
@@ -247,12 +255,20 @@ func plainError(c *fiber.Ctx, status int, reason string) error {
 // dependencyAPI answers /api/v1/dependencies[.json|.marshal] as the origin does.
 func (p *Proxy) dependencyAPI(c *fiber.Ctx, path string) error {
 	c.Status(http.StatusNotFound)
+	c.Set(fiber.HeaderCacheControl, "max-age=30, public")
 	if len(path) > 5 && path[len(path)-5:] == ".json" {
 		c.Set(fiber.HeaderContentType, "application/json; charset=utf-8")
 		return c.SendString(`{"error":"` + dependencyAPIGone + `","code":404}`)
 	}
 	c.Set(fiber.HeaderContentType, contentTypeTextPlain)
 	return c.SendString(dependencyAPIGone)
+}
+
+// acceptsDefaultFormat reports whether the request takes the JSON a
+// negotiated route answers by default: no Accept, */* or JSON first.
+func acceptsDefaultFormat(c *fiber.Ctx) bool {
+	accept := utils.UnsafeString(c.Request().Header.Peek(fiber.HeaderAccept))
+	return accept == "" || accept == "*/*" || strings.HasPrefix(accept, fiber.MIMEApplicationJSON)
 }
 
 // hasCredentials reports whether the request carries Authorization, OTP or

@@ -41,6 +41,10 @@ type upstreamError struct {
 	err    error
 	// retryAfter is the upstream's Retry-After, passed on with a 429.
 	retryAfter string
+	// body and contentType, when body is set, are the upstream's own answer
+	// (a 429's "Retry later"), sent verbatim instead of reason.
+	body        []byte
+	contentType string
 }
 
 // Error describes the failure.
@@ -289,7 +293,11 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 		}
 		return p.storeNotFound(fr, resp.Header, body)
 	case status == http.StatusTooManyRequests:
-		return nil, &upstreamError{status: status, reason: "upstream rate limit (429)", retryAfter: resp.Header.Get("Retry-After")}
+		// Passed on as the origin sent it (PROTOCOL.md §6); a stale copy,
+		// when there is one, is served instead.
+		body, _ := readLimited(resp.Body, maxTransientBody)
+		return nil, &upstreamError{status: status, reason: "upstream rate limit (429)", retryAfter: resp.Header.Get("Retry-After"),
+			body: body, contentType: resp.Header.Get("Content-Type")}
 	case status >= 500:
 		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered " + resp.Status}
 	case status != http.StatusOK || !storable(resp.Header):

@@ -332,7 +332,7 @@ func TestFillSurvivesClientDisconnect(t *testing.T) {
 // mustRoute returns the GET route of path.
 func (tp *testProxy) mustRoute(t *testing.T, path string) *Route {
 	t.Helper()
-	rt, _ := tp.router.Match("GET", path, new([maxParams]string))
+	rt, _, _ := tp.router.Match("GET", path, new([maxParams]string))
 	if rt == nil {
 		t.Fatalf("no route for %s", path)
 	}
@@ -369,12 +369,47 @@ func TestUnknownAPIPassesThroughUncached(t *testing.T) {
 	}
 }
 
+// TestNegotiatedRouteKeepsFormats: /api/v1/profiles/NAME answers JSON or
+// YAML by Accept; a YAML request must neither get the cached JSON nor
+// replace it.
+func TestNegotiatedRouteKeepsFormats(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60, public")
+		if strings.Contains(r.Header.Get("Accept"), "yaml") {
+			w.Header().Set("Content-Type", "application/x-yaml")
+			w.Write([]byte("---\nhandle: qrush\n"))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"handle":"qrush"}`))
+	})
+	tp := newTestProxy(t, up.URL)
+	for _, tc := range []struct{ accept, want string }{
+		{"", `{"handle":"qrush"}`},
+		{"application/x-yaml", "---\nhandle: qrush\n"},
+		{"*/*", `{"handle":"qrush"}`},
+		{"application/x-yaml", "---\nhandle: qrush\n"},
+		{"application/json", `{"handle":"qrush"}`},
+	} {
+		var h []string
+		if tc.accept != "" {
+			h = []string{"Accept", tc.accept}
+		}
+		if _, body := tp.do(t, "GET", "/api/v1/profiles/qrush", h...); string(body) != tc.want {
+			t.Fatalf("Accept %q: got %q, want %q", tc.accept, body, tc.want)
+		}
+	}
+	if n := up.count("/api/v1/profiles/qrush"); n != 3 {
+		t.Errorf("upstream saw %d requests, want 3 (JSON once, YAML twice uncached)", n)
+	}
+}
+
 func TestDependencyAPIAnsweredLocally(t *testing.T) {
 	up := newCountingUpstream(t, miniGems(nil))
 	tp := newTestProxy(t, up.URL)
 	resp, body := tp.do(t, "GET", "/api/v1/dependencies?gems=rack")
-	if resp.StatusCode != 404 || string(body) != dependencyAPIGone {
-		t.Fatalf("plain: %d %q", resp.StatusCode, body)
+	if resp.StatusCode != 404 || string(body) != dependencyAPIGone || resp.Header.Get("Cache-Control") != "max-age=30, public" {
+		t.Fatalf("plain: %d %q, Cache-Control %q", resp.StatusCode, body, resp.Header.Get("Cache-Control"))
 	}
 	resp, body = tp.do(t, "GET", "/api/v1/dependencies.json?gems=rack")
 	if resp.StatusCode != 404 || string(body) != `{"error":"`+dependencyAPIGone+`","code":404}` {
@@ -402,7 +437,23 @@ func TestHostileInputRejected(t *testing.T) {
 		"/gems/" + long + ".gem",
 		"/info/foo bar",
 		"/info/fo%ZZ",
-		"/info//etc",
+		"/info/...",
+		"/info/-",
+		"/gems/foo.gem",
+		"/gems/---.gem",
+		"/gems/.-1.0.gem",
+		"/quick/Marshal.4.8/foo.gemspec.rz",
+		"/api/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+		"/api/..;/versions",
+		"/api/v1/" + long,
+		"/api/v1/gems/" + long + ".json",
+		"/api/v2/rubygems/foo/versions/....json",
+		"/api/v1/search.json?q=\x01",
+		"/api/v1/search.json?q=x HTTP/1.0",
+		"/api/v1/search.json?q=%zz",
+		"/api/v1/search.json?q=\xc0\xae",
+		"/api/v1/search.json?q=a#frag",
+		"/api/v1/search.json?q=" + strings.Repeat("A", 2000),
 		"/api/v1/gems/%2e%2e.json",
 		"/info/ruby%0d%0aX-Injected:%201",
 	}

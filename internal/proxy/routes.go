@@ -65,8 +65,9 @@ type Route struct {
 	Endpoint string
 	// Methods lists the methods the row matches.
 	Methods []string
-	// Pattern is the path pattern: literal segments, ":param" segments
-	// (a gem name, version or file name, checked by ValidParam), either
+	// Pattern is the path pattern: literal segments, parameter segments
+	// (":name" a gem name or handle, ":version" a version, ":file" a
+	// NAME-VERSION[-PLATFORM] file name; see paramCheck), either
 	// optionally followed by one of "|"-separated suffixes (":name.json|.yaml",
 	// "latest.json|.yaml"), and a final segment ending in "*" that matches
 	// any rest starting with what precedes the "*".
@@ -80,6 +81,10 @@ type Route struct {
 	// CompactIndex routes are served with the compact-index validators,
 	// ranges and gzip form.
 	CompactIndex bool
+	// Negotiated routes have no format extension: the origin picks JSON or
+	// YAML from Accept. Only requests for the default JSON are cached; the
+	// others are passed through with their Accept.
+	Negotiated bool
 	// ContentType, when set, replaces the upstream's Content-Type.
 	ContentType string
 	// Key, when set, maps the matched parameters to the cache key and
@@ -96,6 +101,8 @@ type segment struct {
 	literal string
 	// param marks a parameter segment.
 	param bool
+	// valid checks a parameter's value.
+	valid func(string) bool
 	// suffixes are the accepted endings of the segment (one is required
 	// when any is listed).
 	suffixes []string
@@ -151,14 +158,16 @@ var routeTable = []Route{
 	{Endpoint: "api_versions", Methods: readMethods, Pattern: "/api/v1/versions/:name.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_v2_contents", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version/contents.json|.yaml|.sha256", Class: ClassAPI},
 	{Endpoint: "api_v2_version", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version.json|.yaml", Class: ClassAPI},
-	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads", Class: ClassAPI},
+	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads", Class: ClassAPI, Negotiated: true},
 	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads.json", Class: ClassAPI},
 	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads.yaml", Class: ClassAPI},
 	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads/all.json", Class: ClassAPI},
+	// Retired (410) on the origin; passed through so clients see that answer.
+	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads/top*", Handling: PassThrough},
 	{Endpoint: "api_version_downloads", Methods: readMethods, Pattern: "/api/v1/downloads/:file.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_owner_gems", Methods: readMethods, Pattern: "/api/v1/owners/:name/gems.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name.json|.yaml", Class: ClassAPI},
-	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name", Class: ClassAPI},
+	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name", Class: ClassAPI, Negotiated: true},
 	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.json", Class: ClassAPI},
 	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.yaml", Class: ClassAPI},
 	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search/autocomplete", Class: ClassAPI},
@@ -235,7 +244,8 @@ func compile(pattern string) []segment {
 			if j := strings.IndexByte(part, '.'); j >= 0 {
 				suffixes = strings.Split(part[j:], "|")
 			}
-			segs = append(segs, segment{param: true, suffixes: suffixes})
+			name, _, _ := strings.Cut(part[1:], ".")
+			segs = append(segs, segment{param: true, valid: paramCheck(name), suffixes: suffixes})
 		case strings.Contains(part, "|"):
 			// "latest.json|.yaml": a literal name with alternative suffixes.
 			j := strings.IndexByte(part, '.')
@@ -250,31 +260,60 @@ func compile(pattern string) []segment {
 // maxParams is the most parameters a route pattern has.
 const maxParams = 4
 
+// errBadParam rejects a path that has a route's shape but a parameter no
+// registry could hold ("/gems/rack.gem", "/info/..."): it is answered 400
+// without asking upstream, rather than falling through to the /api/
+// pass-through.
+var errBadParam = badRequest("invalid gem name, version or file name in path")
+
 // Match finds the route for method and path (already checked by
 // splitRequestURI). It returns the route and the matched parameters (a
-// slice of buf, so matching does not allocate), or nil.
-func (r *Router) Match(method, path string, buf *[maxParams]string) (*Route, []string) {
+// slice of buf, so matching does not allocate), nil when no route matches,
+// or errBadParam.
+func (r *Router) Match(method, path string, buf *[maxParams]string) (*Route, []string, error) {
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if !slices.Contains(rt.Methods, method) {
 			continue
 		}
-		if params, ok := matchSegments(rt.segments, path, buf[:0]); ok {
-			return rt, params
+		switch params, m := matchSegments(rt.segments, path, buf[:0]); m {
+		case matched:
+			return rt, params, nil
+		case badParam:
+			return nil, nil, errBadParam
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
+// match is the outcome of matching a path against one route.
+type match uint8
+
+const (
+	// noMatch: the path does not have the route's shape.
+	noMatch match = iota
+	// matched: shape and parameters fit.
+	matched
+	// badParam: the shape fits but a parameter is invalid.
+	badParam
+)
+
 // matchSegments matches path against segs, appending parameters to params.
-func matchSegments(segs []segment, path string, params []string) ([]string, bool) {
+func matchSegments(segs []segment, path string, params []string) ([]string, match) {
 	if len(segs) == 0 {
-		return nil, path == "/"
+		if path == "/" {
+			return nil, matched
+		}
+		return nil, noMatch
 	}
 	rest := strings.TrimPrefix(path, "/")
+	invalid := false
 	for i, seg := range segs {
 		if seg.rest {
-			return params, strings.HasPrefix(rest, seg.literal)
+			if !strings.HasPrefix(rest, seg.literal) {
+				return nil, noMatch
+			}
+			break
 		}
 		part := rest
 		if j := strings.IndexByte(rest, '/'); j >= 0 {
@@ -282,25 +321,29 @@ func matchSegments(segs []segment, path string, params []string) ([]string, bool
 		} else {
 			rest = ""
 			if i != len(segs)-1 {
-				return nil, false
+				return nil, noMatch
 			}
 		}
 		if i == len(segs)-1 && rest != "" {
-			return nil, false
+			return nil, noMatch
 		}
 		if !seg.param {
 			if name, ok := trimSuffixes(part, seg.suffixes); !ok || name != seg.literal {
-				return nil, false
+				return nil, noMatch
 			}
 			continue
 		}
 		value, ok := trimSuffixes(part, seg.suffixes)
-		if !ok || !ValidParam(value) {
-			return nil, false
+		if !ok {
+			return nil, noMatch
 		}
+		invalid = invalid || !seg.valid(value)
 		params = append(params, value)
 	}
-	return params, rest == ""
+	if invalid {
+		return nil, badParam
+	}
+	return params, matched
 }
 
 // trimSuffixes strips the one of suffixes that s ends with; with no
@@ -315,6 +358,52 @@ func trimSuffixes(s string, suffixes []string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// paramCheck returns the validator for a pattern parameter by its name.
+func paramCheck(name string) func(string) bool {
+	switch name {
+	case "name":
+		return validName
+	case "version":
+		return validVersion
+	case "file":
+		return validFullName
+	}
+	panic("route pattern: unknown parameter :" + name)
+}
+
+// validName reports whether s can be a gem name or user handle: a
+// ValidParam with at least one letter or digit (so "-", "..." and "___",
+// which no registry accepts, are refused without asking upstream).
+func validName(s string) bool {
+	return ValidParam(s) && strings.IndexFunc(s, isAlnum) >= 0
+}
+
+// validVersion reports whether s can be a gem version: a ValidParam that
+// starts with a digit, as Gem::Version requires.
+func validVersion(s string) bool {
+	return ValidParam(s) && s[0] >= '0' && s[0] <= '9'
+}
+
+// validFullName reports whether s can be a gem's full name,
+// NAME-VERSION[-PLATFORM]: some "-" followed by a digit, with a valid name
+// before it.
+func validFullName(s string) bool {
+	if !ValidParam(s) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if s[i] == '-' && s[i+1] >= '0' && s[i+1] <= '9' && validName(s[:i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// isAlnum reports whether r is an ASCII letter or digit.
+func isAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 // maxParamLen is the longest gem name, version or file name accepted.

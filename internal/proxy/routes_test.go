@@ -24,6 +24,8 @@ func TestRouteTable(t *testing.T) {
 		{"GET", "/quick/Marshal.4.8/rack-3.0.0.gemspec.rz", "quick_spec", Cached, []string{"rack-3.0.0"}},
 		{"GET", "/gems/nokogiri-1.16.0-x86_64-linux.gem", "gem", Cached, []string{"nokogiri-1.16.0-x86_64-linux"}},
 		{"GET", "/downloads/rack-3.0.0.gem", "download", Cached, []string{"rack-3.0.0"}},
+		{"GET", "/gems/net-http-persistent-4.0.2.gem", "gem", Cached, []string{"net-http-persistent-4.0.2"}},
+		{"GET", "/gems/ruby-2-1.0.0.pre.gem", "gem", Cached, []string{"ruby-2-1.0.0.pre"}},
 		{"GET", "/api/v1/dependencies", "dependencies", DependencyAPI, nil},
 		{"GET", "/api/v1/dependencies.json", "dependencies", DependencyAPI, nil},
 		{"GET", "/api/v1/gems/rails.json", "api_gem", Cached, []string{"rails"}},
@@ -67,7 +69,10 @@ func TestRouteTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			rt, params := r.Match(tt.method, tt.path, new([maxParams]string))
+			rt, params, err := r.Match(tt.method, tt.path, new([maxParams]string))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if rt == nil {
 				t.Fatal("no route")
 			}
@@ -77,9 +82,10 @@ func TestRouteTable(t *testing.T) {
 		})
 	}
 	for _, miss := range []struct{ method, path string }{
-		{"GET", "/gems/rack.zip"}, {"GET", "/info"}, {"GET", "/info/a/b"}, {"POST", "/versions"}, {"GET", "/quick/rack.gemspec.rz"},
+		{"GET", "/gems/rack.zip"}, {"GET", "/gems/rack.gem"}, {"GET", "/gems/---.gem"}, {"GET", "/gems/_-1.0.gem"},
+		{"GET", "/info/..."}, {"GET", "/info/-"}, {"GET", "/quick/Marshal.4.8/rack-x.gemspec.rz"}, {"GET", "/info"}, {"GET", "/info/a/b"}, {"POST", "/versions"}, {"GET", "/quick/rack.gemspec.rz"},
 	} {
-		if rt, _ := r.Match(miss.method, miss.path, new([maxParams]string)); rt != nil {
+		if rt, _, _ := r.Match(miss.method, miss.path, new([maxParams]string)); rt != nil {
 			t.Errorf("%s %s matched %s", miss.method, miss.path, rt.Endpoint)
 		}
 	}
@@ -89,22 +95,30 @@ func TestRouteTable(t *testing.T) {
 // to a key made only of safe characters, and never panics.
 func FuzzRequestURI(f *testing.F) {
 	for _, s := range []string{"/versions", "/info/rack", "/gems/a-1.gem", "/api/v1/gems/x.json?a=b",
-		"/gems/%2e%2e/x.gem", "/info/..", "//evil/x", "/api/v1/x?%00", "/quick/Marshal.4.8/a-1.gemspec.rz"} {
+		"/gems/%2e%2e/x.gem", "/info/..", "//evil/x", "/api/v1/x?%00", "/quick/Marshal.4.8/a-1.gemspec.rz",
+		"/api/v1/search.json?q=a b", "/api/%c0%ae/x", "/gems/a-1.gem?x=%4"} {
 		f.Add(s)
 	}
 	r := NewRouter()
 	f.Fuzz(func(t *testing.T, raw string) {
-		path, _, _, err := splitRequestURI(raw)
+		path, rawPath, rawQuery, err := splitRequestURI(raw)
 		if err != nil {
 			return
 		}
 		for _, seg := range strings.Split(path, "/")[1:] {
-			if seg == ".." || seg == "." || strings.ContainsAny(seg, "\x00\\") {
+			if seg == ".." || seg == "." || seg == "" || len(seg) > maxParamLen || strings.ContainsAny(seg, "\\;") {
 				t.Fatalf("accepted %q with segment %q", raw, seg)
 			}
 		}
+		for _, s := range []string{path, rawPath, rawQuery} {
+			for i := 0; i < len(s); i++ {
+				if !printableASCII(s[i]) || s[i] == '#' {
+					t.Fatalf("accepted %q with byte %#x in %q", raw, s[i], s)
+				}
+			}
+		}
 		for _, m := range []string{"GET", "POST"} {
-			rt, params := r.Match(m, path, new([maxParams]string))
+			rt, params, _ := r.Match(m, path, new([maxParams]string))
 			if rt == nil {
 				continue
 			}

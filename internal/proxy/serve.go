@@ -151,7 +151,7 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 		if err != nil || last < s {
 			return 0, 0, false
 		}
-		if last+1 < size {
+		if last < size-1 { // not last+1 < size: last may be MaxInt64
 			end = last + 1
 		}
 	}
