@@ -123,6 +123,7 @@ func TestCompactIndexServing(t *testing.T) {
 			headers: map[string]string{"Content-Range": fmt.Sprintf("bytes %d-%d/%d", n-1, n-1, n)}},
 		{name: "range n-m", method: "GET", header: []string{"Range", "bytes=0-9"}, status: 206, body: testVersions[:10]},
 		{name: "range suffix", method: "GET", header: []string{"Range", "bytes=-5"}, status: 206, body: testVersions[n-5:]},
+		{name: "range end MaxInt64 is clamped", method: "GET", header: []string{"Range", "bytes=0-9223372036854775807"}, status: 206, body: testVersions},
 		{name: "range beyond end is 200 not 416", method: "GET", header: []string{"Range", fmt.Sprintf("bytes=%d-", n)}, status: 200, body: testVersions},
 		{name: "multiple ranges give full", method: "GET", header: []string{"Range", "bytes=0-1,3-4"}, status: 200, body: testVersions},
 		{name: "if-range mismatch gives full", method: "GET", header: []string{"Range", "bytes=5-", "If-Range", `"old"`}, status: 200, body: testVersions},

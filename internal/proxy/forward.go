@@ -40,16 +40,14 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		_ = plainError(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
 		return 0
 	}
+	var client *clientBody
 	if method != http.MethodGet && method != http.MethodHead {
 		body = c.Context().RequestBodyStream()
 		if body == nil {
 			body = bytes.NewReader(c.Body())
 		}
-		if contentLength < 0 {
-			// Chunked: stop forwarding past the limit; the upstream sees a
-			// broken body and the client an error, never a truncated success.
-			body = &capReader{r: body, left: p.opts.MaxBodySize}
-		}
+		client = &clientBody{r: body, left: p.opts.MaxBodySize}
+		body = client
 	}
 	var captured *prefixCapture
 	if rt.Handling == Write && body != nil {
@@ -80,8 +78,17 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	resp, err := p.send(ctx, rt, req, false)
 	if err != nil {
 		cancel()
-		ue := errUpstream("request", err).(*upstreamError)
-		_ = plainError(c, ue.status, ue.Error())
+		switch {
+		case client != nil && errors.Is(client.err, errBodyTooLarge):
+			c.Context().SetConnectionClose()
+			_ = plainError(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
+		case client != nil && client.err != nil:
+			c.Context().SetConnectionClose()
+			_ = plainError(c, http.StatusBadRequest, "malformed or interrupted request body")
+		default:
+			ue := errUpstream("request", err).(*upstreamError)
+			_ = plainError(c, ue.status, ue.Error())
+		}
 		return 0
 	}
 	out := c.Response()
@@ -129,18 +136,26 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 // errBodyTooLarge aborts a chunked request body over the size limit.
 var errBodyTooLarge = errors.New("request body larger than max_body_size")
 
-// capReader fails once more than left bytes were read.
-type capReader struct {
+// clientBody is the client's request body on its way upstream. It fails
+// once more than left bytes were read (a chunked body over the limit: the
+// upstream sees a broken body and the client an error, never a truncated
+// success), and remembers the first read error so that a broken client
+// body is answered as the client's fault, not the upstream's.
+type clientBody struct {
 	r    io.Reader
 	left int64
+	err  error
 }
 
-// Read reads through until the cap is passed.
-func (c *capReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.left -= int64(n)
-	if c.left < 0 {
-		return n, errBodyTooLarge
+// Read reads through, enforcing the cap and recording errors.
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		err = errBodyTooLarge
+	}
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
 	}
 	return n, err
 }

@@ -455,6 +455,32 @@ func TestOversizedPushRefusedBeforeUpstream(t *testing.T) {
 	}
 }
 
+// TestBrokenClientBodyIsTheClientsFault: a chunked body over the limit
+// gets 413 and a malformed chunked body 400, not a 502 blaming upstream.
+func TestBrokenClientBodyIsTheClientsFault(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	})
+	tp := newTestProxy(t, up.URL, func(o *Options) { o.MaxBodySize = 64 << 10 })
+	tp.listen(t)
+	chunk := strings.Repeat("x", 32<<10)
+	for _, tc := range []struct {
+		name, body string
+		want       int
+	}{
+		{"over the limit", fmt.Sprintf("%x\r\n%s\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n", len(chunk), chunk, len(chunk), chunk, len(chunk), chunk), http.StatusRequestEntityTooLarge},
+		{"malformed chunk size", "zz\r\nabc\r\n0\r\n\r\n", http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := tp.doRaw(t, "POST /api/v1/gems HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nTransfer-Encoding: chunked\r\n\r\n"+tc.body)
+			if status != tc.want {
+				t.Fatalf("status %d %q, want %d", status, body, tc.want)
+			}
+		})
+	}
+}
+
 func TestWriteRedirectNotFollowed(t *testing.T) {
 	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/elsewhere", http.StatusFound)

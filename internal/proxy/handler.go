@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -13,7 +15,7 @@ import (
 
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
-	"github.com/gofiber/fiber/v2/middleware/recover"
+	fiberrecover "github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
@@ -71,7 +73,8 @@ func (p *Proxy) newApp() *fiber.App {
 		Concurrency:                  so.MaxConnections,
 		ErrorHandler:                 p.errorHandler,
 	})
-	app.Use(recover.New())
+	app.Use(fiberrecover.New()) // health and metrics; handle recovers itself
+	app.Use(originFormOnly)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok\n") })
 	app.Get("/readyz", p.ready)
 	if p.opts.MetricsHandler != nil {
@@ -79,6 +82,15 @@ func (p *Proxy) newApp() *fiber.App {
 	}
 	app.All("*", p.handle)
 	return app
+}
+
+// originFormOnly refuses request targets that are not a path
+// ("GET http://host/healthz", "OPTIONS *") before any route sees them.
+func originFormOnly(c *fiber.Ctx) error {
+	if uri := c.Request().Header.RequestURI(); len(uri) == 0 || uri[0] != '/' {
+		return plainError(c, http.StatusBadRequest, "request target must be a path")
+	}
+	return c.Next()
 }
 
 // ready answers /readyz: 200 when the cache file is writable and the
@@ -101,6 +113,7 @@ func (p *Proxy) errorHandler(c *fiber.Ctx, err error) error {
 	if errors.As(err, &fe) {
 		code = fe.Code
 	}
+	c.Response().Reset() // nothing of a half-built answer goes out
 	c.Set(fiber.HeaderContentType, contentTypeTextPlain)
 	return c.Status(code).SendString(http.StatusText(code) + "\n")
 }
@@ -123,7 +136,16 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	start := time.Now()
 	method := c.Method()
 	rl := requestLog{endpoint: EndpointRejected}
-	defer func() { p.observe(c, method, &rl, start) }()
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug, not the client's fault: logged with its stack, and
+			// answered with nothing of the half-built response.
+			p.log.Error("panic serving request", "endpoint", rl.endpoint, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.Response().Reset()
+			_ = plainError(c, http.StatusInternalServerError, "internal error")
+		}
+		p.observe(c, method, &rl, start)
+	}()
 
 	// Views of Fiber's request buffers: valid until the handler returns, so
 	// anything a fill keeps is cloned first (see detach).

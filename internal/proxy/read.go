@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -66,6 +67,10 @@ func errUpstream(what string, err error) error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		status = http.StatusGatewayTimeout
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // the method and URL say nothing the client does not know
 	}
 	return &upstreamError{status: status, reason: "upstream " + what + " failed", err: err}
 }

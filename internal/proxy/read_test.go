@@ -78,6 +78,17 @@ func TestReadThroughGem(t *testing.T) {
 	if resp.StatusCode != 200 || len(body) != 0 || resp.Header.Get("Content-Length") != fmt.Sprint(len(gem)) {
 		t.Fatalf("HEAD: %d body=%q Content-Length=%q", resp.StatusCode, body, resp.Header.Get("Content-Length"))
 	}
+	// Ranges: an end past the file (even MaxInt64) is clamped; a start
+	// past it is a plain-text 416 that no cache may keep.
+	resp, body = tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem", "Range", "bytes=1-9223372036854775807")
+	if resp.StatusCode != 206 || !bytes.Equal(body, gem[1:]) {
+		t.Fatalf("Range to MaxInt64: %d %q", resp.StatusCode, body)
+	}
+	resp, body = tp.do(t, "GET", "/gems/foo-bar-1.0.0.gem", "Range", "bytes=1000-")
+	if resp.StatusCode != 416 || resp.Header.Get("Cache-Control") != "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || len(body) == 0 {
+		t.Fatalf("Range beyond the end: %d, Cache-Control %q, Content-Type %q, body %q",
+			resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Get("Content-Type"), body)
+	}
 	if n := up.count("/gems/foo-bar-1.0.0.gem"); n != 1 {
 		t.Errorf("upstream gem requests = %d, want 1", n)
 	}
@@ -437,6 +448,9 @@ func TestHostileInputRejected(t *testing.T) {
 		"/gems/" + long + ".gem",
 		"/info/foo bar",
 		"/info/fo%ZZ",
+		"http://evil.example/healthz",
+		"http://evil.example/readyz",
+		"*",
 		"/info/...",
 		"/info/-",
 		"/gems/foo.gem",

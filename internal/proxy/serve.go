@@ -70,6 +70,9 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 			// Never 416 for compact-index files (PROTOCOL.md §2.6): they get the full body.
 			resp.SetStatusCode(http.StatusRequestedRangeNotSatisfiable)
 			resp.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			resp.Header.Del(fiber.HeaderCacheControl) // the entry's lifetime is not the error's
+			resp.Header.SetContentType(contentTypeTextPlain)
+			resp.SetBodyString("requested range starts beyond the end of the file\n")
 			return 0, nil
 		}
 	}
