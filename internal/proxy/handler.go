@@ -169,7 +169,8 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	switch {
 	case rt.Handling == DependencyAPI:
 		return p.dependencyAPI(c, path)
-	case rt.Handling == Write || rt.Handling == PassThrough || hasCredentials(c) || rt.Negotiated && !acceptsDefaultFormat(c):
+	case rt.Handling == Write || rt.Handling == PassThrough || hasCredentials(c) ||
+		rt.Negotiated && !acceptsAnyFormat(c) || rt.Class == ClassAPI && !rt.CacheableQuery(rawQuery):
 		rl.outcome, rl.source = metrics.ResultBypass, metrics.SourceUpstream
 		rl.bytes = p.forward(c, rt, params, rawPath, rawQuery)
 		return nil
@@ -286,11 +287,12 @@ func (p *Proxy) dependencyAPI(c *fiber.Ctx, path string) error {
 	return c.SendString(dependencyAPIGone)
 }
 
-// acceptsDefaultFormat reports whether the request takes the JSON a
-// negotiated route answers by default: no Accept, */* or JSON first.
-func acceptsDefaultFormat(c *fiber.Ctx) bool {
+// acceptsAnyFormat reports whether the request states no format
+// preference (no Accept, or */*), the only requests a negotiated route
+// caches.
+func acceptsAnyFormat(c *fiber.Ctx) bool {
 	accept := utils.UnsafeString(c.Request().Header.Peek(fiber.HeaderAccept))
-	return accept == "" || accept == "*/*" || strings.HasPrefix(accept, fiber.MIMEApplicationJSON)
+	return accept == "" || accept == "*/*"
 }
 
 // hasCredentials reports whether the request carries Authorization, OTP or

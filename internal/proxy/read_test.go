@@ -381,8 +381,8 @@ func TestUnknownAPIPassesThroughUncached(t *testing.T) {
 }
 
 // TestNegotiatedRouteKeepsFormats: /api/v1/profiles/NAME answers JSON or
-// YAML by Accept; a YAML request must neither get the cached JSON nor
-// replace it.
+// YAML by Accept; a request with a preference must neither get the cached
+// default nor replace it.
 func TestNegotiatedRouteKeepsFormats(t *testing.T) {
 	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60, public")
@@ -410,8 +410,36 @@ func TestNegotiatedRouteKeepsFormats(t *testing.T) {
 			t.Fatalf("Accept %q: got %q, want %q", tc.accept, body, tc.want)
 		}
 	}
-	if n := up.count("/api/v1/profiles/qrush"); n != 3 {
-		t.Errorf("upstream saw %d requests, want 3 (JSON once, YAML twice uncached)", n)
+	if n := up.count("/api/v1/profiles/qrush"); n != 4 {
+		t.Errorf("upstream saw %d requests, want 4 (no preference once, then YAML twice and JSON once uncached)", n)
+	}
+}
+
+// TestOnlyKnownQueriesAreCached: a query is part of an API entry's key
+// only when it names parameters the origin reads; junk passes through, so
+// it cannot fill (or evict from) the cache.
+func TestOnlyKnownQueriesAreCached(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60, public")
+		w.Write([]byte(`["rack"]`))
+	})
+	tp := newTestProxy(t, up.URL)
+	for i := 0; i < 2; i++ {
+		tp.do(t, "GET", "/api/v1/search.json?query=rack&page=2")
+		tp.do(t, "GET", "/api/v1/gems/rack.json?junk="+fmt.Sprint(i))
+		tp.do(t, "GET", "/api/v1/search.json?query=rack&utm=x")
+	}
+	if n := up.count("/api/v1/search.json"); n != 3 {
+		t.Errorf("upstream saw %d searches, want 3 (the known query once, the junk one twice)", n)
+	}
+	if n := up.count("/api/v1/gems/rack.json"); n != 2 {
+		t.Errorf("upstream saw %d gem lookups with junk queries, want 2", n)
+	}
+	if e := tp.store.Peek("/api/v1/search.json?query=rack&page=2"); e == nil {
+		t.Error("the search with known parameters was not cached")
+	}
+	if st := tp.store.Stats(); st.Classes[string(ClassAPI)].Entries != 1 {
+		t.Errorf("API entries = %+v, want only the known search", st.Classes)
 	}
 }
 

@@ -81,10 +81,15 @@ type Route struct {
 	// CompactIndex routes are served with the compact-index validators,
 	// ranges and gzip form.
 	CompactIndex bool
-	// Negotiated routes have no format extension: the origin picks JSON or
-	// YAML from Accept. Only requests for the default JSON are cached; the
-	// others are passed through with their Accept.
+	// Negotiated routes have no format extension: the origin picks the
+	// format from Accept. Only requests without a preference (no Accept, or
+	// */*) are cached; the others are passed through with their Accept.
 	Negotiated bool
+	// Query lists the query parameters the origin reads on an API route.
+	// A query naming only these is part of the cache key; any other
+	// parameter makes the request pass through uncached, so junk queries
+	// cannot fill the cache.
+	Query []string
 	// ContentType, when set, replaces the upstream's Content-Type.
 	ContentType string
 	// Key, when set, maps the matched parameters to the cache key and
@@ -151,13 +156,13 @@ var routeTable = []Route{
 	// Anonymous API reads (PROTOCOL.md §1.2), stored only when the upstream
 	// marks them public.
 	{Endpoint: "api_gem", Methods: readMethods, Pattern: "/api/v1/gems/:name.json|.yaml", Class: ClassAPI},
-	{Endpoint: "api_reverse_dependencies", Methods: readMethods, Pattern: "/api/v1/gems/:name/reverse_dependencies.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_reverse_dependencies", Methods: readMethods, Pattern: "/api/v1/gems/:name/reverse_dependencies.json|.yaml", Class: ClassAPI, Query: []string{"only"}},
 	{Endpoint: "api_owners", Methods: readMethods, Pattern: "/api/v1/gems/:name/owners.json|.yaml", Class: ClassAPI},
-	{Endpoint: "api_latest_version", Methods: readMethods, Pattern: "/api/v1/versions/:name/latest.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_latest_version", Methods: readMethods, Pattern: "/api/v1/versions/:name/latest.json|.yaml", Class: ClassAPI, Query: []string{"callback"}},
 	{Endpoint: "api_version_reverse_dependencies", Methods: readMethods, Pattern: "/api/v1/versions/:name/reverse_dependencies.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_versions", Methods: readMethods, Pattern: "/api/v1/versions/:name.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_v2_contents", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version/contents.json|.yaml|.sha256", Class: ClassAPI},
-	{Endpoint: "api_v2_version", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version.json|.yaml", Class: ClassAPI},
+	{Endpoint: "api_v2_version", Methods: readMethods, Pattern: "/api/v2/rubygems/:name/versions/:version.json|.yaml", Class: ClassAPI, Query: []string{"platform"}},
 	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads", Class: ClassAPI, Negotiated: true},
 	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads.json", Class: ClassAPI},
 	{Endpoint: "api_downloads", Methods: readMethods, Pattern: "/api/v1/downloads.yaml", Class: ClassAPI},
@@ -168,12 +173,12 @@ var routeTable = []Route{
 	{Endpoint: "api_owner_gems", Methods: readMethods, Pattern: "/api/v1/owners/:name/gems.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_profile", Methods: readMethods, Pattern: "/api/v1/profiles/:name", Class: ClassAPI, Negotiated: true},
-	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.json", Class: ClassAPI},
-	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.yaml", Class: ClassAPI},
-	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search/autocomplete", Class: ClassAPI},
+	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.json", Class: ClassAPI, Query: []string{"query", "page"}},
+	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search.yaml", Class: ClassAPI, Query: []string{"query", "page"}},
+	{Endpoint: "api_search", Methods: readMethods, Pattern: "/api/v1/search/autocomplete", Class: ClassAPI, Query: []string{"query"}},
 	{Endpoint: "api_activity", Methods: readMethods, Pattern: "/api/v1/activity/:name.json|.yaml", Class: ClassAPI},
-	{Endpoint: "api_timeframe_versions", Methods: readMethods, Pattern: "/api/v1/timeframe_versions.json", Class: ClassAPI},
-	{Endpoint: "api_timeframe_versions", Methods: readMethods, Pattern: "/api/v1/timeframe_versions.yaml", Class: ClassAPI},
+	{Endpoint: "api_timeframe_versions", Methods: readMethods, Pattern: "/api/v1/timeframe_versions.json", Class: ClassAPI, Query: []string{"from", "to", "page"}},
+	{Endpoint: "api_timeframe_versions", Methods: readMethods, Pattern: "/api/v1/timeframe_versions.yaml", Class: ClassAPI, Query: []string{"from", "to", "page"}},
 	{Endpoint: "api_attestations", Methods: readMethods, Pattern: "/api/v1/attestations/:file.json", Class: ClassAPI},
 	{Endpoint: "api_other", Methods: readMethods, Pattern: "/api/*", Handling: PassThrough},
 
@@ -358,6 +363,20 @@ func trimSuffixes(s string, suffixes []string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// CacheableQuery reports whether every parameter in rawQuery is one rt
+// lists in Query. It does not allocate.
+func (rt *Route) CacheableQuery(rawQuery string) bool {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		name, _, _ := strings.Cut(pair, "=")
+		if !slices.Contains(rt.Query, name) {
+			return false
+		}
+	}
+	return true
 }
 
 // paramCheck returns the validator for a pattern parameter by its name.
