@@ -62,6 +62,10 @@ type Config struct {
 	// UpstreamConcurrency caps concurrent upstream requests. Default 32; 0
 	// is invalid.
 	UpstreamConcurrency int `toml:"upstream_concurrency"`
+	// UpstreamRedirectHosts lists the hosts (host or host:port) besides the
+	// upstream's own that upstream redirects on reads may lead to, such as
+	// a CDN serving gems. Default none: gemproxy contacts no other host.
+	UpstreamRedirectHosts []string `toml:"upstream_redirect_hosts"`
 	// SweepInterval is how often the size cap is enforced and the cache
 	// gauges are refreshed. Default 1m; 0 is invalid.
 	SweepInterval Duration `toml:"sweep_interval"`
@@ -197,17 +201,18 @@ type ServerConfig struct {
 // Defaults returns the configuration used when nothing else is given.
 func Defaults() Config {
 	return Config{
-		Listen:              ":9292",
-		Upstream:            "https://rubygems.org",
-		DataDir:             "./data",
-		LogLevel:            "info",
-		LogFormat:           "text",
-		MaxSize:             10 * GiB,
-		MemoryCache:         64 * MiB,
-		NegativeTTL:         Duration(60 * time.Second),
-		MaxBodySize:         500 * MiB,
-		UpstreamConcurrency: 32,
-		SweepInterval:       Duration(time.Minute),
+		Listen:                ":9292",
+		Upstream:              "https://rubygems.org",
+		DataDir:               "./data",
+		LogLevel:              "info",
+		LogFormat:             "text",
+		MaxSize:               10 * GiB,
+		MemoryCache:           64 * MiB,
+		NegativeTTL:           Duration(60 * time.Second),
+		MaxBodySize:           500 * MiB,
+		UpstreamConcurrency:   32,
+		UpstreamRedirectHosts: []string{},
+		SweepInterval:         Duration(time.Minute),
 		TTL: TTLConfig{
 			Versions:  Duration(proxy.DefaultTTL[proxy.ClassVersions]),
 			Info:      Duration(proxy.DefaultTTL[proxy.ClassInfo]),
@@ -301,6 +306,7 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 			FirstByteTimeout: time.Duration(c.UpstreamTimeouts.FirstByte),
 			IdleTimeout:      time.Duration(c.UpstreamTimeouts.Idle),
 			MaxConcurrent:    c.UpstreamConcurrency,
+			RedirectHosts:    c.UpstreamRedirectHosts,
 		},
 		Server: proxy.ServerOptions{
 			ReadTimeout:    time.Duration(c.Server.ReadTimeout),
@@ -419,6 +425,11 @@ func (c Config) Validate() error {
 	}
 	if c.UpstreamConcurrency <= 0 {
 		return bad("upstream_concurrency", "must be positive")
+	}
+	for _, h := range c.UpstreamRedirectHosts {
+		if u, err := url.Parse("http://" + h); err != nil || h == "" || u.Host != h {
+			return bad("upstream_redirect_hosts", "%q is not a host or host:port", h)
+		}
 	}
 	durations := []struct {
 		key     string

@@ -227,6 +227,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `config FILE: max_body_size: must be positive`},
 		{name: "zero concurrency", file: "upstream_concurrency = 0\n",
 			want: `config FILE: upstream_concurrency: must be positive`},
+		{name: "redirect host with a scheme", file: "upstream_redirect_hosts = [\"https://cdn.example/\"]\n",
+			want: `config FILE: upstream_redirect_hosts: "https://cdn.example/" is not a host or host:port`},
 		{name: "small header limit", file: "[server]\nmax_header_bytes = 10\n",
 			want: `config FILE: server.max_header_bytes: must be at least 1024`},
 		{name: "ftp upstream in file", file: "upstream = \"ftp://rubygems.org\"\n",

@@ -260,6 +260,12 @@ func TestRedirectToOtherHostRefused(t *testing.T) {
 	if other.total() != 0 {
 		t.Fatalf("gemproxy contacted a host other than the upstream")
 	}
+	// Unless the operator allows that host (a CDN serving gems).
+	cdn := strings.TrimPrefix(other.URL, "http://")
+	tp = newTestProxy(t, up.URL, func(o *Options) { o.Upstream.RedirectHosts = []string{cdn} })
+	if resp, body := tp.do(t, "GET", "/api/v1/gems/foo.json"); resp.StatusCode != http.StatusOK || string(body) != "evil" {
+		t.Fatalf("redirect to an allowed host: %d %q", resp.StatusCode, body)
+	}
 }
 
 func TestConcurrentMissesCoalesce(t *testing.T) {

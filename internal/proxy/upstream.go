@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,9 @@ type UpstreamOptions struct {
 	MaxConcurrent int
 	// Version is appended to the client's User-Agent as " gemproxy/VERSION".
 	Version string
+	// RedirectHosts lists the other hosts a read may be redirected to.
+	// Default none: only same-host redirects are followed.
+	RedirectHosts []string
 }
 
 // withDefaults fills zero fields.
@@ -88,7 +92,7 @@ func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 			if len(via) > maxRedirects {
 				return fmt.Errorf("upstream: more than %d redirects", maxRedirects)
 			}
-			if req.URL.Host != host {
+			if req.URL.Host != host && !slices.Contains(opts.RedirectHosts, req.URL.Host) {
 				return fmt.Errorf("%w: %s", errOtherHost, req.URL.Host)
 			}
 			return nil
