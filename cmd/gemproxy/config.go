@@ -702,7 +702,7 @@ func settings() []setting {
 			func(c *Config) any { return &c.LogLevel }},
 		{"log_format", "log-format", "GEMPROXY_LOG_FORMAT", "FORMAT", "text or json",
 			func(c *Config) any { return &c.LogFormat }},
-		{"offline", "offline", "GEMPROXY_OFFLINE", "", "serve from the cache only, never contacting the upstream; not implemented yet",
+		{"offline", "offline", "GEMPROXY_OFFLINE", "", "serve from the cache only, never contacting the upstream (misses 504, writes 503)",
 			func(c *Config) any { return &c.Offline }},
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // faultTargets are the paths the fault matrix covers, one per cache class.
@@ -39,8 +41,8 @@ var faultMatrix = []struct {
 }
 
 // newFaultProxy starts a testupstream with one gem and gemproxy in front
-// of it with short upstream timeouts and the breaker off.
-func newFaultProxy(t *testing.T) (*testProxy, *testupstream.Server) {
+// of it with short upstream timeouts and the breaker off, then tweak.
+func newFaultProxy(t *testing.T, tweak ...func(*Options)) (*testProxy, *testupstream.Server) {
 	t.Helper()
 	up, ts := testupstream.Start(t, testupstream.Options{MaxStall: 5 * time.Second})
 	up.Publish(testupstream.GemSpec{Name: "faulty", Version: "1.0.0", Padding: 64 << 10}, nil)
@@ -48,7 +50,9 @@ func newFaultProxy(t *testing.T) (*testProxy, *testupstream.Server) {
 		o.Upstream.IdleTimeout = 300 * time.Millisecond
 		o.Upstream.FirstByteTimeout = 300 * time.Millisecond
 		o.Breaker.Failures = -1
-		// Upstream 403s from S3 are not a fault here: the gem exists.
+		for _, f := range tweak {
+			f(o)
+		}
 	})
 	return tp, up
 }
@@ -144,5 +148,39 @@ func verifyClean(t *testing.T, tp *testProxy) {
 	problems, err := tp.store.Verify()
 	if err != nil || len(problems) > 0 {
 		t.Fatalf("cache verify: %v %v", problems, err)
+	}
+}
+
+// TestBreakerCountsBodyFailures: an upstream that sends headers and then
+// cuts off or stalls is failing; after Failures of those the circuit opens
+// and the upstream is left alone, and the in-flight gauge covered the body.
+func TestBreakerCountsBodyFailures(t *testing.T) {
+	for _, fm := range []struct {
+		name  string
+		fault testupstream.Fault
+	}{
+		{"truncated body", testupstream.Fault{Truncate: true}},
+		{"stall mid-body", testupstream.Fault{StallAfter: 10}},
+	} {
+		t.Run(fm.name, func(t *testing.T) {
+			tp, up := newFaultProxy(t, func(o *Options) {
+				o.Breaker = BreakerOptions{Failures: 3, Backoff: time.Minute, MaxBackoff: time.Minute}
+			})
+			up.SetFault("/names", fm.fault)
+			for i := 0; i < 3; i++ {
+				tp.do(t, "GET", "/names")
+			}
+			if got := testutil.ToFloat64(tp.m.UpstreamCircuitState); got != metrics.CircuitOpen {
+				t.Fatalf("circuit state %v after 3 body failures, want open", got)
+			}
+			before := up.Requests("/names")
+			tp.do(t, "GET", "/names")
+			if n := up.Requests("/names") - before; n != 0 {
+				t.Errorf("the upstream got %d requests while the circuit was open", n)
+			}
+			if got := testutil.ToFloat64(tp.m.UpstreamInFlight); got != 0 {
+				t.Errorf("upstream in flight %v after every body was closed", got)
+			}
+		})
 	}
 }

@@ -129,7 +129,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		out.SetBodyRaw(b)
 		return int64(len(b))
 	}
-	out.SetBodyStream(&cancelOnClose{ReadCloser: resp.Body, cancel: cancel}, int(resp.ContentLength))
+	out.SetBodyStream(&closeHook{ReadCloser: resp.Body, hook: cancel}, int(resp.ContentLength))
 	return max(resp.ContentLength, 0)
 }
 
@@ -158,19 +158,6 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
-}
-
-// cancelOnClose releases a forwarded call's context when its body is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-// Close closes the body and cancels the context.
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
 }
 
 // prefixCapture keeps the first limit bytes read through it (a form body

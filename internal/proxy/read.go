@@ -6,6 +6,7 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
@@ -227,9 +229,28 @@ func (p *Proxy) send(ctx context.Context, rt *Route, req *http.Request, follow b
 	start := time.Now()
 	p.m.UpstreamInFlight.Inc()
 	resp, err := p.up.do(ctx, req, follow, p.opts.ClassTimeouts[rt.Class])
-	p.m.UpstreamInFlight.Dec()
 	p.m.ObserveUpstream(rt.Endpoint, respCode(resp, err), time.Since(start))
-	return resp, err
+	if err != nil {
+		p.m.UpstreamInFlight.Dec()
+		return nil, err
+	}
+	// In flight until its body is done, so a stalled body shows.
+	resp.Body = &closeHook{ReadCloser: resp.Body, hook: p.m.UpstreamInFlight.Dec}
+	return resp, nil
+}
+
+// closeHook runs hook once, after the body is closed.
+type closeHook struct {
+	io.ReadCloser
+	hook func()
+	once sync.Once
+}
+
+// Close closes the body, then runs the hook the first time.
+func (c *closeHook) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(c.hook)
+	return err
 }
 
 // respCode is the status code of resp, or 0 for a transport error.
@@ -509,6 +530,16 @@ func verifyBody(rt *Route, h http.Header, st *cache.Staging) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%w: %v", errCorruptBody, err)
+		}
+	case rt.Class == ClassAPI && strings.HasPrefix(h.Get("Content-Type"), "application/json"):
+		// JSON has no digest; a body cut short (an honest but short
+		// Content-Length) at least no longer parses.
+		body, err := st.Bytes()
+		if err != nil {
+			return err
+		}
+		if !json.Valid(body) {
+			return fmt.Errorf("%w: not valid JSON", errCorruptBody)
 		}
 	}
 	return nil

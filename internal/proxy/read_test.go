@@ -522,3 +522,21 @@ func TestHostileInputRejected(t *testing.T) {
 		t.Fatalf("hostile input left cache entries: %+v", st)
 	}
 }
+
+// TestTruncatedJSONNotStored: API JSON has no digest, but a body cut short
+// behind an honest Content-Length no longer parses and is not stored.
+func TestTruncatedJSONNotStored(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Cache-Control", "max-age=60, public")
+		w.Write([]byte(`{"name":"rack","version":"3.`))
+	})
+	tp := newTestProxy(t, up.URL)
+	resp, body := tp.do(t, "GET", "/api/v1/gems/rack.json")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("truncated JSON: %d %q, want 502", resp.StatusCode, body)
+	}
+	if e := tp.store.Peek("/api/v1/gems/rack.json"); e != nil {
+		t.Fatal("a truncated JSON body was stored")
+	}
+}

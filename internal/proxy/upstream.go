@@ -163,16 +163,20 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool, t Tim
 	if err != nil && waited.Load() {
 		err = errFirstByteTimeout
 	}
-	u.breaker.done(err == nil && resp.StatusCode < 500)
 	if err != nil {
+		u.breaker.done(false)
 		cancel()
 		<-u.sem
 		return nil, err
 	}
+	// The outcome counts for the breaker once the body is done: an upstream
+	// that sends headers and then stalls or cuts off is failing too.
+	status := resp.StatusCode
 	ib := &idleBody{
 		body:    resp.Body,
 		timeout: t.Idle,
-		done: func() {
+		done: func(bodyOK bool) {
+			u.breaker.done(bodyOK && status < 500)
 			cancel()
 			<-u.sem
 		},
@@ -222,23 +226,29 @@ func (e *timeoutError) Error() string { return e.msg }
 // Timeout reports true.
 func (e *timeoutError) Timeout() bool { return true }
 
-// idleBody cancels the request when no body bytes arrive for timeout.
+// idleBody cancels the request when no body bytes arrive for timeout, and
+// reports on Close whether the body arrived without a transport error.
 type idleBody struct {
 	body    io.ReadCloser
 	timer   *time.Timer
 	timeout time.Duration
 	once    sync.Once
-	done    func()
+	done    func(bodyOK bool)
 	// fired is set when the idle timer cancelled the request.
 	fired atomic.Bool
+	// failed is set when a read failed (reset, truncation, idle timeout).
+	failed atomic.Bool
 }
 
 // Read reads from the body, re-arming the idle timer.
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.timer.Reset(b.timeout)
-	if err != nil && err != io.EOF && b.fired.Load() {
-		err = errIdleTimeout
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+		if b.fired.Load() {
+			err = errIdleTimeout
+		}
 	}
 	return n, err
 }
@@ -248,7 +258,7 @@ func (b *idleBody) Close() error {
 	err := b.body.Close()
 	b.once.Do(func() {
 		b.timer.Stop()
-		b.done()
+		b.done(!b.failed.Load())
 	})
 	return err
 }
