@@ -33,7 +33,7 @@ func (e *inputError) Is(target error) bool { return target == ErrBadRequest }
 // rubygems.org: `gem push --host http://gemproxy:9292/` asks for
 // //api/v1/gems. It rejects path traversal in any encoding, encoded slashes
 // and backslashes, anything but printable ASCII (raw or decoded, so
-// overlong UTF-8 never reaches upstream), ";", a trailing slash, segments
+// overlong UTF-8 never reaches upstream), ";" and "#", a trailing slash, segments
 // over 255 bytes, over-long paths and queries, and queries that are not
 // cleanly percent-encoded printable ASCII (a raw space would split the
 // request line sent upstream).
@@ -62,8 +62,8 @@ func splitRequestURI(raw string) (path, rawPath, rawQuery string, err error) {
 		return "", "", "", badRequest("malformed percent-encoding in path")
 	}
 	for i := 0; i < len(path); i++ {
-		if c := path[i]; !printableASCII(c) || c == '\\' || c == ';' {
-			return "", "", "", badRequest("control character, non-ASCII byte, backslash or ; in path")
+		if c := path[i]; !printableASCII(c) || c == '\\' || c == ';' || c == '#' {
+			return "", "", "", badRequest("control character, non-ASCII byte, backslash, ; or # in path")
 		}
 	}
 	for rest := path[1:]; path != "/"; {
