@@ -175,7 +175,7 @@ func TestMultipartPushAndYankFormForwarded(t *testing.T) {
 	fw.Write([]byte("gem body"))
 	mw.WriteField("attestations", `[{"x":1}]`)
 	mw.Close()
-	pr, _ := http.NewRequest("POST", "/api/v1/gems", bytes.NewReader(form.Bytes()))
+	pr, _ := http.NewRequest("POST", "http://gemproxy/api/v1/gems", bytes.NewReader(form.Bytes()))
 	pr.Header.Set("Authorization", "key")
 	pr.Header.Set("Content-Type", mw.FormDataContentType())
 	presp, err := tp.App().Test(pr, -1)
@@ -193,7 +193,7 @@ func TestMultipartPushAndYankFormForwarded(t *testing.T) {
 	}
 
 	req := strings.NewReader("gem_name=rack&version=1.0.0")
-	r, _ := http.NewRequest("DELETE", "/api/v1/gems/yank", req)
+	r, _ := http.NewRequest("DELETE", "http://gemproxy/api/v1/gems/yank", req)
 	r.Header.Set("Authorization", "key")
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	yresp, err := tp.App().Test(r, -1)
@@ -256,9 +256,9 @@ func TestWriteInvalidatesCachedEntries(t *testing.T) {
 			if !strings.Contains(string(body), "2.0.0") {
 				t.Fatalf("API after push = %q", body)
 			}
-			r, _ := http.NewRequest("DELETE", "/api/v1/gems/yank", strings.NewReader("gem_name=rack&version=1.0.0"))
+			r, _ := http.NewRequest("DELETE", "http://gemproxy/api/v1/gems/yank", strings.NewReader("gem_name=rack&version=1.0.0"))
 			if tc.inQuery {
-				r, _ = http.NewRequest("DELETE", "/api/v1/gems/yank?gem_name=rack&version=1.0.0", nil)
+				r, _ = http.NewRequest("DELETE", "http://gemproxy/api/v1/gems/yank?gem_name=rack&version=1.0.0", nil)
 			}
 			r.Header.Set("Authorization", "k")
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")

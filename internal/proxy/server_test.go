@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -131,5 +132,36 @@ func TestMaxConnections(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err == nil && resp.StatusCode == 200 {
 		t.Fatalf("a third connection was served with max_connections = 2 (%d held)", len(held))
+	}
+}
+
+// TestRequestSmugglingRefused: two different Content-Lengths, or
+// Content-Length with chunked, must not let a second request ride in the
+// body of the first (RFC 9112 §6.1, §6.3): the smuggled request never
+// reaches the upstream.
+func TestRequestSmugglingRefused(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tp := newTestProxy(t, up.URL)
+	tp.listen(t)
+	smuggled := "GET /api/v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	for name, head := range map[string]string{
+		"two Content-Lengths": "POST /api/v1/gems HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nContent-Length: " +
+			fmt.Sprint(len(smuggled)) + "\r\nContent-Length: 0\r\n\r\n",
+		"Content-Length with chunked": "POST /api/v1/gems HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nContent-Length: " +
+			fmt.Sprint(len(smuggled)+5) + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", tp.listen(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, head+smuggled)
+			io.Copy(io.Discard, conn) // until gemproxy closes the connection
+			if n := up.count("/api/v1/smuggled"); n != 0 {
+				t.Fatalf("the smuggled request reached the upstream %d times", n)
+			}
+		})
 	}
 }
