@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestOversizedHeadersRejected(t *testing.T) {
@@ -163,5 +165,34 @@ func TestRequestSmugglingRefused(t *testing.T) {
 				t.Fatalf("the smuggled request reached the upstream %d times", n)
 			}
 		})
+	}
+}
+
+// TestControlBytesInHeadersAreTheClientsFault: a control byte in a header
+// value is a 400, never an upstream request, and never counts against the
+// upstream: five of them must not open the circuit for everyone.
+func TestControlBytesInHeadersAreTheClientsFault(t *testing.T) {
+	up := newCountingUpstream(t, miniGems([]byte("gem")))
+	tp := newTestProxy(t, up.URL, func(o *Options) {
+		o.Breaker = BreakerOptions{Failures: 2, Backoff: time.Minute, MaxBackoff: time.Minute}
+	})
+	tp.listen(t)
+	for _, req := range []string{
+		"GET /api/v1/zzz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+		"GET /api/v1/zzz HTTP/1.1\r\nHost: x\r\nX(A): b\r\n\r\n",
+		"GET /api/v1/zzz HTTP/1.1\r\nHost: x\r\nAuthorization: k\x7f\r\n\r\n",
+		"POST /api/v1/gems HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nX-A: \x1b[31m\r\nContent-Length: 0\r\n\r\n",
+		"GET /info/newgem HTTP/1.1\r\nHost: x\r\nUser-Agent: bundler\x01\r\n\r\n",
+		"GET /info/newgem2 HTTP/1.1\r\nHost: x\r\nUser-Agent: bundler\x01\r\n\r\n",
+	} {
+		if status, body := tp.doRaw(t, req); status != http.StatusBadRequest {
+			t.Errorf("%q: %d %q, want 400", req, status, body)
+		}
+	}
+	if got := testutil.ToFloat64(tp.m.UpstreamCircuitState); got != metrics.CircuitClosed {
+		t.Fatalf("circuit state %v after client mistakes, want closed", got)
+	}
+	if status, _ := tp.doRaw(t, "GET /info/foo-bar HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusOK {
+		t.Fatalf("an innocent request afterwards: %d", status)
 	}
 }
