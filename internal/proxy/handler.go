@@ -61,7 +61,10 @@ func (p *Proxy) newApp() *fiber.App {
 	so := p.opts.Server.withDefaults()
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
-		StreamRequestBody:     true, // request bodies are streamed upstream, never buffered whole
+		// /healthz, /readyz and /metrics exactly: not /Metrics or /metrics/.
+		StrictRouting:     true,
+		CaseSensitive:     true,
+		StreamRequestBody: true, // request bodies are streamed upstream, never buffered whole
 		// Multipart pushes (gem + attestations) are forwarded byte for byte,
 		// never parsed.
 		DisablePreParseMultipartForm: true,

@@ -399,25 +399,49 @@ func validName(s string) bool {
 	return ValidParam(s) && strings.IndexFunc(s, isAlnum) >= 0
 }
 
-// validVersion reports whether s can be a gem version: a ValidParam that
-// starts with a digit, as Gem::Version requires.
+// validVersion reports whether s can be a gem version as RubyGems writes
+// it: digits, then dot-separated letters and digits ("1.0.0.pre.2");
+// Gem::Version turns "-" into ".pre.", so no version holds one.
 func validVersion(s string) bool {
-	return ValidParam(s) && s[0] >= '0' && s[0] <= '9'
+	if !ValidParam(s) || s[0] < '0' || s[0] > '9' {
+		return false
+	}
+	for part := range strings.SplitSeq(s, ".") {
+		if part == "" || strings.IndexFunc(part, func(r rune) bool { return !isAlnum(r) }) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // validFullName reports whether s can be a gem's full name,
-// NAME-VERSION[-PLATFORM]: some "-" followed by a digit, with a valid name
-// before it.
+// NAME-VERSION[-PLATFORM]: a valid name, a valid version, and a platform
+// of non-empty dash-separated parts ("x86_64-linux-gnu").
 func validFullName(s string) bool {
 	if !ValidParam(s) {
 		return false
 	}
 	for i := 1; i < len(s)-1; i++ {
-		if s[i] == '-' && s[i+1] >= '0' && s[i+1] <= '9' && validName(s[:i]) {
+		if s[i] != '-' || s[i+1] < '0' || s[i+1] > '9' || !validName(s[:i]) {
+			continue
+		}
+		version, platform, hasPlatform := strings.Cut(s[i+1:], "-")
+		if validVersion(version) && (!hasPlatform || validPlatform(platform)) {
 			return true
 		}
 	}
 	return false
+}
+
+// validPlatform reports whether s can be a gem platform: dash-separated
+// parts, each with a letter or digit.
+func validPlatform(s string) bool {
+	for part := range strings.SplitSeq(s, "-") {
+		if strings.IndexFunc(part, isAlnum) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // isAlnum reports whether r is an ASCII letter or digit.

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 func TestRouteTable(t *testing.T) {
@@ -26,6 +29,9 @@ func TestRouteTable(t *testing.T) {
 		{"GET", "/downloads/rack-3.0.0.gem", "download", Cached, []string{"rack-3.0.0"}},
 		{"GET", "/gems/net-http-persistent-4.0.2.gem", "gem", Cached, []string{"net-http-persistent-4.0.2"}},
 		{"GET", "/gems/ruby-2-1.0.0.pre.gem", "gem", Cached, []string{"ruby-2-1.0.0.pre"}},
+		{"GET", "/gems/a-0.gem", "gem", Cached, []string{"a-0"}},
+		{"GET", "/gems/ffi-1.17.2-x86_64-linux-gnu.gem", "gem", Cached, []string{"ffi-1.17.2-x86_64-linux-gnu"}},
+		{"GET", "/quick/Marshal.4.8/facter-2.4.6-universal-darwin.gemspec.rz", "quick_spec", Cached, []string{"facter-2.4.6-universal-darwin"}},
 		{"GET", "/api/v1/dependencies", "dependencies", DependencyAPI, nil},
 		{"GET", "/api/v1/dependencies.json", "dependencies", DependencyAPI, nil},
 		{"GET", "/api/v1/gems/rails.json", "api_gem", Cached, []string{"rails"}},
@@ -83,7 +89,8 @@ func TestRouteTable(t *testing.T) {
 	}
 	for _, miss := range []struct{ method, path string }{
 		{"GET", "/gems/rack.zip"}, {"GET", "/gems/rack.gem"}, {"GET", "/gems/---.gem"}, {"GET", "/gems/_-1.0.gem"},
-		{"GET", "/info/..."}, {"GET", "/info/-"}, {"GET", "/quick/Marshal.4.8/rack-x.gemspec.rz"}, {"GET", "/info"}, {"GET", "/info/a/b"}, {"POST", "/versions"}, {"GET", "/quick/rack.gemspec.rz"},
+		{"GET", "/info/..."}, {"GET", "/info/-"}, {"GET", "/gems/foo-1...gem"}, {"GET", "/gems/foo-1.0-...gem"},
+		{"GET", "/gems/foo-1.0--linux.gem"}, {"GET", "/api/v2/rubygems/rack/versions/1..2.json"}, {"GET", "/quick/Marshal.4.8/rack-x.gemspec.rz"}, {"GET", "/info"}, {"GET", "/info/a/b"}, {"POST", "/versions"}, {"GET", "/quick/rack.gemspec.rz"},
 	} {
 		if rt, _, _ := r.Match(miss.method, miss.path, new([maxParams]string)); rt != nil {
 			t.Errorf("%s %s matched %s", miss.method, miss.path, rt.Endpoint)
@@ -132,4 +139,22 @@ func FuzzRequestURI(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEveryCorpusGemRoutes: the file-name checks accept every real gem in
+// the corpus, platform gems included.
+func TestEveryCorpusGemRoutes(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(testupstream.CorpusDir(t), "gems", "*.gem"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no corpus gems: %v", err)
+	}
+	r := NewRouter()
+	for _, f := range files {
+		base := filepath.Base(f)
+		for _, path := range []string{"/gems/" + base, "/quick/Marshal.4.8/" + strings.TrimSuffix(base, ".gem") + ".gemspec.rz"} {
+			if rt, _, err := r.Match("GET", path, new([maxParams]string)); rt == nil || err != nil {
+				t.Errorf("%s: not routed (%v)", path, err)
+			}
+		}
+	}
 }
