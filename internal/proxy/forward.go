@@ -36,8 +36,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	contentLength := int64(reqHeader.ContentLength())
 	if contentLength > p.opts.MaxBodySize {
 		cancel()
-		c.Context().SetConnectionClose()
-		_ = plainError(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
+		refuseBody(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
 		return 0
 	}
 	var client *clientBody
@@ -80,11 +79,9 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		cancel()
 		switch {
 		case client != nil && errors.Is(client.err, errBodyTooLarge):
-			c.Context().SetConnectionClose()
-			_ = plainError(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
+			refuseBody(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
 		case client != nil && client.err != nil:
-			c.Context().SetConnectionClose()
-			_ = plainError(c, http.StatusBadRequest, "malformed or interrupted request body")
+			refuseBody(c, http.StatusBadRequest, "malformed or interrupted request body")
 		default:
 			ue := errUpstream("request", err).(*upstreamError)
 			_ = plainError(c, ue.status, ue.Error())
@@ -131,6 +128,13 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	}
 	out.SetBodyStream(&closeHook{ReadCloser: resp.Body, hook: cancel}, int(resp.ContentLength))
 	return max(resp.ContentLength, 0)
+}
+
+// refuseBody answers a request whose body gemproxy will not forward, and
+// closes the connection: the rest of that body is never read.
+func refuseBody(c *fiber.Ctx, status int, reason string) {
+	c.Context().SetConnectionClose()
+	_ = plainError(c, status, reason)
 }
 
 // errBodyTooLarge aborts a chunked request body over the size limit.
