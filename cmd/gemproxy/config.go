@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,9 +49,6 @@ type Config struct {
 	// MemoryCache bounds the bytes of small bodies kept in memory for fast
 	// hits. Default 64MiB; 0 disables in-memory bodies.
 	MemoryCache Size `toml:"memory_cache"`
-	// NegativeTTL is how long an upstream 404 is remembered. Default 60s;
-	// 0 disables negative caching.
-	NegativeTTL Duration `toml:"negative_ttl"`
 	// KeepYanked keeps a yanked version's .gem and gemspec cached after a
 	// yank through gemproxy. Default false.
 	KeepYanked bool `toml:"keep_yanked"`
@@ -69,75 +65,15 @@ type Config struct {
 	// SweepInterval is how often the size cap is enforced and the cache
 	// gauges are refreshed. Default 1m; 0 is invalid.
 	SweepInterval Duration `toml:"sweep_interval"`
-	// TTL is the freshness of each mutable cache class.
-	TTL TTLConfig `toml:"ttl"`
-	// MaxStale bounds stale-if-error per class.
-	MaxStale MaxStaleConfig `toml:"max_stale"`
-	// StaleWhileRevalidate is the serve-stale-and-refresh window per class.
-	StaleWhileRevalidate SWRConfig `toml:"stale_while_revalidate"`
+	// Classes is the cache policy of each class, one [class.CLASS] table
+	// per class; the defaults are proxy.DefaultPolicies.
+	Classes ClassTables `toml:"class"`
 	// Breaker configures the upstream circuit breaker.
 	Breaker BreakerConfig `toml:"breaker"`
 	// UpstreamTimeouts bounds the phases of an upstream request.
 	UpstreamTimeouts UpstreamTimeoutsConfig `toml:"upstream_timeouts"`
-	// ClassTimeouts overrides the first-byte and idle timeouts per cache
-	// class ([class_timeouts.gem] ...).
-	ClassTimeouts map[string]ClassTimeoutConfig `toml:"class_timeouts"`
 	// Server holds the client-facing server limits and shutdown timing.
 	Server ServerConfig `toml:"server"`
-}
-
-// TTLConfig is the [ttl] table: how long an entry of each mutable class is
-// served without asking the upstream. Defaults are proxy.DefaultTTL (60s);
-// 0 means "revalidate on every request". Immutable classes (gems,
-// gemspecs) never expire and have no key.
-type TTLConfig struct {
-	// Versions is the TTL of /versions.
-	Versions Duration `toml:"versions"`
-	// Info is the TTL of /info/NAME.
-	Info Duration `toml:"info"`
-	// Names is the TTL of /names.
-	Names Duration `toml:"names"`
-	// FullIndex is the TTL of the Marshal full index (specs.4.8.gz...).
-	FullIndex Duration `toml:"full_index"`
-	// API is the TTL of anonymous JSON/YAML API reads.
-	API Duration `toml:"api"`
-}
-
-// MaxStaleConfig is the [max_stale] table: how long after expiry an entry
-// is still served when the upstream fails (stale-if-error). Defaults are
-// proxy.DefaultMaxStale; 0 means without limit.
-type MaxStaleConfig struct {
-	// Versions bounds /versions.
-	Versions Duration `toml:"versions"`
-	// Info bounds /info/NAME.
-	Info Duration `toml:"info"`
-	// Names bounds /names.
-	Names Duration `toml:"names"`
-	// FullIndex bounds specs.4.8.gz and friends.
-	FullIndex Duration `toml:"full_index"`
-	// QuickSpec bounds gemspecs (immutable, so only negative entries expire).
-	QuickSpec Duration `toml:"quick_spec"`
-	// Gem bounds .gem files (immutable, so only negative entries expire).
-	Gem Duration `toml:"gem"`
-	// API bounds JSON/YAML API reads. Default 24h.
-	API Duration `toml:"api"`
-}
-
-// SWRConfig is the [stale_while_revalidate] table: within this window
-// after expiry an entry is served at once and refreshed in the background.
-// Defaults are proxy.DefaultStaleWhileRevalidate; 0 disables it.
-type SWRConfig struct {
-	// Versions is the window of /versions. Default 30s.
-	Versions Duration `toml:"versions"`
-	// Info is the window of /info/NAME. Default 0: a stale /info beside a
-	// fresh /versions would break Bundler.
-	Info Duration `toml:"info"`
-	// Names is the window of /names. Default 30s.
-	Names Duration `toml:"names"`
-	// FullIndex is the window of the full index. Default 30s.
-	FullIndex Duration `toml:"full_index"`
-	// API is the window of API reads. Default 0.
-	API Duration `toml:"api"`
 }
 
 // BreakerConfig is the [breaker] table of the upstream circuit breaker.
@@ -153,7 +89,8 @@ type BreakerConfig struct {
 }
 
 // UpstreamTimeoutsConfig is the [upstream_timeouts] table. Every value must
-// be positive.
+// be positive. FirstByte and Idle apply to forwarded calls (writes and
+// pass-through); cache fills take theirs from their class's policy.
 type UpstreamTimeoutsConfig struct {
 	// Connect bounds the TCP and TLS handshake. Default 10s.
 	Connect Duration `toml:"connect"`
@@ -163,15 +100,6 @@ type UpstreamTimeoutsConfig struct {
 	Idle Duration `toml:"idle"`
 	// Fill bounds one whole coalesced cache fill. Default 10m.
 	Fill Duration `toml:"fill"`
-}
-
-// ClassTimeoutConfig is one [class_timeouts.CLASS] table; 0 keeps the
-// [upstream_timeouts] value.
-type ClassTimeoutConfig struct {
-	// FirstByte bounds the wait for response headers.
-	FirstByte Duration `toml:"first_byte"`
-	// Idle bounds the wait between two body reads.
-	Idle Duration `toml:"idle"`
 }
 
 // ServerConfig is the [server] table.
@@ -208,38 +136,12 @@ func Defaults() Config {
 		LogFormat:             "text",
 		MaxSize:               10 * GiB,
 		MemoryCache:           64 * MiB,
-		NegativeTTL:           Duration(60 * time.Second),
 		MaxBodySize:           500 * MiB,
 		UpstreamConcurrency:   32,
 		UpstreamRedirectHosts: []string{},
 		SweepInterval:         Duration(time.Minute),
-		TTL: TTLConfig{
-			Versions:  Duration(proxy.DefaultTTL[proxy.ClassVersions]),
-			Info:      Duration(proxy.DefaultTTL[proxy.ClassInfo]),
-			Names:     Duration(proxy.DefaultTTL[proxy.ClassNames]),
-			FullIndex: Duration(proxy.DefaultTTL[proxy.ClassFullIndex]),
-			API:       Duration(proxy.DefaultTTL[proxy.ClassAPI]),
-		},
-		MaxStale: MaxStaleConfig{
-			Versions:  maxStaleDefault(proxy.ClassVersions),
-			Info:      maxStaleDefault(proxy.ClassInfo),
-			Names:     maxStaleDefault(proxy.ClassNames),
-			FullIndex: maxStaleDefault(proxy.ClassFullIndex),
-			QuickSpec: maxStaleDefault(proxy.ClassQuickSpec),
-			Gem:       maxStaleDefault(proxy.ClassGem),
-			API:       maxStaleDefault(proxy.ClassAPI),
-		},
-		StaleWhileRevalidate: SWRConfig{
-			Versions:  Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassVersions]),
-			Info:      Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassInfo]),
-			Names:     Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassNames]),
-			FullIndex: Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassFullIndex]),
-			API:       Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassAPI]),
-		},
-		ClassTimeouts: map[string]ClassTimeoutConfig{
-			string(proxy.ClassGem): {Idle: Duration(60 * time.Second)},
-		},
-		Breaker: BreakerConfig{Failures: 5, Backoff: Duration(5 * time.Second), MaxBackoff: Duration(5 * time.Minute)},
+		Classes:               classTables(proxy.DefaultPolicies()),
+		Breaker:               BreakerConfig{Failures: 5, Backoff: Duration(5 * time.Second), MaxBackoff: Duration(5 * time.Minute)},
 		UpstreamTimeouts: UpstreamTimeoutsConfig{
 			Connect:   Duration(10 * time.Second),
 			FirstByte: Duration(30 * time.Second),
@@ -255,15 +157,6 @@ func Defaults() Config {
 			DrainTimeout:   Duration(60 * time.Second),
 		},
 	}
-}
-
-// maxStaleDefault renders proxy.DefaultMaxStale for the file, where 0
-// means without limit.
-func maxStaleDefault(c proxy.Class) Duration {
-	if d := proxy.DefaultMaxStale[c]; d < proxy.Unlimited {
-		return Duration(d)
-	}
-	return 0
 }
 
 // lockTimeout is how long cache.Open waits for the file lock, so that a
@@ -315,62 +208,20 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 			MaxHeaderBytes: c.Server.MaxHeaderBytes,
 			MaxConnections: c.Server.MaxConnections,
 		},
-		TTL:         make(map[proxy.Class]time.Duration),
-		NegativeTTL: time.Duration(c.NegativeTTL),
+		Policies:    c.Classes.policies(),
 		MaxBodySize: int64(c.MaxBodySize),
 		KeepYanked:  c.KeepYanked,
 		Offline:     c.Offline,
-		MaxStale: map[proxy.Class]time.Duration{
-			proxy.ClassVersions: zeroMeans(c.MaxStale.Versions, proxy.Unlimited), proxy.ClassInfo: zeroMeans(c.MaxStale.Info, proxy.Unlimited),
-			proxy.ClassNames: zeroMeans(c.MaxStale.Names, proxy.Unlimited), proxy.ClassFullIndex: zeroMeans(c.MaxStale.FullIndex, proxy.Unlimited),
-			proxy.ClassQuickSpec: zeroMeans(c.MaxStale.QuickSpec, proxy.Unlimited), proxy.ClassGem: zeroMeans(c.MaxStale.Gem, proxy.Unlimited),
-			proxy.ClassAPI: zeroMeans(c.MaxStale.API, proxy.Unlimited),
-		},
-		StaleWhileRevalidate: map[proxy.Class]time.Duration{
-			proxy.ClassVersions: zeroMeans(c.StaleWhileRevalidate.Versions, -1), proxy.ClassInfo: zeroMeans(c.StaleWhileRevalidate.Info, -1),
-			proxy.ClassNames: zeroMeans(c.StaleWhileRevalidate.Names, -1), proxy.ClassFullIndex: zeroMeans(c.StaleWhileRevalidate.FullIndex, -1),
-			proxy.ClassAPI: zeroMeans(c.StaleWhileRevalidate.API, -1),
-		},
 		Breaker: proxy.BreakerOptions{
 			Failures:   c.Breaker.Failures,
 			Backoff:    time.Duration(c.Breaker.Backoff),
 			MaxBackoff: time.Duration(c.Breaker.MaxBackoff),
 		},
 	}
-	if len(c.ClassTimeouts) > 0 {
-		o.ClassTimeouts = make(map[proxy.Class]proxy.Timeouts, len(c.ClassTimeouts))
-		for class, t := range c.ClassTimeouts {
-			o.ClassTimeouts[proxy.Class(class)] = proxy.Timeouts{FirstByte: time.Duration(t.FirstByte), Idle: time.Duration(t.Idle)}
-		}
-	}
 	if o.Breaker.Failures == 0 {
 		o.Breaker.Failures = -1 // breaker off
 	}
-	if o.NegativeTTL == 0 {
-		o.NegativeTTL = -1 // negative caching off
-	}
-	for class, d := range map[proxy.Class]Duration{
-		proxy.ClassVersions:  c.TTL.Versions,
-		proxy.ClassInfo:      c.TTL.Info,
-		proxy.ClassNames:     c.TTL.Names,
-		proxy.ClassFullIndex: c.TTL.FullIndex,
-		proxy.ClassAPI:       c.TTL.API,
-	} {
-		if d == 0 {
-			d = -1 // revalidate on every request
-		}
-		o.TTL[class] = time.Duration(d)
-	}
 	return o, nil
-}
-
-// zeroMeans translates a file duration where 0 has a special meaning into
-// the proxy's convention (where 0 selects the default).
-func zeroMeans(d Duration, zero time.Duration) time.Duration {
-	if d == 0 {
-		return zero
-	}
-	return time.Duration(d)
 }
 
 // keyError is a Validate failure: the TOML key and what is wrong. load
@@ -436,25 +287,7 @@ func (c Config) Validate() error {
 		v       Duration
 		zeroBad bool
 	}{
-		{"negative_ttl", c.NegativeTTL, false},
 		{"sweep_interval", c.SweepInterval, true},
-		{"ttl.versions", c.TTL.Versions, false},
-		{"ttl.info", c.TTL.Info, false},
-		{"ttl.names", c.TTL.Names, false},
-		{"ttl.full_index", c.TTL.FullIndex, false},
-		{"ttl.api", c.TTL.API, false},
-		{"max_stale.versions", c.MaxStale.Versions, false},
-		{"max_stale.info", c.MaxStale.Info, false},
-		{"max_stale.names", c.MaxStale.Names, false},
-		{"max_stale.full_index", c.MaxStale.FullIndex, false},
-		{"max_stale.quick_spec", c.MaxStale.QuickSpec, false},
-		{"max_stale.gem", c.MaxStale.Gem, false},
-		{"max_stale.api", c.MaxStale.API, false},
-		{"stale_while_revalidate.versions", c.StaleWhileRevalidate.Versions, false},
-		{"stale_while_revalidate.info", c.StaleWhileRevalidate.Info, false},
-		{"stale_while_revalidate.names", c.StaleWhileRevalidate.Names, false},
-		{"stale_while_revalidate.full_index", c.StaleWhileRevalidate.FullIndex, false},
-		{"stale_while_revalidate.api", c.StaleWhileRevalidate.API, false},
 		{"breaker.backoff", c.Breaker.Backoff, true},
 		{"breaker.max_backoff", c.Breaker.MaxBackoff, true},
 		{"upstream_timeouts.connect", c.UpstreamTimeouts.Connect, true},
@@ -475,13 +308,8 @@ func (c Config) Validate() error {
 			return bad(d.key, "must be positive")
 		}
 	}
-	for class, ct := range c.ClassTimeouts {
-		if !slices.Contains(proxy.Classes, proxy.Class(class)) {
-			return bad("class_timeouts."+class, "unknown cache class (want one of %v)", proxy.Classes)
-		}
-		if ct.FirstByte < 0 || ct.Idle < 0 {
-			return bad("class_timeouts."+class, "must not be negative")
-		}
+	if err := c.Classes.validate(); err != nil {
+		return err
 	}
 	if c.Breaker.Failures < 0 {
 		return bad("breaker.failures", "must not be negative")
@@ -644,11 +472,18 @@ func (s Size) String() string {
 }
 
 // Duration is a time.Duration written as a Go duration string ("60s",
-// "10m", "1h30m"); the integer 0 is also accepted.
+// "10m", "1h30m") or "unlimited" (a bound that never runs out).
 type Duration time.Duration
 
-// UnmarshalText parses a Go duration string.
+// unlimited is how a Duration of proxy.Unlimited is written.
+const unlimited = "unlimited"
+
+// UnmarshalText parses a Go duration string or "unlimited".
 func (d *Duration) UnmarshalText(text []byte) error {
+	if string(text) == unlimited {
+		*d = Duration(proxy.Unlimited)
+		return nil
+	}
 	v, err := time.ParseDuration(string(text))
 	if err != nil {
 		if _, numErr := strconv.ParseInt(string(text), 10, 64); numErr == nil {
@@ -663,8 +498,13 @@ func (d *Duration) UnmarshalText(text []byte) error {
 // MarshalText writes d as a Go duration string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// String writes d as a Go duration string.
-func (d Duration) String() string { return time.Duration(d).String() }
+// String writes d as a Go duration string, or "unlimited".
+func (d Duration) String() string {
+	if time.Duration(d) == proxy.Unlimited {
+		return unlimited
+	}
+	return time.Duration(d).String()
+}
 
 // envConfig names the variable holding the config file path.
 const envConfig = "GEMPROXY_CONFIG"
@@ -833,13 +673,31 @@ func load(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) (Config, erro
 	if err := c.Validate(); err != nil {
 		var ke *keyError
 		if errors.As(err, &ke) {
-			if where, ok := origin[ke.key]; ok {
+			if where, ok := originOf(origin, ke.key); ok {
 				return Config{}, fmt.Errorf("%s: %s", where, ke.problem)
 			}
 		}
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// originOf finds where key's value came from: the key itself, or the
+// closest enclosing table given (a [class.info] table decoded as a whole).
+func originOf(origin map[string]string, key string) (string, bool) {
+	for k := key; k != ""; {
+		if where, ok := origin[k]; ok && k == key {
+			return where, true
+		} else if ok {
+			return strings.TrimSuffix(where, k) + key, true
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return "", false
 }
 
 // decodeFile decodes the TOML file at path over c and returns the keys it
@@ -882,6 +740,9 @@ func decodeFile(path string, c *Config) ([]string, error) {
 func describeDecodeError(err error) string {
 	var pe toml.ParseError
 	if errors.As(err, &pe) && pe.LastKey != "" {
+		if strings.HasPrefix(pe.Message, pe.LastKey+".") {
+			return pe.Message // a table's own decoder named the key inside it
+		}
 		return pe.LastKey + ": " + pe.Message
 	}
 	msg := err.Error()

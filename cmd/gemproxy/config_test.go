@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -8,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/gemproxy/gemproxy/internal/proxy"
 )
 
@@ -151,7 +151,7 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 			keys = append(keys, tomlKeys(f.Type, prefix+tag+".")...)
 			continue
 		case reflect.Map:
-			// Tables named by the user (class_timeouts.gem): their defaults
+			// Tables keyed by name ([class.gem]): their defaults
 			// are compared by DeepEqual; their keys are not fixed.
 			continue
 		}
@@ -199,8 +199,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 	}{
 		{name: "unknown key", file: "listen = \":1\"\ncolour = \"blue\"\n",
 			want: `config FILE: colour: unknown key`},
-		{name: "unknown key in table", file: "[ttl]\ngems = \"1s\"\n",
-			want: `config FILE: ttl.gems: unknown key`},
+		{name: "unknown key in table", file: "[breaker]\nfailure = 1\n",
+			want: `config FILE: breaker.failure: unknown key`},
 		{name: "unknown table reported once", file: "[cache]\nsize = 1\n",
 			want: `config FILE: cache: unknown key`},
 		{name: "several unknown keys", file: "a = 1\nb = 2\n",
@@ -209,10 +209,10 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `config FILE: line 1: expected value but found '\n' instead`},
 		{name: "wrong type", file: "listen = 9292\n",
 			want: `config FILE: listen: incompatible types: TOML value has type int64; destination has type string`},
-		{name: "bad duration", file: "[ttl]\ninfo = \"abc\"\n",
-			want: `config FILE: ttl.info: invalid duration "abc"`},
-		{name: "duration without unit", file: "negative_ttl = 60\n",
-			want: `config FILE: negative_ttl: invalid duration "60": missing unit (e.g. "60s")`},
+		{name: "bad duration", file: "[class.info]\nttl = \"abc\"\n",
+			want: `config FILE: class.info.ttl: invalid duration "abc"`},
+		{name: "duration without unit", file: "sweep_interval = 60\n",
+			want: `config FILE: sweep_interval: invalid duration "60": missing unit (e.g. "60s")`},
 		{name: "negative duration", file: "sweep_interval = \"-1s\"\n",
 			want: `config FILE: sweep_interval: must not be negative`},
 		{name: "zero timeout", file: "[upstream_timeouts]\nconnect = \"0s\"\n",
@@ -379,13 +379,11 @@ func TestOptionsTranslation(t *testing.T) {
 				po.Upstream.IdleTimeout != 30*time.Second {
 				t.Errorf("upstream options %+v", po.Upstream)
 			}
-			if po.NegativeTTL != time.Minute || po.MaxBodySize != 500<<20 || po.KeepYanked {
+			if po.MaxBodySize != 500<<20 || po.KeepYanked {
 				t.Errorf("proxy options %+v", po)
 			}
-			for _, class := range []proxy.Class{proxy.ClassVersions, proxy.ClassInfo, proxy.ClassNames, proxy.ClassFullIndex, proxy.ClassAPI} {
-				if po.TTL[class] != proxy.DefaultTTL[class] {
-					t.Errorf("TTL[%s] = %v, want %v", class, po.TTL[class], proxy.DefaultTTL[class])
-				}
+			if !maps.Equal(po.Policies, proxy.DefaultPolicies()) {
+				t.Errorf("policies %+v, want the defaults %+v", po.Policies, proxy.DefaultPolicies())
 			}
 			want := proxy.ServerOptions{ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16384, MaxConnections: 10000}
 			if po.Server != want {
@@ -395,20 +393,23 @@ func TestOptionsTranslation(t *testing.T) {
 		{name: "zero means off", file: `
 max_size = 0
 memory_cache = 0
+[class.info]
+ttl = "0s"
 negative_ttl = "0s"
-[ttl]
-info = "0s"
+max_stale = "0s"
 `, check: func(t *testing.T, c Config) {
 			co := c.CacheOptions(true)
 			if co.MaxSize != -1 || co.MemoryBodyLimit != -1 || !co.ReadOnly {
 				t.Errorf("cache options %+v: want no cap, no memory bodies, read-only", co)
 			}
 			po := mustProxyOptions(t, c)
-			if po.NegativeTTL >= 0 {
-				t.Errorf("NegativeTTL = %v, want negative (off)", po.NegativeTTL)
+			info := proxy.DefaultPolicies()[proxy.ClassInfo]
+			info.TTL, info.NegativeTTL, info.MaxStale = 0, 0, 0
+			if po.Policies[proxy.ClassInfo] != info {
+				t.Errorf("info policy %+v, want %+v (only the keys given changed)", po.Policies[proxy.ClassInfo], info)
 			}
-			if po.TTL[proxy.ClassInfo] >= 0 || po.TTL[proxy.ClassVersions] != time.Minute {
-				t.Errorf("TTL = %v: want info negative (always revalidate), versions 1m", po.TTL)
+			if po.Policies[proxy.ClassVersions] != proxy.DefaultPolicies()[proxy.ClassVersions] {
+				t.Errorf("versions policy %+v changed", po.Policies[proxy.ClassVersions])
 			}
 		}},
 		{name: "values pass through", file: `
@@ -456,18 +457,34 @@ func mustProxyOptions(t *testing.T, c Config) proxy.Options {
 	return po
 }
 
-// TestClassTimeoutsValidated rejects an unknown class and negative values.
-func TestClassTimeoutsValidated(t *testing.T) {
+// TestClassTablesValidated rejects an unknown class, an unknown key, a
+// bad value and a negative or zero one, naming the file and the key.
+func TestClassTablesValidated(t *testing.T) {
 	for _, tc := range []struct{ file, want string }{
-		{"[class_timeouts.gems]\nidle = \"1s\"\n", "class_timeouts.gems: unknown cache class"},
-		{"[class_timeouts.gem]\nidle = \"-1s\"\n", "class_timeouts.gem: must not be negative"},
+		{"[class.gems]\nidle_timeout = \"1s\"\n", "class.gems: unknown cache class"},
+		{"[class.gem]\nidle = \"1s\"\n", "class.gem.idle: unknown key"},
+		{"[class.gem]\nidle_timeout = \"soon\"\n", "class.gem.idle_timeout"},
+		{"[class.gem]\nidle_timeout = \"-1s\"\n", "class.gem.idle_timeout: must not be negative"},
+		{"class.info.first_byte_timeout = \"0s\"\n", "class.info.first_byte_timeout: must be positive"},
 	} {
-		c := Defaults()
-		if _, err := toml.Decode(tc.file, &c); err != nil {
-			t.Fatal(err)
+		clearEnv(t)
+		path := writeFile(t, "gemproxy.toml", tc.file)
+		t.Setenv(envConfig, path)
+		_, err := loadServe(t)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: %v, want %q naming %s", tc.file, err, tc.want, path)
 		}
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: %v, want %q", tc.file, err, tc.want)
-		}
+	}
+}
+
+// TestUnlimitedDuration round-trips "unlimited", the file's word for a
+// bound that never runs out.
+func TestUnlimitedDuration(t *testing.T) {
+	var d Duration
+	if err := d.UnmarshalText([]byte("unlimited")); err != nil || time.Duration(d) != proxy.Unlimited {
+		t.Fatalf("unlimited parsed as %v, %v", d, err)
+	}
+	if d.String() != "unlimited" {
+		t.Fatalf("unlimited written as %q", d.String())
 	}
 }

@@ -153,7 +153,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 // TestStartupErrorsExit2WithOneLine checks bad configurations and command
 // lines stop gemproxy with status 2 and exactly one stderr line.
 func TestStartupErrorsExit2WithOneLine(t *testing.T) {
-	badFile := writeFile(t, "bad.toml", "[ttl]\ninfo = \"abc\"\n")
+	badFile := writeFile(t, "bad.toml", "[class.info]\nttl = \"abc\"\n")
 	regular := writeFile(t, "regular", "x")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -171,7 +171,7 @@ func TestStartupErrorsExit2WithOneLine(t *testing.T) {
 		want string // the whole stderr line, without "gemproxy: " and newline
 	}{
 		{name: "bad duration in file", args: []string{"--config", badFile},
-			want: `config ` + badFile + `: ttl.info: invalid duration "abc"`},
+			want: `config ` + badFile + `: class.info.ttl: invalid duration "abc"`},
 		{name: "bad value in env", env: []string{"GEMPROXY_UPSTREAM=ftp://rubygems.org"},
 			want: `GEMPROXY_UPSTREAM: "ftp://rubygems.org" is not an http or https URL`},
 		{name: "bad value in flag", args: []string{"serve", "--log-level", "loud"},
@@ -197,7 +197,7 @@ func TestStartupErrorsExit2WithOneLine(t *testing.T) {
 		{name: "stats without a cache", args: []string{"cache", "stats", "--data-dir", emptyDir},
 			want: `data_dir ` + emptyDir + `: no cache.db here (nothing cached yet, or another directory)`},
 		{name: "cache command reads the config file", args: []string{"cache", "stats", "--config", badFile},
-			want: `config ` + badFile + `: ttl.info: invalid duration "abc"`},
+			want: `config ` + badFile + `: class.info.ttl: invalid duration "abc"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

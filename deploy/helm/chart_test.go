@@ -66,9 +66,8 @@ var kubeVersion = chartutil.KubeVersion{Version: "v1.31.0", Major: "1", Minor: "
 // config.example.toml; gemproxy rejects any other key at start-up.
 var configKeys = []string{
 	"listen", "upstream", "data_dir", "offline", "log_level", "log_format",
-	"max_size", "memory_cache", "negative_ttl", "keep_yanked", "max_body_size",
+	"max_size", "memory_cache", "keep_yanked", "max_body_size",
 	"upstream_concurrency", "upstream_redirect_hosts", "sweep_interval",
-	"ttl.versions", "ttl.info", "ttl.names", "ttl.full_index", "ttl.api",
 	"upstream_timeouts.connect", "upstream_timeouts.first_byte",
 	"upstream_timeouts.idle", "upstream_timeouts.fill",
 	"server.read_timeout", "server.write_timeout", "server.idle_timeout",
@@ -76,15 +75,31 @@ var configKeys = []string{
 	"server.shutdown_grace", "server.drain_timeout",
 }
 
+// classKeys are the keys of every [class.CLASS] table.
+var classKeys = []string{"ttl", "negative_ttl", "max_stale", "stale_while_revalidate",
+	"revalidate_timeout", "first_byte_timeout", "idle_timeout"}
+
+// cacheClasses are gemproxy's cache classes, the tables under [class].
+var cacheClasses = []string{"versions", "info", "names", "full_index", "quick_spec", "gem", "api"}
+
+func init() {
+	for _, c := range cacheClasses {
+		configTables = append(configTables, "class."+c)
+		for _, k := range classKeys {
+			configKeys = append(configKeys, "class."+c+"."+k)
+			durationKeys = append(durationKeys, "class."+c+"."+k)
+		}
+	}
+}
+
 // configTables are the tables of config.toml.
-var configTables = []string{"ttl", "upstream_timeouts", "server"}
+var configTables = []string{"class", "upstream_timeouts", "server"}
 
 // durationKeys and sizeKeys are the keys whose values are Go durations and
 // byte sizes.
 var (
 	durationKeys = []string{
-		"negative_ttl", "sweep_interval",
-		"ttl.versions", "ttl.info", "ttl.names", "ttl.full_index", "ttl.api",
+		"sweep_interval",
 		"upstream_timeouts.connect", "upstream_timeouts.first_byte",
 		"upstream_timeouts.idle", "upstream_timeouts.fill",
 		"server.read_timeout", "server.write_timeout", "server.idle_timeout",
@@ -443,9 +458,10 @@ func TestRenderDefaults(t *testing.T) {
 	cfg := checkConfigMap(t, m)
 	for key, want := range map[string]any{
 		"upstream": "https://rubygems.org", "log_level": "info", "log_format": "json",
-		"offline": false, "max_size": "10GiB", "memory_cache": "64MiB", "negative_ttl": "60s",
-		"keep_yanked": false, "ttl.versions": "60s", "ttl.info": "60s", "ttl.names": "60s",
-		"ttl.full_index": "60s", "ttl.api": "60s",
+		"offline": false, "max_size": "10GiB", "memory_cache": "64MiB", "keep_yanked": false,
+		"class.versions.ttl": "60s", "class.info.ttl": "60s", "class.names.ttl": "60s",
+		"class.full_index.ttl": "60s", "class.api.ttl": "60s",
+		"class.versions.negative_ttl": "60s", "class.gem.negative_ttl": "60s", "class.api.negative_ttl": "60s",
 		"server.shutdown_grace": "5s", "server.drain_timeout": "60s",
 	} {
 		if got := cfg[key]; got != want {
@@ -530,9 +546,10 @@ func TestRenderCustomValues(t *testing.T) {
 	cfg := checkConfigMap(t, m)
 	for key, want := range map[string]any{
 		"upstream": "https://gems.example.com/base", "log_level": "debug", "log_format": "text",
-		"offline": true, "max_size": "50GiB", "memory_cache": "0", "negative_ttl": "0",
-		"keep_yanked": true, "ttl.versions": "30s", "ttl.info": "2m", "ttl.names": "5m",
-		"ttl.full_index": "1h30m", "ttl.api": "0",
+		"offline": true, "max_size": "50GiB", "memory_cache": "0", "keep_yanked": true,
+		"class.versions.ttl": "30s", "class.info.ttl": "2m", "class.names.ttl": "5m",
+		"class.full_index.ttl": "1h30m", "class.api.ttl": "0",
+		"class.info.negative_ttl": "0", "class.quick_spec.negative_ttl": "0",
 		"server.shutdown_grace": "10s", "server.drain_timeout": "300s",
 		// from extraConfig
 		"upstream_concurrency": int64(64), "max_body_size": "1GiB",
@@ -991,9 +1008,9 @@ func TestRenderFailures(t *testing.T) {
 	}{
 		{"extraConfig repeats a chart key", "config: {extraConfig: 'upstream = \"https://x.example\"'}", "must not set upstream"},
 		{"extraConfig sets listen", "config: {extraConfig: \"listen = ':8080'\"}", "must not set listen"},
-		{"extraConfig sets a chart ttl", "config: {extraConfig: 'ttl.info = \"5m\"'}", "must not set ttl.info"},
-		{"extraConfig opens [server]", "config: {extraConfig: \"[server]\\nmax_connections = 5\"}", "must not open a [ttl] or [server] table"},
-		{"extraConfig opens [ttl]", "config: {extraConfig: \"[ ttl ]\\napi = '1s'\"}", "must not open a [ttl] or [server] table"},
+		{"extraConfig sets a chart ttl", "config: {extraConfig: 'class.info.ttl = \"5m\"'}", "must not set class.info.ttl"},
+		{"extraConfig opens [server]", "config: {extraConfig: \"[server]\\nmax_connections = 5\"}", "must not open a [class.*] or [server] table"},
+		{"extraConfig opens [class.info]", "config: {extraConfig: \"[ class.info ]\\nrevalidate_timeout = '5s'\"}", "must not open a [class.*] or [server] table"},
 		{"grace too short", "terminationGracePeriodSeconds: 65", "must be larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

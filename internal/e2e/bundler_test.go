@@ -143,8 +143,9 @@ func TestBundleSeesNewVersionAfterTTL(t *testing.T) {
 	requireClients(t)
 	const ttl = 1 * time.Second
 	e := start(t, testupstream.Options{}, func(o *proxy.Options) {
-		o.TTL = map[proxy.Class]time.Duration{proxy.ClassVersions: ttl, proxy.ClassInfo: ttl}
-		o.StaleWhileRevalidate = map[proxy.Class]time.Duration{proxy.ClassVersions: -1}
+		for _, c := range []proxy.Class{proxy.ClassVersions, proxy.ClassInfo} {
+			o.TunePolicy(c, func(pol *proxy.Policy) { pol.TTL = ttl })
+		}
 	})
 	publishFixture(t, e.up)
 	c := newClient(t)
@@ -199,8 +200,9 @@ func refreshes(t *testing.T, e *env) map[string]float64 {
 func TestClientSwitchesBetweenProxyAndUpstream(t *testing.T) {
 	requireClients(t)
 	e := start(t, testupstream.Options{}, func(o *proxy.Options) {
-		o.TTL = map[proxy.Class]time.Duration{proxy.ClassVersions: -1, proxy.ClassInfo: -1}
-		o.StaleWhileRevalidate = map[proxy.Class]time.Duration{proxy.ClassVersions: -1}
+		for _, c := range []proxy.Class{proxy.ClassVersions, proxy.ClassInfo} {
+			o.TunePolicy(c, func(pol *proxy.Policy) { pol.TTL = 0 })
+		}
 	})
 	publishFixture(t, e.up)
 	c := newClient(t)

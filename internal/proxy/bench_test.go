@@ -105,17 +105,18 @@ func newBenchProxy(b *testing.B) *benchProxy {
 		eps = append(eps, metrics.Endpoint{Name: name, Methods: methods})
 	}
 	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Endpoints: eps, Version: "bench"})
-	ttl := map[Class]time.Duration{}
-	for _, c := range Classes {
-		ttl[c] = time.Hour
+	policies := DefaultPolicies()
+	for c, pol := range policies {
+		pol.TTL = time.Hour
+		policies[c] = pol
 	}
 	p, err := New(store, Options{
 		Upstream: UpstreamOptions{URL: u},
 		Metrics:  m,
 		// Level warn, as in bench/run.sh: the access log is checked, not written.
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Version: "bench",
-		TTL:     ttl,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Version:  "bench",
+		Policies: policies,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -133,8 +133,8 @@ func (p *Proxy) appendTail(fr fillRequest, old *cache.Entry, resp *http.Response
 		}
 		e := *old
 		e.StoredAt = now
-		e.FreshUntil = now.Add(p.ttl(fr.rt.Class))
-		e.Header = entryHeaders(fr.rt, http.StatusOK, resp.Header, a.MD5, a.SHA256, p.ttl(fr.rt.Class), now)
+		e.FreshUntil = now.Add(p.policy(fr.rt.Class).TTL)
+		e.Header = entryHeaders(fr.rt, http.StatusOK, resp.Header, a.MD5, a.SHA256, p.policy(fr.rt.Class).TTL, now)
 		return e, nil
 	})
 	if err != nil {

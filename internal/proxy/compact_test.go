@@ -190,6 +190,9 @@ func TestVersionsAppendRefresh(t *testing.T) {
 	}
 	base := b.String()
 	tp, iu, up := newIndexProxy(t, base, testInfo)
+	// Re-compressing 5 MB under the race detector can take longer than
+	// the 2 s revalidation deadline; this test is about bytes moved.
+	tp.opts.TunePolicy(ClassVersions, func(pol *Policy) { pol.RevalidateTimeout = time.Minute })
 	if resp, body := tp.do(t, "GET", "/versions"); resp.StatusCode != 200 || string(body) != base {
 		t.Fatalf("first fetch: %d, %d bytes", resp.StatusCode, len(body))
 	}
@@ -270,7 +273,7 @@ func TestCompactIndexRefreshFallsBackToFull(t *testing.T) {
 
 func TestInfoCoherentWithVersions(t *testing.T) {
 	tp, iu, up := newIndexProxy(t, testVersions, testInfo)
-	tp.opts.TTL = map[Class]time.Duration{ClassInfo: 10 * time.Minute}
+	tp.opts.TunePolicy(ClassInfo, func(pol *Policy) { pol.TTL = 10 * time.Minute })
 	tp.do(t, "GET", "/versions")
 	tp.do(t, "GET", "/info/rack")
 	// A push: /info/rack grows and /versions names its new MD5.

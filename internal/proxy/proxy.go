@@ -23,29 +23,16 @@ type Options struct {
 	Upstream UpstreamOptions
 	// Server configures the client-facing server limits.
 	Server ServerOptions
-	// TTL overrides DefaultTTL per class. A zero or missing value keeps the
-	// default; a negative value means "always revalidate".
-	TTL map[Class]time.Duration
-	// NegativeTTL is how long a 404 is remembered. Default 60s; negative
-	// disables negative caching.
-	NegativeTTL time.Duration
+	// Policies sets the cache policy per class. A class missing from the
+	// map gets its row of DefaultPolicies; a row present is taken as it is
+	// (zero fields mean zero, not "the default").
+	Policies map[Class]Policy
 	// MaxBodySize is the largest request body forwarded upstream. Default
 	// 500 MiB (the origin's limit).
 	MaxBodySize int64
 	// MaxUnverifiedSize is the largest gem served without being stored when
 	// its checksum is unknown. Default 128 MiB.
 	MaxUnverifiedSize int64
-	// MaxStale bounds, per class, how long after expiry a stale entry is
-	// still served when the upstream fails (stale-if-error). A missing or
-	// zero value keeps DefaultMaxStale; a negative value never serves stale.
-	MaxStale map[Class]time.Duration
-	// StaleWhileRevalidate is, per class, the window after expiry in which
-	// a stale entry is served at once while one background refresh runs.
-	// Missing or zero: DefaultStaleWhileRevalidate; negative disables it.
-	StaleWhileRevalidate map[Class]time.Duration
-	// ClassTimeouts overrides, per class, the upstream's first-byte and idle
-	// timeouts (a slow mirror of large gems may need more than the index).
-	ClassTimeouts map[Class]Timeouts
 	// Breaker configures the upstream circuit breaker.
 	Breaker BreakerOptions
 	// Offline never contacts the upstream: reads are served from the cache
@@ -79,9 +66,10 @@ type Proxy struct {
 	now func() time.Time
 
 	refreshMu sync.Mutex
-	// refreshing holds the keys with a stale-while-revalidate refresh running.
-	refreshing map[string]bool
-	// background counts running background refreshes.
+	// refreshing holds the refreshes of expired entries that are running,
+	// by key: at most one per key, joined by every request for it.
+	refreshing map[string]*refresh
+	// background counts running refreshes.
 	background sync.WaitGroup
 }
 
@@ -104,9 +92,6 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	if opts.Upstream.URL == nil {
 		return nil, ErrNoUpstream
 	}
-	if opts.NegativeTTL == 0 {
-		opts.NegativeTTL = 60 * time.Second
-	}
 	if opts.MaxBodySize == 0 {
 		opts.MaxBodySize = 500 << 20
 	}
@@ -117,6 +102,11 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		opts.Logger = slog.Default()
 	}
 	opts.Upstream.Version = opts.Version
+	policies := DefaultPolicies()
+	for c, pol := range opts.Policies {
+		policies[c] = pol
+	}
+	opts.Policies = policies
 	p := &Proxy{
 		opts:       opts,
 		store:      store,
@@ -124,7 +114,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		log:        opts.Logger,
 		m:          opts.Metrics,
 		now:        time.Now,
-		refreshing: make(map[string]bool),
+		refreshing: make(map[string]*refresh),
 	}
 	br := newBreaker(opts.Breaker, func() time.Time { return p.now() }, func(state int, reason string) {
 		p.m.SetCircuitState(state)
@@ -135,43 +125,9 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// DefaultMaxStale is how long after expiry each class may be served stale
-// when the upstream fails: without limit for the index and immutable
-// classes, one day for API JSON.
-var DefaultMaxStale = map[Class]time.Duration{
-	ClassVersions: Unlimited, ClassInfo: Unlimited, ClassNames: Unlimited, ClassFullIndex: Unlimited,
-	ClassQuickSpec: Unlimited, ClassGem: Unlimited, ClassAPI: 24 * time.Hour,
-}
-
-// DefaultStaleWhileRevalidate is the window after expiry in which a stale
-// entry is served at once and refreshed in the background: index files
-// only, never /info (a stale /info beside a fresh /versions breaks Bundler).
-var DefaultStaleWhileRevalidate = map[Class]time.Duration{
-	ClassVersions: 30 * time.Second, ClassNames: 30 * time.Second, ClassFullIndex: 30 * time.Second,
-}
-
-// Unlimited is a staleness bound that never runs out.
-const Unlimited = time.Duration(1<<63 - 1)
-
-// classDuration looks up c in m, falling back to def; negative means 0.
-func classDuration(m, def map[Class]time.Duration, c Class) time.Duration {
-	d, ok := m[c]
-	if !ok || d == 0 {
-		d = def[c]
-	}
-	return max(d, 0)
-}
-
-// ttl is the freshness of class.
-func (p *Proxy) ttl(c Class) time.Duration {
-	if d, ok := p.opts.TTL[c]; ok && d != 0 {
-		if d < 0 {
-			return 0
-		}
-		return d
-	}
-	return DefaultTTL[c]
-}
+// policy is the cache policy of class c (the zero Policy for routes
+// that are not cached).
+func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 
 // App returns the Fiber app (for Listen, Test and Shutdown).
 func (p *Proxy) App() *fiber.App { return p.app }

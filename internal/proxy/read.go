@@ -94,32 +94,33 @@ type fillRequest struct {
 	userAgent string
 }
 
-// lookup answers a cached route: a fresh entry; a stale one inside the
-// stale-while-revalidate window (refreshed in the background); one filled
-// (coalesced) from upstream; or a stale one when the upstream fails, within
-// the class's max-stale bound.
+// lookup answers a cached route: what the cache holds for fr.key when it
+// is fresh, else what decide says (see resolve).
 func (p *Proxy) lookup(ctx context.Context, fr fillRequest) (*cache.Entry, metrics.Result, error) {
 	return p.resolve(ctx, fr, p.store.Lookup(fr.key))
 }
 
 // resolve is lookup once the cache has been asked: e is what it returned
-// for fr.key (nil when absent).
+// for fr.key (nil when absent). A fresh entry is served; an expired one is
+// revalidated synchronously within the class's RevalidateTimeout (or, with
+// stale-while-revalidate configured, served at once and refreshed in the
+// background); a miss is filled, coalesced, from the upstream.
 func (p *Proxy) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*cache.Entry, metrics.Result, error) {
-	now := p.now()
-	if e != nil && p.fresh(e) {
+	pol := p.policy(fr.rt.Class)
+	switch decide(e, p.now(), pol, p.opts.Offline) {
+	case serveFresh:
 		return e, metrics.ResultHit, nil
-	}
-	if p.opts.Offline {
+	case serveOffline:
 		if e != nil {
 			return e, metrics.ResultStale, nil
 		}
 		return nil, metrics.ResultMiss, errOfflineMiss
-	}
-	if e != nil && e.Status == http.StatusOK && now.Sub(e.FreshUntil) < classDuration(p.opts.StaleWhileRevalidate, DefaultStaleWhileRevalidate, fr.rt.Class) {
-		p.refreshInBackground(fr)
+	case serveStaleRefresh:
+		p.startRefresh(fr)
 		return e, metrics.ResultStale, nil
+	case revalidate:
+		return p.revalidateWithin(ctx, fr, e, pol)
 	}
-	stale := e
 	p.m.CacheFillWaiters.Inc()
 	// Only the leader's closure runs, so led tells the leader from followers.
 	led := false
@@ -129,48 +130,94 @@ func (p *Proxy) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*c
 			return p.safeLoad(ctx, fr)
 		})
 	p.m.CacheFillWaiters.Dec()
-	if err != nil {
-		if stale != nil && ctx.Err() == nil &&
-			p.now().Sub(stale.FreshUntil) <= classDuration(p.opts.MaxStale, DefaultMaxStale, fr.rt.Class) {
-			p.log.Warn("upstream failed; serving stale entry", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
-			return stale, metrics.ResultStale, nil
-		}
-		return nil, metrics.ResultMiss, err
-	}
 	switch {
+	case err != nil:
+		return nil, metrics.ResultMiss, err
 	case got.ID == 0:
 		return got, metrics.ResultBypass, nil
-	case stale != nil:
-		return got, metrics.ResultRevalidated, nil
 	case !led:
 		return got, metrics.ResultCoalesced, nil
 	}
 	return got, metrics.ResultMiss, nil
 }
 
-// refreshInBackground starts one refresh of fr.key unless one is running.
-func (p *Proxy) refreshInBackground(fr fillRequest) {
-	p.refreshMu.Lock()
-	if p.refreshing[fr.key] {
-		p.refreshMu.Unlock()
-		return
+// revalidateWithin refreshes the expired entry stale and waits for the
+// answer until the policy's RevalidateTimeout, counted from the start of
+// the refresh. When the upstream fails or is late, the stale copy is
+// served if pol.MaxStale allows it, and a late refresh goes on in the
+// background; otherwise the request waits for the refresh's outcome.
+func (p *Proxy) revalidateWithin(ctx context.Context, fr fillRequest, stale *cache.Entry, pol Policy) (*cache.Entry, metrics.Result, error) {
+	r := p.startRefresh(fr)
+	p.m.CacheFillWaiters.Inc()
+	defer p.m.CacheFillWaiters.Dec()
+	deadline := time.NewTimer(pol.RevalidateTimeout - time.Since(r.started))
+	defer deadline.Stop()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, metrics.ResultMiss, ctx.Err()
+	case <-deadline.C:
+		if servableStale(stale, p.now(), pol) {
+			p.log.Warn("upstream missed the revalidation deadline; serving stale entry", "endpoint", fr.rt.Endpoint,
+				"key", fr.key, "deadline", pol.RevalidateTimeout)
+			return stale, metrics.ResultStale, nil
+		}
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, metrics.ResultMiss, ctx.Err()
+		}
 	}
-	p.refreshing[fr.key] = true
-	p.refreshMu.Unlock()
+	switch {
+	case r.err == nil && r.entry.ID == 0:
+		return r.entry, metrics.ResultBypass, nil
+	case r.err == nil:
+		return r.entry, metrics.ResultRevalidated, nil
+	case servableStale(stale, p.now(), pol):
+		p.log.Warn("upstream failed; serving stale entry", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", r.err)
+		return stale, metrics.ResultStale, nil
+	}
+	return nil, metrics.ResultMiss, r.err
+}
+
+// refresh is one running refresh of an expired entry: a coalesced fill on
+// a context detached from every client, so that it completes (and is
+// stored) even when the requests that started it stopped waiting.
+type refresh struct {
+	// started is when the refresh began; deadlines count from it.
+	started time.Time
+	// done is closed once entry and err are set.
+	done chan struct{}
+	// entry is the refreshed entry when err is nil.
+	entry *cache.Entry
+	// err is why the refresh failed.
+	err error
+}
+
+// startRefresh returns the running refresh of fr.key, starting one when
+// none runs. Proxy.Wait waits for it.
+func (p *Proxy) startRefresh(fr fillRequest) *refresh {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
+	if r := p.refreshing[fr.key]; r != nil {
+		return r
+	}
+	r := &refresh{started: time.Now(), done: make(chan struct{})}
+	p.refreshing[fr.key] = r
 	p.background.Add(1)
 	go func() {
 		defer p.background.Done()
-		defer func() {
-			p.refreshMu.Lock()
-			delete(p.refreshing, fr.key)
-			p.refreshMu.Unlock()
-		}()
-		_, _, err := p.store.Fill(context.Background(), fr.key, p.fresh,
+		r.entry, _, r.err = p.store.Fill(context.Background(), fr.key, p.fresh,
 			func(ctx context.Context) (*cache.Entry, error) { return p.safeLoad(ctx, fr) })
-		if err != nil {
-			p.log.Warn("background refresh failed", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", err)
+		if r.err != nil {
+			p.log.Warn("refresh failed", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", r.err)
 		}
+		p.refreshMu.Lock()
+		delete(p.refreshing, fr.key)
+		p.refreshMu.Unlock()
+		close(r.done)
 	}()
+	return r
 }
 
 // errOfflineMiss answers a miss in offline mode.
@@ -228,7 +275,7 @@ func (p *Proxy) send(ctx context.Context, rt *Route, req *http.Request, follow b
 	}
 	start := time.Now()
 	p.m.UpstreamInFlight.Inc()
-	resp, err := p.up.do(ctx, req, follow, p.opts.ClassTimeouts[rt.Class])
+	resp, err := p.up.do(ctx, req, follow, p.policy(rt.Class).timeouts())
 	p.m.ObserveUpstream(rt.Endpoint, respCode(resp, err), time.Since(start))
 	if err != nil {
 		p.m.UpstreamInFlight.Dec()
@@ -375,10 +422,10 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 		Status:    http.StatusOK,
 		StoredAt:  now,
 		Immutable: fr.rt.Immutable,
-		Header:    entryHeaders(fr.rt, http.StatusOK, resp.Header, st.MD5(), sha, p.ttl(fr.rt.Class), now),
+		Header:    entryHeaders(fr.rt, http.StatusOK, resp.Header, st.MD5(), sha, p.policy(fr.rt.Class).TTL, now),
 	}
 	if !e.Immutable {
-		e.FreshUntil = now.Add(p.ttl(fr.rt.Class))
+		e.FreshUntil = now.Add(p.policy(fr.rt.Class).TTL)
 	}
 	stored, err := p.store.Commit(st, e, cache.CommitOptions{Gzip: fr.rt.CompactIndex, Appendable: fr.rt.CompactIndex})
 	if err != nil {
@@ -393,10 +440,7 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 // storeNotFound stores (or, with negative caching off, returns) a 404.
 func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cache.Entry, error) {
 	now := p.now()
-	ttl := p.opts.NegativeTTL
-	if ttl < 0 {
-		ttl = 0
-	}
+	ttl := p.policy(fr.rt.Class).NegativeTTL
 	ct := h.Get("Content-Type")
 	if ct == "" || strings.Contains(ct, "xml") {
 		ct = contentTypeTextPlain
@@ -407,7 +451,7 @@ func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cach
 		FreshUntil: now.Add(ttl),
 		Header:     entryHeaders(fr.rt, http.StatusNotFound, hdr, [16]byte{}, [32]byte{}, ttl, now),
 	}
-	if p.opts.NegativeTTL < 0 {
+	if ttl == 0 {
 		e.Body = body
 		return &e, nil
 	}
@@ -490,7 +534,7 @@ func (p *Proxy) renew(fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
 	now := p.now()
 	next := *old
 	next.StoredAt = now
-	next.FreshUntil = now.Add(p.ttl(fr.rt.Class))
+	next.FreshUntil = now.Add(p.policy(fr.rt.Class).TTL)
 	return p.store.Renew(old, next)
 }
 

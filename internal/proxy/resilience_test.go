@@ -120,7 +120,9 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		}
 		iu.ServeHTTP(w, r)
 	})
-	tp := newTestProxy(t, srv.URL)
+	tp := newTestProxy(t, srv.URL, func(o *Options) {
+		o.TunePolicy(ClassVersions, func(pol *Policy) { pol.StaleWhileRevalidate = 30 * time.Second })
+	})
 	tp.do(t, "GET", "/versions")
 	grown := testVersions + "rack 3.0.0 ffffffffffffffffffffffffffffffff\n"
 	iu.set("/versions", []byte(grown))
@@ -226,7 +228,10 @@ func TestPerClassUpstreamTimeouts(t *testing.T) {
 	})
 	tp := newTestProxy(t, up.URL, func(o *Options) {
 		o.Upstream.FirstByteTimeout = 100 * time.Millisecond
-		o.ClassTimeouts = map[Class]Timeouts{ClassGem: {FirstByte: 5 * time.Second}}
+		for _, c := range Classes {
+			o.TunePolicy(c, func(pol *Policy) { pol.FirstByteTimeout = 100 * time.Millisecond })
+		}
+		o.TunePolicy(ClassGem, func(pol *Policy) { pol.FirstByteTimeout = 5 * time.Second })
 		o.Breaker.Failures = -1
 	})
 	resp, body := tp.do(t, "GET", "/api/v1/gems/foo-bar.json")

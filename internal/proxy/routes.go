@@ -3,7 +3,6 @@ package proxy
 import (
 	"slices"
 	"strings"
-	"time"
 )
 
 // Class is a cache class: routes of one class share a TTL, a staleness
@@ -30,16 +29,6 @@ const (
 
 // Classes lists every cache class, for metrics and configuration.
 var Classes = []Class{ClassVersions, ClassInfo, ClassNames, ClassFullIndex, ClassQuickSpec, ClassGem, ClassAPI}
-
-// DefaultTTL is the freshness of each mutable class (PROTOCOL.md §1.3).
-// Immutable classes never expire.
-var DefaultTTL = map[Class]time.Duration{
-	ClassVersions:  60 * time.Second,
-	ClassInfo:      60 * time.Second,
-	ClassNames:     60 * time.Second,
-	ClassFullIndex: 60 * time.Second,
-	ClassAPI:       60 * time.Second,
-}
 
 // Handling says how the proxy answers a route.
 type Handling uint8

@@ -114,15 +114,15 @@ in the middle of a drain.
 
 {{/*
 Checks config.extraConfig against the keys the chart renders itself: a
-repeated key or a second [ttl]/[server] table would make gemproxy exit at
+repeated key or a [class.*]/[server] table over the chart's dotted keys would make gemproxy exit at
 start-up with a TOML error, so the render fails here instead.
 */}}
 {{- define "gemproxy.checkExtraConfig" -}}
 {{- $extra := .Values.config.extraConfig | default "" }}
-{{- if regexMatch "(?m)^[ \\t]*\\[[ \\t]*(ttl|server)[ \\t]*\\]" $extra }}
-{{- fail "config.extraConfig must not open a [ttl] or [server] table: the chart renders those keys; use config.ttl / config.*Seconds, or dotted keys such as server.max_connections = 20000" }}
+{{- if regexMatch "(?m)^[ \\t]*\\[[ \\t]*(class|server)[ \\t]*[\\].]" $extra }}
+{{- fail "config.extraConfig must not open a [class.*] or [server] table: the chart renders keys in them; use config.ttl / config.*Seconds, or dotted keys such as class.info.revalidate_timeout = \"5s\" or server.max_connections = 20000" }}
 {{- end }}
-{{- $keys := list "listen" "data_dir" "upstream" "log_level" "log_format" "offline" "max_size" "memory_cache" "negative_ttl" "keep_yanked" "ttl\\.versions" "ttl\\.info" "ttl\\.names" "ttl\\.full_index" "ttl\\.api" "server\\.shutdown_grace" "server\\.drain_timeout" }}
+{{- $keys := list "listen" "data_dir" "upstream" "log_level" "log_format" "offline" "max_size" "memory_cache" "keep_yanked" "class\\.versions\\.ttl" "class\\.versions\\.negative_ttl" "class\\.info\\.ttl" "class\\.info\\.negative_ttl" "class\\.names\\.ttl" "class\\.names\\.negative_ttl" "class\\.full_index\\.ttl" "class\\.full_index\\.negative_ttl" "class\\.quick_spec\\.negative_ttl" "class\\.gem\\.negative_ttl" "class\\.api\\.ttl" "class\\.api\\.negative_ttl" "server\\.shutdown_grace" "server\\.drain_timeout" }}
 {{- range $keys }}
 {{- if regexMatch (printf "(?m)^[ \\t]*[\"']?%s[\"']?[ \\t]*=" .) $extra }}
 {{- fail (printf "config.extraConfig must not set %s: the chart renders it from its own values (listen and data_dir are fixed)" (. | replace "\\" "")) }}
