@@ -428,7 +428,7 @@ func openPrefetchProxy(cfg Config, log io.Writer) (*proxy.Proxy, *cache.Store, e
 	popts.Logger = newLogger(logCfg, log)
 	popts.Version = ver
 	popts.Metrics = metrics.New(prometheus.NewRegistry(), metrics.Options{
-		Endpoints: metricEndpoints(),
+		Endpoints: proxy.MetricEndpoints(),
 		Classes:   classNames(),
 		Version:   ver,
 		Revision:  buildRevision(),

@@ -59,7 +59,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{
-		Endpoints: metricEndpoints(),
+		Endpoints: proxy.MetricEndpoints(),
 		Classes:   classNames(),
 		Version:   ver,
 		Revision:  buildRevision(),
@@ -159,19 +159,6 @@ func newLogger(c Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// metricEndpoints lists the route table's endpoints, sorted by name, for
-// pre-creating metric series.
-func metricEndpoints() []metrics.Endpoint {
-	byName := proxy.NewRouter().Endpoints()
-	out := make([]metrics.Endpoint, 0, len(byName))
-	for _, name := range slices.Sorted(maps.Keys(byName)) {
-		methods := slices.Clone(byName[name])
-		slices.Sort(methods)
-		out = append(out, metrics.Endpoint{Name: name, Methods: methods})
-	}
-	return out
 }
 
 // classNames lists proxy.Classes as strings.

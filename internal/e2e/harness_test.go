@@ -71,11 +71,7 @@ func start(t *testing.T, upOpts testupstream.Options, tweak ...func(*proxy.Optio
 	}
 	u, _ := url.Parse(ts.URL)
 	reg := prometheus.NewRegistry()
-	router := proxy.NewRouter()
-	var eps []metrics.Endpoint
-	for name, methods := range router.Endpoints() {
-		eps = append(eps, metrics.Endpoint{Name: name, Methods: methods})
-	}
+	eps := proxy.MetricEndpoints()
 	m := metrics.New(reg, metrics.Options{Endpoints: eps, Version: "e2e"})
 	logs := &bytes.Buffer{}
 	opts := proxy.Options{

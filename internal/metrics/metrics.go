@@ -31,6 +31,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -48,8 +49,9 @@ const OtherLabel = "other"
 // got no HTTP response (connection refused, timeout, TLS failure, ...).
 const UpstreamErrorLabel = "error"
 
-// Endpoint declares one route-table endpoint name and the HTTP methods it
-// answers, so that New can pre-create its series.
+// Endpoint declares one route-table endpoint name, the HTTP methods it
+// answers and what it can do, so that New pre-creates exactly the series
+// that can occur for it.
 type Endpoint struct {
 	// Name is the endpoint label value (for example "info" or "gem"),
 	// never a gem name. An empty Name is ignored; OtherLabel always
@@ -58,6 +60,13 @@ type Endpoint struct {
 	// Methods lists the HTTP methods (as the server reports them, e.g.
 	// "GET") the endpoint answers. Zero means GET and HEAD.
 	Methods []string
+	// Cached endpoints are read through the cache: every Result can occur.
+	// Other endpoints that reach the upstream are forwarded: only
+	// ResultBypass.
+	Cached bool
+	// Upstream endpoints may send requests upstream; the others are
+	// answered locally and get no upstream or lookup series.
+	Upstream bool
 }
 
 // Options configures New. The zero value is valid: it registers the
@@ -83,150 +92,114 @@ type Options struct {
 }
 
 // Result is the value of the result label of gemproxy_cache_lookups_total.
-type Result string
+// The zero Result means "no lookup happened" and is never recorded.
+type Result uint8
 
 // The outcomes of a cache lookup.
 const (
 	// ResultHit means a fresh entry was served from the cache.
-	ResultHit Result = "hit"
+	ResultHit Result = iota + 1
 	// ResultMiss means there was no entry and this request filled it.
-	ResultMiss Result = "miss"
+	ResultMiss
 	// ResultStale means a stale entry was served because the upstream
-	// failed (stale-if-error).
-	ResultStale Result = "stale"
+	// failed or missed the revalidation deadline (stale-if-error), or
+	// within a stale-while-revalidate window.
+	ResultStale
 	// ResultRevalidated means a stale entry was confirmed or updated by a
 	// conditional or ranged upstream request (304 or verified append).
-	ResultRevalidated Result = "revalidated"
+	ResultRevalidated
 	// ResultCoalesced means the request waited on another request's fill
 	// of the same key.
-	ResultCoalesced Result = "coalesced"
+	ResultCoalesced
 	// ResultBypass means the request was not eligible for the cache
 	// (credentials, write method, private route).
-	ResultBypass Result = "bypass"
+	ResultBypass
+	// numResults bounds the Result values.
+	numResults
 )
 
-// resultValues lists every Result in label order.
-func resultValues() [numResults]Result {
-	return [numResults]Result{ResultHit, ResultMiss, ResultStale, ResultRevalidated, ResultCoalesced, ResultBypass}
-}
+// resultNames are the label values of the Results, by value.
+var resultNames = [numResults]string{"", "hit", "miss", "stale", "revalidated", "coalesced", "bypass"}
 
-// numResults is the number of Result values.
-const numResults = 6
-
-// index returns r's position in resultValues, or -1.
-func (r Result) index() int {
-	switch r {
-	case ResultHit:
-		return 0
-	case ResultMiss:
-		return 1
-	case ResultStale:
-		return 2
-	case ResultRevalidated:
-		return 3
-	case ResultCoalesced:
-		return 4
-	case ResultBypass:
-		return 5
-	}
-	return -1
-}
+// String returns the label value.
+func (r Result) String() string { return resultNames[r] }
 
 // Source is the value of the source label of
 // gemproxy_http_response_bytes_total: where served body bytes came from.
-type Source string
+// The zero Source means "no body bytes" and is never recorded.
+type Source uint8
 
 // The sources of response bytes.
 const (
 	// SourceCache counts bytes served from the local cache.
-	SourceCache Source = "cache"
+	SourceCache Source = iota + 1
 	// SourceUpstream counts bytes streamed from upstream to the client
 	// (misses, pass-through).
-	SourceUpstream Source = "upstream"
+	SourceUpstream
+	// numSources bounds the Source values.
+	numSources
 )
 
-// numSources is the number of Source values.
-const numSources = 2
+// sourceNames are the label values of the Sources, by value.
+var sourceNames = [numSources]string{"", "cache", "upstream"}
 
-// sourceValues lists every Source in label order.
-func sourceValues() [numSources]Source { return [numSources]Source{SourceCache, SourceUpstream} }
-
-// index returns s's position in sourceValues, or -1.
-func (s Source) index() int {
-	switch s {
-	case SourceCache:
-		return 0
-	case SourceUpstream:
-		return 1
-	}
-	return -1
-}
+// String returns the label value.
+func (s Source) String() string { return sourceNames[s] }
 
 // RefreshPath is the value of the path label of the compact-index refresh
 // metrics: how a stale /versions or /info entry was brought up to date.
-type RefreshPath string
+type RefreshPath uint8
 
 // The ways a compact-index file is refreshed.
 const (
 	// RefreshAppend is a verified Range append (206).
-	RefreshAppend RefreshPath = "append"
+	RefreshAppend RefreshPath = iota
 	// RefreshFull is a full download (200, or after a failed append).
-	RefreshFull RefreshPath = "full"
+	RefreshFull
 	// RefreshNotModified is a 304: only freshness changed.
-	RefreshNotModified RefreshPath = "not_modified"
+	RefreshNotModified
+	// numRefreshPaths bounds the RefreshPath values.
+	numRefreshPaths
 )
 
-// numRefreshPaths is the number of RefreshPath values.
-const numRefreshPaths = 3
+// refreshPathNames are the label values of the RefreshPaths, by value.
+var refreshPathNames = [numRefreshPaths]string{"append", "full", "not_modified"}
 
-// refreshPathValues lists every RefreshPath in label order.
-func refreshPathValues() [numRefreshPaths]RefreshPath {
-	return [numRefreshPaths]RefreshPath{RefreshAppend, RefreshFull, RefreshNotModified}
-}
-
-// index returns p's position in refreshPathValues, or -1.
-func (p RefreshPath) index() int {
-	switch p {
-	case RefreshAppend:
-		return 0
-	case RefreshFull:
-		return 1
-	case RefreshNotModified:
-		return 2
-	}
-	return -1
-}
+// String returns the label value.
+func (p RefreshPath) String() string { return refreshPathNames[p] }
 
 // ChecksumReason is the value of the reason label of
 // gemproxy_cache_checksum_failures_total.
-type ChecksumReason string
+type ChecksumReason uint8
 
 // The reasons a .gem could not be verified before it was stored.
 const (
 	// ChecksumMismatch means the body's SHA-256 differs from the published
 	// checksum.
-	ChecksumMismatch ChecksumReason = "mismatch"
+	ChecksumMismatch ChecksumReason = iota
 	// ChecksumUnknown means no published checksum could be found.
-	ChecksumUnknown ChecksumReason = "unknown"
+	ChecksumUnknown
+	// numChecksumReasons bounds the ChecksumReason values.
+	numChecksumReasons
 )
 
-// numChecksumReasons is the number of ChecksumReason values.
-const numChecksumReasons = 2
+// checksumReasonNames are the label values of the ChecksumReasons.
+var checksumReasonNames = [numChecksumReasons]string{"mismatch", "unknown"}
 
-// checksumReasonValues lists every ChecksumReason in label order.
-func checksumReasonValues() [numChecksumReasons]ChecksumReason {
-	return [numChecksumReasons]ChecksumReason{ChecksumMismatch, ChecksumUnknown}
-}
+// String returns the label value.
+func (r ChecksumReason) String() string { return checksumReasonNames[r] }
 
-// index returns r's position in checksumReasonValues, or -1.
-func (r ChecksumReason) index() int {
-	switch r {
-	case ChecksumMismatch:
-		return 0
-	case ChecksumUnknown:
-		return 1
+// counters resolves one child of vec per name (its only label), in
+// order: the series of a small enum, created at zero. An empty name (an
+// enum's "none") gets no series.
+func counters(vec *prometheus.CounterVec, names []string) []prometheus.Counter {
+	out := make([]prometheus.Counter, len(names))
+	for i, n := range names {
+		if n != "" {
+			out[i] = vec.WithLabelValues(n)
+		}
 	}
-	return -1
+	return out
 }
 
 // The values of gemproxy_upstream_circuit_state, for SetCircuitState.
@@ -304,10 +277,11 @@ type requestHandles struct {
 type endpointHandles struct {
 	// name is the endpoint label value these handles carry.
 	name string
-	// lookups holds gemproxy_cache_lookups_total per Result.
+	// lookups holds gemproxy_cache_lookups_total per Result; nil for a
+	// Result the endpoint cannot produce.
 	lookups [numResults]prometheus.Counter
 	// upstreamCodes holds gemproxy_upstream_requests_total per status
-	// class, then UpstreamErrorLabel.
+	// class, then UpstreamErrorLabel; nil for a local endpoint.
 	upstreamCodes [numStatusClasses + 1]prometheus.Counter
 	// upstreamDuration is gemproxy_upstream_request_duration_seconds.
 	upstreamDuration prometheus.Observer
@@ -401,91 +375,69 @@ type Metrics struct {
 	// New.
 	usage map[string]usageHandles
 	// responseBytes holds HTTPResponseBytes per Source.
-	responseBytes [numSources]prometheus.Counter
+	responseBytes []prometheus.Counter
 	// refreshes holds CompactIndexRefreshes per RefreshPath.
-	refreshes [numRefreshPaths]prometheus.Counter
+	refreshes []prometheus.Counter
 	// refreshBytes holds CompactIndexRefreshBytes per RefreshPath.
-	refreshBytes [numRefreshPaths]prometheus.Counter
+	refreshBytes []prometheus.Counter
 	// checksumFailures holds CacheChecksumFailures per ChecksumReason.
-	checksumFailures [numChecksumReasons]prometheus.Counter
+	checksumFailures []prometheus.Counter
 }
 
-// New creates every gemproxy collector, pre-creates all label combinations
-// declared by opts at zero, and registers them on reg together with the Go
-// runtime and process collectors. A Go or process collector already
-// registered on reg is kept (so prometheus.DefaultRegisterer works); any
-// other registration failure, such as calling New twice on one registry,
-// is a programming error and panics. A nil reg builds working but
-// unregistered metrics, which is convenient in tests.
+// New creates every gemproxy collector through promauto.With(reg), so each
+// is registered as it is built, pre-creates at zero the label combinations
+// that opts says can occur, and registers the Go runtime and process
+// collectors. A Go or process collector already registered on reg is kept
+// (so prometheus.DefaultRegisterer works); any other registration failure,
+// such as calling New twice on one registry, is a programming error and
+// panics. A nil reg builds working but unregistered metrics, which is
+// convenient in tests.
 func New(reg prometheus.Registerer, opts Options) *Metrics {
+	f := promauto.With(reg)
+	counterVec := func(subsystem, name, help string, labels ...string) *prometheus.CounterVec {
+		return f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
+	}
+	gauge := func(subsystem, name, help string) prometheus.Gauge {
+		return f.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help})
+	}
+	gaugeVec := func(subsystem, name, help string, labels ...string) *prometheus.GaugeVec {
+		return f.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
+	}
+	histogramVec := func(subsystem, name, help string, labels ...string) *prometheus.HistogramVec {
+		return f.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help,
+			Buckets: durationBuckets()}, labels)
+	}
 	m := &Metrics{
-		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "http", Name: "requests_total",
-			Help: "HTTP responses served, by endpoint, method and status class.",
-		}, []string{"endpoint", "method", "code"}),
-		HTTPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Subsystem: "http", Name: "request_duration_seconds",
-			Help:    "Time to serve an HTTP request, from receipt to the end of the response.",
-			Buckets: durationBuckets(),
-		}, []string{"endpoint", "method"}),
-		HTTPResponseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "http", Name: "response_bytes_total",
-			Help: "Response body bytes sent to clients, by where they came from.",
-		}, []string{"source"}),
-		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "cache", Name: "lookups_total",
-			Help: "Cache lookups by endpoint and result (hit, miss, stale, revalidated, coalesced, bypass).",
-		}, []string{"endpoint", "result"}),
-		CacheFillWaiters: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "cache", Name: "fill_waiters",
-			Help: "Requests currently waiting on another request's fill of the same key.",
-		}),
-		CacheEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "cache", Name: "entries",
-			Help: "Entries in the cache, by cache class.",
-		}, []string{"class"}),
-		CacheSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "cache", Name: "size_bytes",
-			Help: "Stored body bytes in the cache, by cache class.",
-		}, []string{"class"}),
-		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "cache", Name: "evictions_total",
-			Help: "Cache entries evicted to honour the size cap.",
-		}),
-		CacheChecksumFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "cache", Name: "checksum_failures_total",
-			Help: "Bodies refused by the cache because their checksum did not match (mismatch) or was not published (unknown).",
-		}, []string{"reason"}),
-		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "upstream", Name: "requests_total",
-			Help: "Requests sent upstream, by endpoint and status class, or error when no response arrived.",
-		}, []string{"endpoint", "code"}),
-		UpstreamRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Subsystem: "upstream", Name: "request_duration_seconds",
-			Help:    "Time from sending an upstream request to its response headers or error.",
-			Buckets: durationBuckets(),
-		}, []string{"endpoint"}),
-		UpstreamInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "upstream", Name: "in_flight_requests",
-			Help: "Upstream requests currently in flight.",
-		}),
-		UpstreamResponseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "upstream", Name: "response_bytes_total",
-			Help: "Response body bytes read from upstream, by endpoint.",
-		}, []string{"endpoint"}),
-		UpstreamCircuitState: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "upstream", Name: "circuit_state",
-			Help: "State of the upstream circuit breaker: 0 closed, 1 half-open, 2 open.",
-		}),
-		CompactIndexRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "compactindex", Name: "refreshes_total",
-			Help: "Compact-index entries refreshed from upstream, by path (append, full, not_modified).",
-		}, []string{"path"}),
-		CompactIndexRefreshBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "compactindex", Name: "refresh_bytes_total",
-			Help: "Body bytes transferred by compact-index refreshes, by path (append, full, not_modified).",
-		}, []string{"path"}),
-		BuildInfo: prometheus.NewGauge(prometheus.GaugeOpts{
+		HTTPRequests: counterVec("http", "requests_total",
+			"HTTP responses served, by endpoint, method and status class.", "endpoint", "method", "code"),
+		HTTPRequestDuration: histogramVec("http", "request_duration_seconds",
+			"Time to serve an HTTP request, from receipt to the end of the response.", "endpoint", "method"),
+		HTTPResponseBytes: counterVec("http", "response_bytes_total",
+			"Response body bytes sent to clients, by where they came from.", "source"),
+		CacheLookups: counterVec("cache", "lookups_total",
+			"Cache lookups by endpoint and result (hit, miss, stale, revalidated, coalesced, bypass).", "endpoint", "result"),
+		CacheFillWaiters: gauge("cache", "fill_waiters",
+			"Requests currently waiting on a fill or refresh of the same key."),
+		CacheEntries: gaugeVec("cache", "entries", "Entries in the cache, by cache class.", "class"),
+		CacheSize:    gaugeVec("cache", "size_bytes", "Stored body bytes in the cache, by cache class.", "class"),
+		CacheEvictions: f.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "cache", Name: "evictions_total",
+			Help: "Cache entries evicted to honour the size cap."}),
+		CacheChecksumFailures: counterVec("cache", "checksum_failures_total",
+			"Bodies refused by the cache because their checksum did not match (mismatch) or was not published (unknown).", "reason"),
+		UpstreamRequests: counterVec("upstream", "requests_total",
+			"Requests sent upstream, by endpoint and status class, or error when no response arrived.", "endpoint", "code"),
+		UpstreamRequestDuration: histogramVec("upstream", "request_duration_seconds",
+			"Time from sending an upstream request to its response headers or error.", "endpoint"),
+		UpstreamInFlight: gauge("upstream", "in_flight_requests", "Upstream requests currently in flight."),
+		UpstreamResponseBytes: counterVec("upstream", "response_bytes_total",
+			"Response body bytes read from upstream, by endpoint.", "endpoint"),
+		UpstreamCircuitState: gauge("upstream", "circuit_state",
+			"State of the upstream circuit breaker: 0 closed, 1 half-open, 2 open."),
+		CompactIndexRefreshes: counterVec("compactindex", "refreshes_total",
+			"Compact-index entries refreshed from upstream, by path (append, full, not_modified).", "path"),
+		CompactIndexRefreshBytes: counterVec("compactindex", "refresh_bytes_total",
+			"Body bytes transferred by compact-index refreshes, by path (append, full, not_modified).", "path"),
+		BuildInfo: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "build_info",
 			Help: "Always 1; the labels identify the running gemproxy build.",
 			ConstLabels: prometheus.Labels{
@@ -501,7 +453,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	m.BuildInfo.Set(1)
 	m.precreate(opts)
 	if reg != nil {
-		m.register(reg)
+		registerRuntime(reg)
 	}
 	return m
 }
@@ -537,22 +489,9 @@ func (m *Metrics) precreate(opts Options) {
 			}
 			m.requests[key] = h
 		}
-		if _, ok := m.endpoints[ep.Name]; ok {
-			continue
+		if _, ok := m.endpoints[ep.Name]; !ok {
+			m.endpoints[ep.Name] = m.endpointSeries(ep)
 		}
-		h := &endpointHandles{
-			name:             ep.Name,
-			upstreamDuration: m.UpstreamRequestDuration.WithLabelValues(ep.Name),
-			upstreamBytes:    m.UpstreamResponseBytes.WithLabelValues(ep.Name),
-		}
-		for i, r := range resultValues() {
-			h.lookups[i] = m.CacheLookups.WithLabelValues(ep.Name, string(r))
-		}
-		for i, class := range statusClassValues() {
-			h.upstreamCodes[i] = m.UpstreamRequests.WithLabelValues(ep.Name, class)
-		}
-		h.upstreamCodes[numStatusClasses] = m.UpstreamRequests.WithLabelValues(ep.Name, UpstreamErrorLabel)
-		m.endpoints[ep.Name] = h
 	}
 	for _, class := range opts.Classes {
 		if _, ok := m.usage[class]; ok || class == "" {
@@ -563,33 +502,39 @@ func (m *Metrics) precreate(opts Options) {
 			bytes:   m.CacheSize.WithLabelValues(class),
 		}
 	}
-	for i, s := range sourceValues() {
-		m.responseBytes[i] = m.HTTPResponseBytes.WithLabelValues(string(s))
-	}
-	for i, p := range refreshPathValues() {
-		m.refreshes[i] = m.CompactIndexRefreshes.WithLabelValues(string(p))
-		m.refreshBytes[i] = m.CompactIndexRefreshBytes.WithLabelValues(string(p))
-	}
-	for i, r := range checksumReasonValues() {
-		m.checksumFailures[i] = m.CacheChecksumFailures.WithLabelValues(string(r))
-	}
+	m.responseBytes = counters(m.HTTPResponseBytes, sourceNames[:])
+	m.refreshes = counters(m.CompactIndexRefreshes, refreshPathNames[:])
+	m.refreshBytes = counters(m.CompactIndexRefreshBytes, refreshPathNames[:])
+	m.checksumFailures = counters(m.CacheChecksumFailures, checksumReasonNames[:])
 }
 
-// collectors returns gemproxy's own collectors, in registration order.
-func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{
-		m.HTTPRequests, m.HTTPRequestDuration, m.HTTPResponseBytes,
-		m.CacheLookups, m.CacheFillWaiters, m.CacheEntries, m.CacheSize, m.CacheEvictions, m.CacheChecksumFailures,
-		m.UpstreamRequests, m.UpstreamRequestDuration, m.UpstreamInFlight, m.UpstreamResponseBytes, m.UpstreamCircuitState,
-		m.CompactIndexRefreshes, m.CompactIndexRefreshBytes,
-		m.BuildInfo,
+// endpointSeries resolves the lookup and upstream series that can occur
+// for ep: every Result for a cached endpoint, bypass for a forwarded one,
+// none for a local one. OtherLabel (declared without Upstream) gets them
+// all, as undeclared endpoints are counted there.
+func (m *Metrics) endpointSeries(ep Endpoint) *endpointHandles {
+	h := &endpointHandles{name: ep.Name}
+	other := ep.Name == OtherLabel
+	if !ep.Upstream && !other {
+		return h
 	}
+	for r := ResultHit; r < numResults; r++ {
+		if ep.Cached || other || r == ResultBypass {
+			h.lookups[r] = m.CacheLookups.WithLabelValues(ep.Name, r.String())
+		}
+	}
+	for i, class := range statusClassValues() {
+		h.upstreamCodes[i] = m.UpstreamRequests.WithLabelValues(ep.Name, class)
+	}
+	h.upstreamCodes[numStatusClasses] = m.UpstreamRequests.WithLabelValues(ep.Name, UpstreamErrorLabel)
+	h.upstreamDuration = m.UpstreamRequestDuration.WithLabelValues(ep.Name)
+	h.upstreamBytes = m.UpstreamResponseBytes.WithLabelValues(ep.Name)
+	return h
 }
 
-// register registers gemproxy's collectors (panicking on failure) and the
-// Go and process collectors (tolerating ones already registered).
-func (m *Metrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(m.collectors()...)
+// registerRuntime registers the Go and process collectors on reg,
+// tolerating ones already registered.
+func registerRuntime(reg prometheus.Registerer) {
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -631,71 +576,62 @@ func (m *Metrics) ObserveRequest(endpoint, method string, code int, d time.Durat
 
 // Lookup returns the gemproxy_cache_lookups_total counter for endpoint and
 // r, for example m.Lookup("info", ResultHit).Inc(). An undeclared endpoint
-// is counted under OtherLabel. A Result outside the constants (possible
-// only through a conversion) gets its series created on first use; every
-// other call does not allocate.
+// is counted under OtherLabel. A combination New did not pre-create (one
+// its Endpoint said cannot occur) gets its series on first use; every other
+// call does not allocate.
 func (m *Metrics) Lookup(endpoint string, r Result) prometheus.Counter {
 	h := m.endpoint(endpoint)
-	if i := r.index(); i >= 0 {
-		return h.lookups[i]
+	if c := h.lookups[r]; c != nil {
+		return c
 	}
-	return m.CacheLookups.WithLabelValues(h.name, string(r))
+	return m.CacheLookups.WithLabelValues(h.name, r.String())
 }
 
 // ObserveUpstream records one upstream request: it increments
 // gemproxy_upstream_requests_total with the status class of code, or
 // UpstreamErrorLabel when code is outside 100..599 (pass 0 when no response
 // arrived), and observes d in gemproxy_upstream_request_duration_seconds.
-// An undeclared endpoint is counted under OtherLabel. It does not allocate.
+// An undeclared endpoint is counted under OtherLabel. It does not allocate
+// for an endpoint declared with Upstream.
 func (m *Metrics) ObserveUpstream(endpoint string, code int, d time.Duration) {
-	h := m.endpoint(endpoint)
+	h := m.upstream(endpoint)
 	h.upstreamCodes[statusClassIndex(code)].Inc()
 	h.upstreamDuration.Observe(d.Seconds())
 }
 
 // UpstreamBytes returns the gemproxy_upstream_response_bytes_total counter
 // for endpoint (OtherLabel when undeclared); Add the body bytes read. It
-// does not allocate.
+// does not allocate for an endpoint declared with Upstream.
 func (m *Metrics) UpstreamBytes(endpoint string) prometheus.Counter {
-	return m.endpoint(endpoint).upstreamBytes
+	return m.upstream(endpoint).upstreamBytes
+}
+
+// upstream returns the handles of endpoint, resolving its upstream series
+// on first use when it was declared local (which a correct route table
+// never does).
+func (m *Metrics) upstream(endpoint string) *endpointHandles {
+	h := m.endpoint(endpoint)
+	if h.upstreamDuration != nil {
+		return h
+	}
+	return m.endpointSeries(Endpoint{Name: h.name, Upstream: true})
 }
 
 // ResponseBytes returns the gemproxy_http_response_bytes_total counter for
-// s; Add the body bytes sent. A Source outside the constants gets its
-// series created on first use; otherwise it does not allocate.
-func (m *Metrics) ResponseBytes(s Source) prometheus.Counter {
-	if i := s.index(); i >= 0 {
-		return m.responseBytes[i]
-	}
-	return m.HTTPResponseBytes.WithLabelValues(string(s))
-}
+// s; Add the body bytes sent. It does not allocate.
+func (m *Metrics) ResponseBytes(s Source) prometheus.Counter { return m.responseBytes[s] }
 
 // ObserveRefresh records one compact-index refresh that took path p and
-// transferred n body bytes (0 for a 304). Negative n counts as 0. A
-// RefreshPath outside the constants gets its series created on first use;
-// otherwise it does not allocate.
+// transferred n body bytes (0 for a 304). Negative n counts as 0. It does
+// not allocate.
 func (m *Metrics) ObserveRefresh(p RefreshPath, n int64) {
-	if n < 0 {
-		n = 0
-	}
-	if i := p.index(); i >= 0 {
-		m.refreshes[i].Inc()
-		m.refreshBytes[i].Add(float64(n))
-		return
-	}
-	m.CompactIndexRefreshes.WithLabelValues(string(p)).Inc()
-	m.CompactIndexRefreshBytes.WithLabelValues(string(p)).Add(float64(n))
+	m.refreshes[p].Inc()
+	m.refreshBytes[p].Add(float64(max(n, 0)))
 }
 
 // ChecksumFailure returns the gemproxy_cache_checksum_failures_total
-// counter for r. A ChecksumReason outside the constants gets its series
-// created on first use; otherwise it does not allocate.
-func (m *Metrics) ChecksumFailure(r ChecksumReason) prometheus.Counter {
-	if i := r.index(); i >= 0 {
-		return m.checksumFailures[i]
-	}
-	return m.CacheChecksumFailures.WithLabelValues(string(r))
-}
+// counter for r. It does not allocate.
+func (m *Metrics) ChecksumFailure(r ChecksumReason) prometheus.Counter { return m.checksumFailures[r] }
 
 // SetCacheUsage sets gemproxy_cache_entries and gemproxy_cache_size_bytes
 // for a cache class. Classes come from code, not clients: one missing from

@@ -99,11 +99,7 @@ func newBenchProxy(b *testing.B) *benchProxy {
 	if err != nil {
 		b.Fatal(err)
 	}
-	router := NewRouter()
-	var eps []metrics.Endpoint
-	for name, methods := range router.Endpoints() {
-		eps = append(eps, metrics.Endpoint{Name: name, Methods: methods})
-	}
+	eps := MetricEndpoints()
 	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Endpoints: eps, Version: "bench"})
 	policies := DefaultPolicies()
 	for c, pol := range policies {

@@ -237,17 +237,17 @@ func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.
 		rl.bytes = int64(len(c.Response().Body())) // answers gemproxy wrote itself
 	}
 	p.m.ObserveRequest(rl.endpoint, method, status, d)
-	if rl.outcome != "" {
+	if rl.outcome != 0 {
 		p.m.Lookup(rl.endpoint, rl.outcome).Inc()
 	}
-	if rl.source != "" && rl.bytes > 0 {
+	if rl.source != 0 && rl.bytes > 0 {
 		p.m.ResponseBytes(rl.source).Add(float64(rl.bytes))
 	}
 	if p.log.Enabled(c.UserContext(), slog.LevelInfo) {
 		p.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request",
 			slog.String("method", method), slog.String("endpoint", rl.endpoint),
 			slog.Int("status", status), slog.Int64("bytes", rl.bytes),
-			slog.Duration("duration", d), slog.String("cache", string(rl.outcome)))
+			slog.Duration("duration", d), slog.String("cache", rl.outcome.String()))
 	}
 }
 

@@ -110,11 +110,7 @@ func newTestProxy(t *testing.T, upstreamURL string, tweak ...func(*Options)) *te
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	router := NewRouter()
-	var eps []metrics.Endpoint
-	for name, methods := range router.Endpoints() {
-		eps = append(eps, metrics.Endpoint{Name: name, Methods: methods})
-	}
+	eps := MetricEndpoints()
 	m := metrics.New(reg, metrics.Options{Endpoints: eps, Version: "test"})
 	opts := Options{
 		Upstream: UpstreamOptions{URL: u},

@@ -183,3 +183,13 @@ func TestLateRevalidationPastMaxStaleWaits(t *testing.T) {
 		t.Fatalf("answered after %v: the request did not wait for the upstream", waited)
 	}
 }
+
+// TestNewWithoutMetrics: a proxy built without Options.Metrics serves
+// requests (it used to crash on the first one).
+func TestNewWithoutMetrics(t *testing.T) {
+	srv := newCountingUpstream(t, (&switchable{body: `{"v":1}`}).ServeHTTP)
+	tp := newTestProxy(t, srv.URL, func(o *Options) { o.Metrics = nil })
+	if resp, body := tp.do(t, "GET", "/api/v1/gems/rack.json"); resp.StatusCode != 200 || string(body) != `{"v":1}` {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}

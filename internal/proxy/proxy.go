@@ -43,7 +43,8 @@ type Options struct {
 	KeepYanked bool
 	// Logger receives the access log and errors. Default slog.Default().
 	Logger *slog.Logger
-	// Metrics receives the measurements. Required.
+	// Metrics receives the measurements. Default: unregistered metrics
+	// that nothing exposes.
 	Metrics *metrics.Metrics
 	// MetricsHandler serves GET /metrics; nil disables the route.
 	MetricsHandler http.Handler
@@ -100,6 +101,9 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New(nil, metrics.Options{Endpoints: MetricEndpoints()})
 	}
 	opts.Upstream.Version = opts.Version
 	policies := DefaultPolicies()

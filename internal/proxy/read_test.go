@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
 // miniGems is a tiny rubygems.org: one gem "foo-bar" 1.0.0 whose body is
@@ -310,7 +312,7 @@ func TestConcurrentMissesCoalesce(t *testing.T) {
 	if n := up.count("/gems/foo-bar-1.0.0.gem"); n != 1 {
 		t.Fatalf("%d concurrent misses caused %d upstream requests, want 1", clients, n)
 	}
-	if got := testutil.ToFloat64(tp.m.Lookup("gem", "coalesced")); got != clients-1 {
+	if got := testutil.ToFloat64(tp.m.Lookup("gem", metrics.ResultCoalesced)); got != clients-1 {
 		t.Errorf("coalesced lookups = %v, want %d", got, clients-1)
 	}
 }

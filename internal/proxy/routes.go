@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"maps"
 	"slices"
 	"strings"
+
+	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
 // Class is a cache class: routes of one class share a TTL, a staleness
@@ -207,16 +210,34 @@ func NewRouter() *Router {
 	return r
 }
 
-// Endpoints lists each endpoint name with the methods it answers, for
-// pre-creating metric label values.
-func (r *Router) Endpoints() map[string][]string {
-	out := map[string][]string{EndpointRejected: readMethods, EndpointUnknown: readMethods}
-	for _, rt := range r.routes {
+// MetricEndpoints lists the route table's endpoints, sorted by name, with
+// the methods each answers and whether it is read through the cache or
+// reaches the upstream at all, so that metrics pre-create exactly the
+// series that can occur.
+func MetricEndpoints() []metrics.Endpoint {
+	byName := map[string]*metrics.Endpoint{
+		EndpointRejected: {Name: EndpointRejected, Methods: slices.Clone(readMethods)},
+		EndpointUnknown:  {Name: EndpointUnknown, Methods: slices.Clone(readMethods)},
+	}
+	for _, rt := range routeTable {
+		ep := byName[rt.Endpoint]
+		if ep == nil {
+			ep = &metrics.Endpoint{Name: rt.Endpoint}
+			byName[rt.Endpoint] = ep
+		}
 		for _, m := range rt.Methods {
-			if !slices.Contains(out[rt.Endpoint], m) {
-				out[rt.Endpoint] = append(out[rt.Endpoint], m)
+			if !slices.Contains(ep.Methods, m) {
+				ep.Methods = append(ep.Methods, m)
 			}
 		}
+		ep.Cached = ep.Cached || rt.Handling == Cached
+		ep.Upstream = ep.Upstream || rt.Handling == Cached || rt.Handling == PassThrough || rt.Handling == Write
+	}
+	out := make([]metrics.Endpoint, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		ep := *byName[name]
+		slices.Sort(ep.Methods)
+		out = append(out, ep)
 	}
 	return out
 }
