@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -247,12 +246,25 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string
 }
 
 // yankParams reads gem_name, version and platform from a yank's query and
-// form body, the body winning as in Rails' params. A body cut at the
-// capture limit may end in a broken pair; the pairs before it still parse.
+// form body as the origin does. Rails' params is
+// request_parameters.merge(query_parameters) (ActionDispatch::Http::
+// Parameters#parameters, actionpack/lib/action_dispatch/http/parameters.rb),
+// so a key in the query wins over the same key in the body, even when
+// empty; Rack keeps the last of repeated keys. A body cut at the capture
+// limit may end in a broken pair; the pairs before it still parse.
 func yankParams(rawQuery string, body []byte) (name, version, platform string) {
 	query, _ := url.ParseQuery(rawQuery)
 	form, _ := url.ParseQuery(string(body))
-	get := func(key string) string { return cmp.Or(form.Get(key), query.Get(key)) }
+	get := func(key string) string {
+		vs, ok := query[key]
+		if !ok {
+			vs = form[key]
+		}
+		if len(vs) == 0 {
+			return ""
+		}
+		return vs[len(vs)-1]
+	}
 	return get("gem_name"), get("version"), get("platform")
 }
 
