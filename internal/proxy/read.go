@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"compress/zlib"
 	"context"
@@ -309,7 +310,7 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 	status := resp.StatusCode
 	if status == http.StatusForbidden && (fr.rt.Class == ClassGem || fr.rt.Class == ClassQuickSpec) {
 		// S3 answers 403 with an XML body for objects that do not exist.
-		return p.storeNotFound(fr, resp.Header, []byte("This file could not be found\n"))
+		return p.storeNotFound(fr, resp.Header, []byte(fileNotFound))
 	}
 	switch {
 	case status == http.StatusNotFound:
@@ -390,16 +391,23 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 	return stored, nil
 }
 
-// storeNotFound stores (or, with negative caching off, returns) a 404.
+// fileNotFound is the answer for a missing S3 object (gem, quick gemspec):
+// S3's own XML error document, sent with a 403 or a 404, is not passed on.
+const fileNotFound = "This file could not be found\n"
+
+// storeNotFound stores (or, with negative caching off, returns) a 404 with
+// the upstream's body and Content-Type, text/plain when it sent none. An
+// XML error (S3's, by its Content-Type or its body) becomes the plain-text
+// fileNotFound, so a body and its label always agree.
 func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cache.Entry, error) {
 	now := p.now()
 	ttl := p.opts.NegativeTTL
 	if ttl < 0 {
 		ttl = 0
 	}
-	ct := h.Get("Content-Type")
-	if ct == "" || strings.Contains(ct, "xml") {
-		ct = contentTypeTextPlain
+	ct := cmp.Or(h.Get("Content-Type"), contentTypeTextPlain)
+	if isXMLError(ct, body) {
+		ct, body = contentTypeTextPlain, []byte(fileNotFound)
 	}
 	hdr := http.Header{"Content-Type": {ct}}
 	e := cache.Entry{
@@ -414,6 +422,14 @@ func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cach
 	st := p.store.Stage()
 	_, _ = st.Write(body)
 	return p.store.Commit(st, e, cache.CommitOptions{})
+}
+
+// isXMLError reports whether an error answer is XML, by its Content-Type
+// or by its body (an XML declaration or S3's <Error> element).
+func isXMLError(contentType string, body []byte) bool {
+	body = bytes.TrimSpace(body)
+	return strings.Contains(strings.ToLower(contentType), "xml") ||
+		bytes.HasPrefix(body, []byte("<?xml")) || bytes.HasPrefix(body, []byte("<Error>"))
 }
 
 // transient reads a response that is not stored into a one-off entry.
