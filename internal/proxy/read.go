@@ -307,6 +307,9 @@ func (p *Proxy) checksumLookup(ctx context.Context, fr fillRequest) checksumFutu
 // may be, transient otherwise. want, for a gem, yields the SHA-256 it must
 // have.
 func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksumFuture) (*cache.Entry, error) {
+	if err := decodeContentEncoding(resp); err != nil {
+		return nil, err
+	}
 	status := resp.StatusCode
 	if status == http.StatusForbidden && (fr.rt.Class == ClassGem || fr.rt.Class == ClassQuickSpec) {
 		// S3 answers 403 with an XML body for objects that do not exist.
@@ -394,6 +397,44 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 // fileNotFound is the answer for a missing S3 object (gem, quick gemspec):
 // S3's own XML error document, sent with a 403 or a 404, is not passed on.
 const fileNotFound = "This file could not be found\n"
+
+// decodeContentEncoding replaces resp's body by its identity body, so that
+// nothing encoded is stored or served as identity. Go's Transport decodes
+// a plain "gzip" only when it asked for gzip itself; this undoes what is
+// left, last coding first: gzip and x-gzip are decoded (their CRC-32 and
+// length are checked at the end of the stream, and the decoded body goes
+// through the same checks as any other), identity is a no-op, and any
+// other coding is refused with a 502.
+func decodeContentEncoding(resp *http.Response) error {
+	codings := resp.Header.Values("Content-Encoding")
+	if len(codings) == 0 {
+		return nil
+	}
+	list := strings.Split(strings.Join(codings, ","), ",")
+	body := io.Reader(resp.Body)
+	for i := len(list) - 1; i >= 0; i-- {
+		switch coding := strings.ToLower(strings.TrimSpace(list[i])); coding {
+		case "", "identity":
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(body)
+			if err != nil {
+				return &upstreamError{status: http.StatusBadGateway, reason: "upstream body is not the " + coding + " stream its Content-Encoding announces", err: err}
+			}
+			body = zr
+		default:
+			return &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent Content-Encoding %q, which gemproxy does not decode", coding)}
+		}
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{body, resp.Body}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = true
+	return nil
+}
 
 // storeNotFound stores (or, with negative caching off, returns) a 404 with
 // the upstream's body and Content-Type, text/plain when it sent none. An
