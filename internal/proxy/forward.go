@@ -83,9 +83,12 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 			refuseBody(c, http.StatusBadRequest, "malformed or interrupted request body")
 		default:
 			ue := errUpstream("request", err).(*upstreamError)
-			_ = plainError(c, ue.status, ue.Error())
+			_ = p.answerError(c, rt.Endpoint, ue.status, ue.reason, ue)
 		}
 		return 0
+	}
+	if resp.StatusCode >= http.StatusInternalServerError {
+		p.logServerError(c, rt.Endpoint, resp.StatusCode, "upstream answered "+resp.Status+", passed on")
 	}
 	out := c.Response()
 	out.SetStatusCode(resp.StatusCode)
@@ -116,7 +119,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		cancel()
 		if err != nil {
 			out.Reset()
-			_ = plainError(c, http.StatusBadGateway, "upstream response unreadable: "+err.Error())
+			_ = p.answerError(c, rt.Endpoint, http.StatusBadGateway, "upstream response unreadable", err)
 			return 0
 		}
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {

@@ -41,8 +41,11 @@ func xCache(r metrics.Result) string {
 // what the client gets when no stale copy exists.
 type upstreamError struct {
 	status int
+	// reason is what the client is told: it must name no internal address
+	// (upstream host, IP:port) or file path.
 	reason string
-	err    error
+	// err is the cause, logged but never sent to the client.
+	err error
 	// retryAfter is the upstream's Retry-After, passed on with a 429.
 	retryAfter string
 	// body and contentType, when body is set, are the upstream's own answer
@@ -62,20 +65,28 @@ func (e *upstreamError) Error() string {
 // Unwrap returns the cause.
 func (e *upstreamError) Unwrap() error { return e.err }
 
-// errUpstream wraps a transport error: 504 on timeouts, 502 otherwise.
+// errUpstream wraps a transport error: 504 on timeouts, 502 otherwise. Its
+// reason says which timeout ran out, or that the circuit is open; the
+// error itself, which may name the upstream's address, is kept for the log.
 func errUpstream(what string, err error) error {
-	status := http.StatusBadGateway
 	if errors.Is(err, errOfflineWrite) {
 		return errOfflineWrite
 	}
-	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-		status = http.StatusGatewayTimeout
+	status, reason := http.StatusBadGateway, "upstream "+what+" failed"
+	var te *timeoutError
+	switch {
+	case errors.Is(err, errCircuitOpen):
+		reason = errCircuitOpen.Error()
+	case errors.As(err, &te):
+		status, reason = http.StatusGatewayTimeout, te.Error()
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		status, reason = http.StatusGatewayTimeout, "upstream "+what+" timed out"
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		err = ue.Err // the method and URL say nothing the client does not know
+		err = ue.Err // the method and URL say nothing the log does not
 	}
-	return &upstreamError{status: status, reason: "upstream " + what + " failed", err: err}
+	return &upstreamError{status: status, reason: reason, err: err}
 }
 
 // isTimeout reports whether err is a network timeout.
