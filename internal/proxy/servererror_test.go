@@ -90,6 +90,9 @@ func TestServerErrorsAreLoggedAndNameNoAddress(t *testing.T) {
 			method: "GET", path: "/info/rack", endpoint: "info", status: 502, reason: "connection refused"},
 		{name: "upstream down on a write", downUpstream: true,
 			method: "POST", path: "/api/v1/gems", header: []string{"Authorization", "key"}, endpoint: "push", status: 502, reason: "connection refused"},
+		{name: "readiness while draining", setup: func(tp *testProxy, _ *testupstream.Server) {
+			tp.draining.Store(true)
+		}, method: "GET", path: "/readyz", endpoint: "readyz", status: 503, reason: "draining"},
 		{name: "upstream 500 passed on", setup: func(_ *testProxy, up *testupstream.Server) {
 			up.SetFault("/api/v1/gems", testupstream.Fault{Status: 500})
 		}, method: "POST", path: "/api/v1/gems", header: []string{"Authorization", "key"}, endpoint: "push", status: 500, reason: "upstream answered 500"},
