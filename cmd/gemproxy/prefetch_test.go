@@ -353,12 +353,13 @@ func TestPrefetchUpstreamTrouble(t *testing.T) {
 		regexp.MustCompile(`(?m)^alpha-1\.0\.0\.gem: downloaded but not stored in the cache \(.*\)$`),
 		regexp.MustCompile(`(?m)^time=\S+ level=WARN msg="gem checksum unknown; serving without storing" key=/gems/alpha-1\.0\.0\.gem$`),
 		regexp.MustCompile(`(?m)^beta-2\.1\.0\.gem: HTTP 502 Bad Gateway: upstream gem /gems/beta-2\.1\.0\.gem has SHA-256 [0-9a-f]{64}, but the compact index says ` + gems[1].sha256 + `; not stored$`),
+		regexp.MustCompile(`(?m)^time=\S+ level=WARN msg="server error" method=GET path=/gems/beta-2\.1\.0\.gem endpoint=gem status=502 reason="upstream gem /gems/beta-2\.1\.0\.gem has SHA-256 [0-9a-f]{64}, but the compact index says ` + gems[1].sha256 + `; not stored"$`),
 	} {
 		if !re.MatchString(r.stderr) {
 			t.Errorf("stderr does not match %s:\n%s", re, r.stderr)
 		}
 	}
-	if strings.Contains(r.stderr, "gamma") || strings.Count(r.stderr, "\n") != 3 {
+	if strings.Contains(r.stderr, "gamma") || strings.Count(r.stderr, "\n") != 4 {
 		t.Errorf("stderr has other lines:\n%s", r.stderr)
 	}
 

@@ -49,6 +49,9 @@ func newFaultProxy(t *testing.T, tweak ...func(*Options)) (*testProxy, *testupst
 	tp := newTestProxy(t, ts.URL, func(o *Options) {
 		o.Upstream.IdleTimeout = 300 * time.Millisecond
 		o.Upstream.FirstByteTimeout = 300 * time.Millisecond
+		for _, c := range Classes {
+			o.TunePolicy(c, func(pol *Policy) { pol.IdleTimeout, pol.FirstByteTimeout = 300*time.Millisecond, 300*time.Millisecond })
+		}
 		o.Breaker.Failures = -1
 		for _, f := range tweak {
 			f(o)
@@ -138,6 +141,56 @@ func TestCorruptGemNeverStored(t *testing.T) {
 	want, _ := testupstream.BuildGem(testupstream.GemSpec{Name: "faulty", Version: "1.0.0", Padding: 64 << 10})
 	if resp.StatusCode != 200 || !bytes.Equal(body, want) {
 		t.Fatalf("after the fault: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	verifyClean(t, tp)
+}
+
+// TestUpstreamContentEncoding: whatever Content-Encoding the upstream
+// sends, a client that asked for no encoding gets the identity body, or a
+// 502 for a coding gemproxy cannot decode; never encoded bytes as identity.
+func TestUpstreamContentEncoding(t *testing.T) {
+	tp, up := newFaultProxy(t)
+	for _, ce := range []string{"gzip", "x-gzip", "X-GZIP", "gzip, identity", "identity, gzip", "gzip, gzip", "identity"} {
+		for _, path := range faultTargets {
+			tp.store.Delete(path) // the identity body from upstream now, not a copy from before
+			_, want := tp.do(t, "GET", path)
+			tp.store.Delete(path)
+			up.SetFault(path, testupstream.Fault{ContentEncoding: ce})
+			resp, body := tp.do(t, "GET", path)
+			up.ClearFaults()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "" || !bytes.Equal(body, want) {
+				t.Errorf("%s with Content-Encoding %q: %d, Content-Encoding %q, %d bytes; want 200 with the %d identity bytes",
+					path, ce, resp.StatusCode, resp.Header.Get("Content-Encoding"), len(body), len(want))
+			}
+			if tp.store.Peek(path) == nil {
+				t.Errorf("%s with Content-Encoding %q: the decoded body was not stored", path, ce)
+			}
+		}
+	}
+	for _, ce := range []string{"br", "deflate", "compress", "zstd", "gzip, br", "x-unknown"} {
+		for _, path := range faultTargets {
+			tp.do(t, "GET", "/info/faulty") // the gem's checksum, so the fault hits the gem itself
+			tp.store.Delete(path)
+			up.SetFault(path, testupstream.Fault{ContentEncoding: ce})
+			if resp, body := tp.do(t, "GET", path); resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("%s with Content-Encoding %q: %d %q, want 502", path, ce, resp.StatusCode, body)
+			}
+			up.ClearFaults()
+			if tp.store.Peek(path) != nil {
+				t.Errorf("%s with Content-Encoding %q was stored", path, ce)
+			}
+		}
+	}
+	// A decoded body is checked like any other: a gzip stream that is
+	// intact around a corrupted body is still refused.
+	for _, path := range []string{"/info/faulty", "/versions", "/gems/faulty-1.0.0.gem"} {
+		tp.do(t, "GET", "/info/faulty")
+		tp.store.Delete(path)
+		up.SetFault(path, testupstream.Fault{ContentEncoding: "x-gzip", Corrupt: true})
+		if resp, _ := tp.do(t, "GET", path); resp.StatusCode != http.StatusBadGateway || tp.store.Peek(path) != nil {
+			t.Errorf("%s corrupted inside x-gzip: %d, stored %v; want 502 and nothing stored", path, resp.StatusCode, tp.store.Peek(path) != nil)
+		}
+		up.ClearFaults()
 	}
 	verifyClean(t, tp)
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -84,9 +83,12 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 			refuseBody(c, http.StatusBadRequest, "malformed or interrupted request body")
 		default:
 			ue := errUpstream("request", err).(*upstreamError)
-			_ = plainError(c, ue.status, ue.Error())
+			_ = p.answerError(c, rt.Endpoint, ue.status, ue.reason, ue)
 		}
 		return 0
+	}
+	if resp.StatusCode >= http.StatusInternalServerError {
+		p.logServerError(c, rt.Endpoint, resp.StatusCode, "upstream answered "+resp.Status+", passed on")
 	}
 	out := c.Response()
 	out.SetStatusCode(resp.StatusCode)
@@ -117,7 +119,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		cancel()
 		if err != nil {
 			out.Reset()
-			_ = plainError(c, http.StatusBadGateway, "upstream response unreadable: "+err.Error())
+			_ = p.answerError(c, rt.Endpoint, http.StatusBadGateway, "upstream response unreadable", err)
 			return 0
 		}
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -247,12 +249,25 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string
 }
 
 // yankParams reads gem_name, version and platform from a yank's query and
-// form body, the body winning as in Rails' params. A body cut at the
-// capture limit may end in a broken pair; the pairs before it still parse.
+// form body as the origin does. Rails' params is
+// request_parameters.merge(query_parameters) (ActionDispatch::Http::
+// Parameters#parameters, actionpack/lib/action_dispatch/http/parameters.rb),
+// so a key in the query wins over the same key in the body, even when
+// empty; Rack keeps the last of repeated keys. A body cut at the capture
+// limit may end in a broken pair; the pairs before it still parse.
 func yankParams(rawQuery string, body []byte) (name, version, platform string) {
 	query, _ := url.ParseQuery(rawQuery)
 	form, _ := url.ParseQuery(string(body))
-	get := func(key string) string { return cmp.Or(form.Get(key), query.Get(key)) }
+	get := func(key string) string {
+		vs, ok := query[key]
+		if !ok {
+			vs = form[key]
+		}
+		if len(vs) == 0 {
+			return ""
+		}
+		return vs[len(vs)-1]
+	}
 	return get("gem_name"), get("version"), get("platform")
 }
 

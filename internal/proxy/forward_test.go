@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 // recorded is what the upstream received for one request.
@@ -540,5 +542,47 @@ func TestLargePushIsStreamed(t *testing.T) {
 	// Buffering the body anywhere would allocate at least its size.
 	if allocated > 32<<20 {
 		t.Fatalf("%d MiB allocated for a 200 MiB push: the body is buffered", allocated>>20)
+	}
+}
+
+// TestYankInvalidatesWhatTheOriginYanks: a yank naming one gem in the query
+// and another in the body yanks the query's (Rails' params), and gemproxy
+// drops that gem, not the body's.
+func TestYankInvalidatesWhatTheOriginYanks(t *testing.T) {
+	for _, tc := range []struct{ name, query, body string }{
+		{"query wins over body", "gem_name=alpha&version=1.0.0", "gem_name=beta&version=1.0.0"},
+		{"last of a repeated key", "gem_name=beta&gem_name=alpha", "gem_name=beta&version=1.0.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up, ts := testupstream.Start(t, testupstream.Options{Keys: map[string]testupstream.KeyInfo{"key": {Owner: testupstream.DefaultOwner}}})
+			up.Publish(testupstream.GemSpec{Name: "alpha", Version: "1.0.0"}, nil)
+			up.Publish(testupstream.GemSpec{Name: "beta", Version: "1.0.0"}, nil)
+			tp := newTestProxy(t, ts.URL)
+			for _, path := range []string{"/gems/alpha-1.0.0.gem", "/gems/beta-1.0.0.gem"} {
+				if resp, _ := tp.do(t, "GET", path); resp.StatusCode != 200 {
+					t.Fatalf("GET %s: %d", path, resp.StatusCode)
+				}
+			}
+			r, _ := http.NewRequest("DELETE", "http://gemproxy/api/v1/gems/yank?"+tc.query, strings.NewReader(tc.body))
+			r.Header.Set("Authorization", "key")
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := tp.App().Test(r, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != "Successfully deleted gem: alpha (1.0.0)" {
+				t.Fatalf("yank answered %d %q", resp.StatusCode, b)
+			}
+			if e := tp.store.Peek("/gems/alpha-1.0.0.gem"); e != nil {
+				t.Error("the gem the origin yanked is still cached")
+			}
+			if e := tp.store.Peek("/gems/beta-1.0.0.gem"); e == nil {
+				t.Error("the gem the origin kept was dropped")
+			}
+			want, _ := up.Body("/info/alpha")
+			if _, body := tp.do(t, "GET", "/info/alpha"); !bytes.Equal(body, want) {
+				t.Errorf("/info/alpha right after the yank = %q, upstream has %q", body, want)
+			}
+		})
 	}
 }

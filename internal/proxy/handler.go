@@ -100,10 +100,10 @@ func originFormOnly(c *fiber.Ctx) error {
 // server is not draining. The upstream is not consulted.
 func (p *Proxy) ready(c *fiber.Ctx) error {
 	if p.draining.Load() {
-		return c.Status(http.StatusServiceUnavailable).SendString("draining\n")
+		return p.answerError(c, endpointReadyz, http.StatusServiceUnavailable, "draining", nil)
 	}
 	if err := p.store.Writable(); err != nil {
-		return c.Status(http.StatusServiceUnavailable).SendString("cache not writable\n")
+		return p.answerError(c, endpointReadyz, http.StatusServiceUnavailable, "cache not writable", err)
 	}
 	return c.SendString("ok\n")
 }
@@ -117,8 +117,7 @@ func (p *Proxy) errorHandler(c *fiber.Ctx, err error) error {
 		code = fe.Code
 	}
 	c.Response().Reset() // nothing of a half-built answer goes out
-	c.Set(fiber.HeaderContentType, contentTypeTextPlain)
-	return c.Status(code).SendString(http.StatusText(code) + "\n")
+	return p.answerError(c, EndpointRejected, code, http.StatusText(code), err)
 }
 
 // dependencyAPIGone is the origin's answer to /api/v1/dependencies since
@@ -145,7 +144,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 			// answered with nothing of the half-built response.
 			p.log.Error("panic serving request", "endpoint", rl.endpoint, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			c.Response().Reset()
-			_ = plainError(c, http.StatusInternalServerError, "internal error")
+			_ = p.answerError(c, rl.endpoint, http.StatusInternalServerError, "internal error", fmt.Errorf("panic: %v", r))
 		}
 		p.observe(c, method, &rl, start)
 	}()
@@ -199,7 +198,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	}
 	rl.outcome = outcome
 	if err != nil {
-		return p.readError(c, err)
+		return p.readError(c, rt.Endpoint, err)
 	}
 	rl.source = metrics.SourceCache
 	if outcome != metrics.ResultHit && outcome != metrics.ResultStale {
@@ -217,7 +216,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		}
 	}
 	if err != nil {
-		return p.readError(c, err)
+		return p.readError(c, rt.Endpoint, err)
 	}
 	return nil
 }
@@ -251,9 +250,9 @@ func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.
 	}
 }
 
-// readError answers a failed read: the upstream's failure with its status
-// and reason, anything else as an internal error.
-func (p *Proxy) readError(c *fiber.Ctx, err error) error {
+// readError answers a failed read of endpoint: the upstream's failure with
+// its status and reason, anything else as an internal error.
+func (p *Proxy) readError(c *fiber.Ctx, endpoint string, err error) error {
 	var ue *upstreamError
 	switch {
 	case errors.As(err, &ue):
@@ -264,12 +263,38 @@ func (p *Proxy) readError(c *fiber.Ctx, err error) error {
 			c.Set(fiber.HeaderContentType, cmp.Or(ue.contentType, contentTypeTextPlain))
 			return c.Status(ue.status).Send(ue.body)
 		}
-		return plainError(c, ue.status, ue.Error())
+		return p.answerError(c, endpoint, ue.status, ue.reason, ue)
 	case errors.Is(err, context.Canceled):
 		return nil // the client went away
 	}
-	p.log.Error("read failed", "error", err)
-	return plainError(c, http.StatusInternalServerError, "internal error")
+	return p.answerError(c, endpoint, http.StatusInternalServerError, "internal error", err)
+}
+
+// endpointReadyz labels the readiness probe's answers in the log.
+const endpointReadyz = "readyz"
+
+// answerError answers status with the one-line plain-text reason public,
+// which must name no internal address or file path. Every 5xx gemproxy
+// writes itself goes through here, and is logged with its cause.
+func (p *Proxy) answerError(c *fiber.Ctx, endpoint string, status int, public string, cause error) error {
+	if status >= http.StatusInternalServerError {
+		reason := public
+		if cause != nil {
+			reason = cause.Error()
+		}
+		p.logServerError(c, endpoint, status, reason)
+	}
+	return plainError(c, status, public)
+}
+
+// logServerError logs a 5xx answer at WARN with the request's method, path
+// (never its query) and endpoint, and the full reason (checksum mismatch,
+// upstream status, timeout, open circuit, size limit …), which may name
+// what the client is not told.
+func (p *Proxy) logServerError(c *fiber.Ctx, endpoint string, status int, reason string) {
+	p.log.LogAttrs(c.UserContext(), slog.LevelWarn, "server error",
+		slog.String("method", strings.Clone(c.Method())), slog.String("path", strings.Clone(c.Path())),
+		slog.String("endpoint", endpoint), slog.Int("status", status), slog.String("reason", reason))
 }
 
 // plainError answers status with a one-line plain-text reason.

@@ -70,7 +70,7 @@ type Proxy struct {
 	// refreshing holds the refreshes of expired entries that are running,
 	// by key: at most one per key, joined by every request for it.
 	refreshing map[string]*refresh
-	// background counts running refreshes.
+	// background counts running refreshes and gem checksum lookups.
 	background sync.WaitGroup
 }
 
@@ -136,7 +136,8 @@ func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 // App returns the Fiber app (for Listen, Test and Shutdown).
 func (p *Proxy) App() *fiber.App { return p.app }
 
-// Wait blocks until background refreshes have finished. Call it after the
+// Wait blocks until background work (refreshes, gem checksum lookups) has
+// finished. Call it after the
 // server stopped and before closing the store.
 func (p *Proxy) Wait() { p.background.Wait() }
 

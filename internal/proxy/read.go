@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"compress/zlib"
 	"context"
@@ -40,8 +41,11 @@ func xCache(r metrics.Result) string {
 // what the client gets when no stale copy exists.
 type upstreamError struct {
 	status int
+	// reason is what the client is told: it must name no internal address
+	// (upstream host, IP:port) or file path.
 	reason string
-	err    error
+	// err is the cause, logged but never sent to the client.
+	err error
 	// retryAfter is the upstream's Retry-After, passed on with a 429.
 	retryAfter string
 	// body and contentType, when body is set, are the upstream's own answer
@@ -61,20 +65,28 @@ func (e *upstreamError) Error() string {
 // Unwrap returns the cause.
 func (e *upstreamError) Unwrap() error { return e.err }
 
-// errUpstream wraps a transport error: 504 on timeouts, 502 otherwise.
+// errUpstream wraps a transport error: 504 on timeouts, 502 otherwise. Its
+// reason says which timeout ran out, or that the circuit is open; the
+// error itself, which may name the upstream's address, is kept for the log.
 func errUpstream(what string, err error) error {
-	status := http.StatusBadGateway
 	if errors.Is(err, errOfflineWrite) {
 		return errOfflineWrite
 	}
-	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-		status = http.StatusGatewayTimeout
+	status, reason := http.StatusBadGateway, "upstream "+what+" failed"
+	var te *timeoutError
+	switch {
+	case errors.Is(err, errCircuitOpen):
+		reason = errCircuitOpen.Error()
+	case errors.As(err, &te):
+		status, reason = http.StatusGatewayTimeout, te.Error()
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		status, reason = http.StatusGatewayTimeout, "upstream "+what+" timed out"
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		err = ue.Err // the method and URL say nothing the client does not know
+		err = ue.Err // the method and URL say nothing the log does not
 	}
-	return &upstreamError{status: status, reason: "upstream " + what + " failed", err: err}
+	return &upstreamError{status: status, reason: reason, err: err}
 }
 
 // isTimeout reports whether err is a network timeout.
@@ -339,7 +351,9 @@ func (p *Proxy) checksumLookup(ctx context.Context, fr fillRequest) checksumFutu
 		err   error
 	}
 	ch := make(chan result, 1)
+	p.background.Add(1) // it may outlive the fill (a 404 gem): Wait covers it
 	go func() {
+		defer p.background.Done()
 		sum, known, err := p.gemChecksum(ctx, fr)
 		ch <- result{sum, known, err}
 	}()
@@ -353,10 +367,13 @@ func (p *Proxy) checksumLookup(ctx context.Context, fr fillRequest) checksumFutu
 // may be, transient otherwise. want, for a gem, yields the SHA-256 it must
 // have.
 func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksumFuture) (*cache.Entry, error) {
+	if err := decodeContentEncoding(resp); err != nil {
+		return nil, err
+	}
 	status := resp.StatusCode
 	if status == http.StatusForbidden && (fr.rt.Class == ClassGem || fr.rt.Class == ClassQuickSpec) {
 		// S3 answers 403 with an XML body for objects that do not exist.
-		return p.storeNotFound(fr, resp.Header, []byte("This file could not be found\n"))
+		return p.storeNotFound(fr, resp.Header, []byte(fileNotFound))
 	}
 	switch {
 	case status == http.StatusNotFound:
@@ -437,13 +454,58 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 	return stored, nil
 }
 
-// storeNotFound stores (or, with negative caching off, returns) a 404.
+// fileNotFound is the answer for a missing S3 object (gem, quick gemspec):
+// S3's own XML error document, sent with a 403 or a 404, is not passed on.
+const fileNotFound = "This file could not be found\n"
+
+// decodeContentEncoding replaces resp's body by its identity body, so that
+// nothing encoded is stored or served as identity. Go's Transport decodes
+// a plain "gzip" only when it asked for gzip itself; this undoes what is
+// left, last coding first: gzip and x-gzip are decoded (their CRC-32 and
+// length are checked at the end of the stream, and the decoded body goes
+// through the same checks as any other), identity is a no-op, and any
+// other coding is refused with a 502.
+func decodeContentEncoding(resp *http.Response) error {
+	codings := resp.Header.Values("Content-Encoding")
+	if len(codings) == 0 {
+		return nil
+	}
+	list := strings.Split(strings.Join(codings, ","), ",")
+	body := io.Reader(resp.Body)
+	for i := len(list) - 1; i >= 0; i-- {
+		switch coding := strings.ToLower(strings.TrimSpace(list[i])); coding {
+		case "", "identity":
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(body)
+			if err != nil {
+				return &upstreamError{status: http.StatusBadGateway, reason: "upstream body is not the " + coding + " stream its Content-Encoding announces", err: err}
+			}
+			body = zr
+		default:
+			return &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent Content-Encoding %q, which gemproxy does not decode", coding)}
+		}
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{body, resp.Body}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = true
+	return nil
+}
+
+// storeNotFound stores (or, with negative caching off, returns) a 404 with
+// the upstream's body and Content-Type, text/plain when it sent none. An
+// XML error (S3's, by its Content-Type or its body) becomes the plain-text
+// fileNotFound, so a body and its label always agree.
 func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cache.Entry, error) {
 	now := p.now()
 	ttl := p.policy(fr.rt.Class).NegativeTTL
-	ct := h.Get("Content-Type")
-	if ct == "" || strings.Contains(ct, "xml") {
-		ct = contentTypeTextPlain
+	ct := cmp.Or(h.Get("Content-Type"), contentTypeTextPlain)
+	if isXMLError(ct, body) {
+		ct, body = contentTypeTextPlain, []byte(fileNotFound)
 	}
 	hdr := http.Header{"Content-Type": {ct}}
 	e := cache.Entry{
@@ -458,6 +520,14 @@ func (p *Proxy) storeNotFound(fr fillRequest, h http.Header, body []byte) (*cach
 	st := p.store.Stage()
 	_, _ = st.Write(body)
 	return p.store.Commit(st, e, cache.CommitOptions{})
+}
+
+// isXMLError reports whether an error answer is XML, by its Content-Type
+// or by its body (an XML declaration or S3's <Error> element).
+func isXMLError(contentType string, body []byte) bool {
+	body = bytes.TrimSpace(body)
+	return strings.Contains(strings.ToLower(contentType), "xml") ||
+		bytes.HasPrefix(body, []byte("<?xml")) || bytes.HasPrefix(body, []byte("<Error>"))
 }
 
 // transient reads a response that is not stored into a one-off entry.

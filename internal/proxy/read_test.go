@@ -172,6 +172,48 @@ func TestS3ForbiddenBecomesCachedNotFound(t *testing.T) {
 	}
 }
 
+// s3NoSuchKey is S3's 404 error document for a missing key.
+const s3NoSuchKey = `<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Key>gems/nope-1.0.gem</Key><RequestId>R</RequestId><HostId>H</HostId></Error>`
+
+// TestS3NotFoundIsPlainText: a 404 carrying S3's XML error (by its
+// Content-Type or its body) is answered like the 403 rewrite, a plain-text
+// body labelled text/plain; other 404s keep their body and label.
+func TestS3NotFoundIsPlainText(t *testing.T) {
+	tests := []struct {
+		path, contentType, body string
+		wantType, wantBody      string
+	}{
+		{"/gems/nope-1.0.gem", "application/xml", s3NoSuchKey, "text/plain; charset=utf-8", "This file could not be found\n"},
+		{"/quick/Marshal.4.8/nope-1.0.gemspec.rz", "application/xml", s3NoSuchKey, "text/plain; charset=utf-8", "This file could not be found\n"},
+		{"/specs.4.8.gz", "text/plain", s3NoSuchKey, "text/plain; charset=utf-8", "This file could not be found\n"},
+		{"/gems/gone-1.0.gem", "", "<Error><Code>NoSuchKey</Code></Error>", "text/plain; charset=utf-8", "This file could not be found\n"},
+		{"/gems/odd-1.0.gem", "text/xml", "Not Found", "text/plain; charset=utf-8", "This file could not be found\n"},
+		{"/info/nope", "text/plain", "This gem could not be found", "text/plain", "This gem could not be found"},
+		{"/api/v1/gems/nope.json", "", "This rubygem could not be found.", "text/plain; charset=utf-8", "This rubygem could not be found."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/info/nope" && tt.path != "/info/nope" {
+					w.WriteHeader(http.StatusNotFound) // the gem fill's checksum lookup
+					return
+				}
+				w.Header()["Content-Type"] = []string{tt.contentType}
+				w.WriteHeader(http.StatusNotFound)
+				w.Write([]byte(tt.body))
+			})
+			tp := newTestProxy(t, up.URL)
+			for i := 0; i < 2; i++ { // the fill, then the stored negative entry
+				resp, body := tp.do(t, "GET", tt.path)
+				if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != tt.wantType || string(body) != tt.wantBody {
+					t.Fatalf("GET %d: %d %q %q, want 404 %q %q", i, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.wantType, tt.wantBody)
+				}
+			}
+		})
+	}
+}
+
 func TestUpstreamErrorsPassThrough(t *testing.T) {
 	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {

@@ -161,21 +161,52 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 	return s, end, true
 }
 
-// acceptsGzip reports whether Accept-Encoding allows gzip. A bare "gzip"
-// is Bundler's explicit retry header, whose answer it does not decode
-// (PROTOCOL.md §2.5): it gets identity.
+// acceptsGzip reports whether Accept-Encoding allows gzip (RFC 9110
+// §12.5.3): a gzip element decides by its q-value, else a "*" element does,
+// else gzip is not acceptable. Names and the q parameter are matched in
+// any case and spaces around ";" and "=" are allowed. A bare "gzip" is
+// Bundler's explicit retry header, whose answer it does not decode
+// (PROTOCOL.md §2.5): it gets identity. It allocates nothing.
 func acceptsGzip(ae []byte) bool {
 	v := utils.UnsafeString(ae)
 	if v == "" || v == "gzip" {
 		return false
 	}
-	for _, part := range strings.Split(v, ",") {
-		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+	star, starSeen := false, false
+	for v != "" {
+		var elem string
+		elem, v, _ = strings.Cut(v, ",")
+		name, params, _ := strings.Cut(elem, ";")
+		name = strings.TrimSpace(name)
+		switch {
+		case strings.EqualFold(name, "gzip"):
+			return !zeroQ(params)
+		case name == "*" && !starSeen:
+			star, starSeen = !zeroQ(params), true
+		}
+	}
+	return star
+}
+
+// zeroQ reports whether the parameters of an Accept-Encoding element
+// (what follows its first ";") carry a q-value of zero: "0" optionally
+// followed by "." and zeros ("q=0", "Q = 0.000").
+func zeroQ(params string) bool {
+	for params != "" {
+		var param string
+		param, params, _ = strings.Cut(params, ";")
+		name, value, _ := strings.Cut(param, "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "q") {
 			continue
 		}
-		params = strings.ReplaceAll(strings.TrimSpace(params), " ", "")
-		return params != "q=0" && params != "q=0.0" && params != "q=0.00" && params != "q=0.000"
+		value = strings.TrimSpace(value)
+		if value == "" || value[0] != '0' {
+			return false
+		}
+		if value = value[1:]; value == "" {
+			return true
+		}
+		return value[0] == '.' && strings.Trim(value[1:], "0") == ""
 	}
 	return false
 }

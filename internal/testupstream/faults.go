@@ -2,6 +2,7 @@ package testupstream
 
 import (
 	"bytes"
+	"compress/gzip"
 	"net"
 	"net/http"
 	"strings"
@@ -11,7 +12,8 @@ import (
 // Fault describes a deterministic failure applied to requests whose URL path
 // starts with the prefix given to SetFault. Fields combine: Reset and Status
 // replace the response; Corrupt, Truncate, LieLength and Stall alter the
-// normal response (Corrupt first). The zero Fault changes nothing.
+// normal response (Corrupt first, then ContentEncoding). The zero Fault
+// changes nothing.
 type Fault struct {
 	// Status, when non-zero, answers with this status instead of the normal
 	// response, Content-Type text/plain and Body (default "Retry later\n"
@@ -35,6 +37,14 @@ type Fault struct {
 	// Corrupt flips (XOR 0xFF) the byte at offset len/2 of the body while
 	// keeping every header (Content-Length, ETag, digests) unchanged.
 	Corrupt bool
+	// ContentEncoding, when set, sends the normal response with this
+	// Content-Encoding whatever the request's Accept-Encoding: the body is
+	// gzipped once per gzip or x-gzip coding listed, and left as it is for
+	// identity and for codings the fake does not produce (deflate, br, …:
+	// the bytes are then mislabelled, as a broken upstream would send
+	// them). Validators (ETag, digests) stay those of the identity body.
+	// Meant for identity responses (GzipCompactIndex off).
+	ContentEncoding string
 	// Stall writes the first StallAfter bytes of the body (0 = none, just
 	// the headers), flushes, and blocks until the request context ends
 	// (the response is then aborted), Release is closed (the rest of the
@@ -61,7 +71,17 @@ func (f *Fault) stalls() bool { return f.Stall || f.StallAfter > 0 }
 
 // needsBody reports whether the fault alters the normal response body.
 func (f *Fault) needsBody() bool {
-	return f.Truncate || f.LieLength > 0 || f.Corrupt || f.stalls()
+	return f.Truncate || f.LieLength > 0 || f.Corrupt || f.ContentEncoding != "" || f.stalls()
+}
+
+// encode applies ContentEncoding to body (see Fault.ContentEncoding).
+func (f *Fault) encode(body []byte) []byte {
+	for _, coding := range strings.Split(f.ContentEncoding, ",") {
+		if c := strings.ToLower(strings.TrimSpace(coding)); c == "gzip" || c == "x-gzip" {
+			body = gzipBytes(body, time.Time{}, gzip.DefaultCompression)
+		}
+	}
+	return body
 }
 
 // SetFault installs f for every request whose URL path starts with
@@ -143,6 +163,10 @@ func (s *Server) emitWithFault(w http.ResponseWriter, r *http.Request, rec *reco
 	if f.Corrupt && len(body) > 0 {
 		body = bytes.Clone(body)
 		body[len(body)/2] ^= 0xFF
+	}
+	if f.ContentEncoding != "" {
+		w.Header().Set("Content-Encoding", f.ContentEncoding)
+		body = f.encode(body)
 	}
 	declared := len(body)
 	if f.LieLength > 0 {

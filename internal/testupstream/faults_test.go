@@ -123,6 +123,19 @@ func TestFaultBodyAlterations(t *testing.T) {
 				t.Errorf("%d bytes differ, want 1", diff)
 			}
 		}},
+		{"x-gzip twice", Fault{ContentEncoding: "x-gzip, gzip"}, false, func(t *testing.T, full, got []byte, res *http.Response) {
+			if res.Header.Get("Content-Encoding") != "x-gzip, gzip" || res.Header.Get("Content-Length") != itoa(len(got)) {
+				t.Fatalf("Content-Encoding %q, Content-Length %q for %d bytes", res.Header.Get("Content-Encoding"), res.Header.Get("Content-Length"), len(got))
+			}
+			if plain := gunzip(t, gunzip(t, got)); !bytes.Equal(plain, full) {
+				t.Errorf("decodes to %d bytes, want the %d identity bytes", len(plain), len(full))
+			}
+		}},
+		{"mislabelled br", Fault{ContentEncoding: "br"}, false, func(t *testing.T, full, got []byte, res *http.Response) {
+			if res.Header.Get("Content-Encoding") != "br" || !bytes.Equal(got, full) {
+				t.Errorf("Content-Encoding %q on %d bytes, want br on the identity bytes", res.Header.Get("Content-Encoding"), len(got))
+			}
+		}},
 	}
 	for _, tc := range tests {
 		for _, path := range []string{"/gems/f-1.0.0.gem", "/versions", "/info/f", "/api/v1/gems/f.json"} {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -29,15 +30,22 @@ type apiKey struct {
 var allScopes = []string{"index_rubygems", "push_rubygem", "yank_rubygem", "add_owner", "update_owner", "remove_owner", "access_webhooks", "show_dashboard", "configure_trusted_publishers"}
 
 // form merges the URL query and a form-urlencoded body (for every method,
-// DELETE included).
+// DELETE included) as Rails' params does: a key in the query replaces the
+// same key in the body (request_parameters.merge(query_parameters),
+// ActionDispatch::Http::Parameters#parameters), and of a key repeated
+// without "[]" only the last value counts (Rack's query parser).
 func (q *reqState) form() url.Values {
-	v := q.r.URL.Query()
+	v := url.Values{}
 	ct, _, _ := mime.ParseMediaType(q.r.Header.Get("Content-Type"))
 	if ct == "" || ct == "application/x-www-form-urlencoded" {
 		if b, err := url.ParseQuery(string(q.body)); err == nil {
-			for k, vs := range b {
-				v[k] = append(v[k], vs...)
-			}
+			maps.Copy(v, b)
+		}
+	}
+	maps.Copy(v, q.r.URL.Query())
+	for k, vs := range v {
+		if !strings.HasSuffix(k, "[]") {
+			v[k] = vs[len(vs)-1:]
 		}
 	}
 	return v
