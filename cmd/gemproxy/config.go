@@ -59,9 +59,13 @@ type Config struct {
 	// MaxBodySize is the largest request body (a gem push) forwarded
 	// upstream. Default 500MiB; 0 is invalid.
 	MaxBodySize Size `toml:"max_body_size"`
-	// UpstreamConcurrency caps concurrent upstream requests. Default 32; 0
-	// is invalid.
+	// UpstreamConcurrency caps concurrent cache fills upstream. Default 32;
+	// 0 is invalid.
 	UpstreamConcurrency int `toml:"upstream_concurrency"`
+	// UpstreamPassThroughConcurrency caps concurrent pass-through reads and
+	// writes upstream, in slots of their own: clients pace them, so they
+	// never take a cache fill's. Default 32; 0 is invalid.
+	UpstreamPassThroughConcurrency int `toml:"upstream_pass_through_concurrency"`
 	// UpstreamRedirectHosts lists the hosts (host or host:port) besides the
 	// upstream's own that upstream redirects on reads may lead to, such as
 	// a CDN serving gems. Default none: gemproxy contacts no other host.
@@ -213,6 +217,8 @@ func Defaults() Config {
 		UpstreamConcurrency:   32,
 		UpstreamRedirectHosts: []string{},
 		SweepInterval:         Duration(time.Minute),
+
+		UpstreamPassThroughConcurrency: 32,
 		TTL: TTLConfig{
 			Versions:  Duration(proxy.DefaultTTL[proxy.ClassVersions]),
 			Info:      Duration(proxy.DefaultTTL[proxy.ClassInfo]),
@@ -306,6 +312,7 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 			FirstByteTimeout: time.Duration(c.UpstreamTimeouts.FirstByte),
 			IdleTimeout:      time.Duration(c.UpstreamTimeouts.Idle),
 			MaxConcurrent:    c.UpstreamConcurrency,
+			MaxPassThrough:   c.UpstreamPassThroughConcurrency,
 			RedirectHosts:    c.UpstreamRedirectHosts,
 		},
 		Server: proxy.ServerOptions{
@@ -425,6 +432,9 @@ func (c Config) Validate() error {
 	}
 	if c.UpstreamConcurrency <= 0 {
 		return bad("upstream_concurrency", "must be positive")
+	}
+	if c.UpstreamPassThroughConcurrency <= 0 {
+		return bad("upstream_pass_through_concurrency", "must be positive")
 	}
 	for _, h := range c.UpstreamRedirectHosts {
 		if u, err := url.Parse("http://" + h); err != nil || h == "" || u.Host != h {
