@@ -74,6 +74,9 @@ func TestClientBodyFaultsNeverOpenTheCircuit(t *testing.T) {
 		if status, body := tp.doRaw(t, chunked+fmt.Sprintf("%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n", len(big), big, len(big), big)); status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("chunked body over the limit: %d %q, want 413", status, body)
 		}
+		if got := tp.circuitState(); got != metrics.CircuitClosed {
+			t.Fatalf("circuit state %v after %d malformed and %d over-limit bodies, want closed", got, i+1, i+1)
+		}
 		tp.abortedUpload(t)
 	}
 	tp.settled(t)
@@ -94,14 +97,14 @@ func TestClientBodyFaultsNeverOpenTheCircuit(t *testing.T) {
 // and hangs up once the request is on its way upstream.
 func (tp *testProxy) abortedUpload(t *testing.T) {
 	t.Helper()
+	tp.settled(t)
 	conn, err := net.Dial("tcp", tp.listen(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	inFlight := testutil.ToFloat64(tp.m.UpstreamInFlight)
+	defer conn.Close()
 	fmt.Fprintf(conn, "POST /api/v1/gems HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nContent-Length: %d\r\n\r\n%s", 60<<10, strings.Repeat("y", 16<<10))
-	waitFor(t, func() bool { return testutil.ToFloat64(tp.m.UpstreamInFlight) > inFlight })
-	conn.Close()
+	waitFor(t, func() bool { return testutil.ToFloat64(tp.m.UpstreamInFlight) > 0 })
 }
 
 // TestHalfOpenProbeIsAFill: once the back-off has elapsed, a client's
