@@ -55,9 +55,13 @@ type Config struct {
 	// MaxBodySize is the largest request body (a gem push) forwarded
 	// upstream. Default 500MiB; 0 is invalid.
 	MaxBodySize Size `toml:"max_body_size"`
-	// UpstreamConcurrency caps concurrent upstream requests. Default 32; 0
-	// is invalid.
+	// UpstreamConcurrency caps concurrent cache fills upstream. Default 32;
+	// 0 is invalid.
 	UpstreamConcurrency int `toml:"upstream_concurrency"`
+	// UpstreamPassThroughConcurrency caps concurrent pass-through reads and
+	// writes upstream, in slots of their own: clients pace them, so they
+	// never take a cache fill's. Default 32; 0 is invalid.
+	UpstreamPassThroughConcurrency int `toml:"upstream_pass_through_concurrency"`
 	// UpstreamRedirectHosts lists the hosts (host or host:port) besides the
 	// upstream's own that upstream redirects on reads may lead to, such as
 	// a CDN serving gems. Default none: gemproxy contacts no other host.
@@ -129,19 +133,20 @@ type ServerConfig struct {
 // Defaults returns the configuration used when nothing else is given.
 func Defaults() Config {
 	return Config{
-		Listen:                ":9292",
-		Upstream:              "https://rubygems.org",
-		DataDir:               "./data",
-		LogLevel:              "info",
-		LogFormat:             "text",
-		MaxSize:               10 * GiB,
-		MemoryCache:           64 * MiB,
-		MaxBodySize:           500 * MiB,
-		UpstreamConcurrency:   32,
-		UpstreamRedirectHosts: []string{},
-		SweepInterval:         Duration(time.Minute),
-		Classes:               classTables(proxy.DefaultPolicies()),
-		Breaker:               BreakerConfig{Failures: 5, Backoff: Duration(5 * time.Second), MaxBackoff: Duration(5 * time.Minute)},
+		Listen:                         ":9292",
+		Upstream:                       "https://rubygems.org",
+		DataDir:                        "./data",
+		LogLevel:                       "info",
+		LogFormat:                      "text",
+		MaxSize:                        10 * GiB,
+		MemoryCache:                    64 * MiB,
+		MaxBodySize:                    500 * MiB,
+		UpstreamConcurrency:            32,
+		UpstreamRedirectHosts:          []string{},
+		SweepInterval:                  Duration(time.Minute),
+		UpstreamPassThroughConcurrency: 32,
+		Classes:                        classTables(proxy.DefaultPolicies()),
+		Breaker:                        BreakerConfig{Failures: 5, Backoff: Duration(5 * time.Second), MaxBackoff: Duration(5 * time.Minute)},
 		UpstreamTimeouts: UpstreamTimeoutsConfig{
 			Connect:   Duration(10 * time.Second),
 			FirstByte: Duration(30 * time.Second),
@@ -199,6 +204,7 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 			FirstByteTimeout: time.Duration(c.UpstreamTimeouts.FirstByte),
 			IdleTimeout:      time.Duration(c.UpstreamTimeouts.Idle),
 			MaxConcurrent:    c.UpstreamConcurrency,
+			MaxPassThrough:   c.UpstreamPassThroughConcurrency,
 			RedirectHosts:    c.UpstreamRedirectHosts,
 		},
 		Server: proxy.ServerOptions{
@@ -276,6 +282,9 @@ func (c Config) Validate() error {
 	}
 	if c.UpstreamConcurrency <= 0 {
 		return bad("upstream_concurrency", "must be positive")
+	}
+	if c.UpstreamPassThroughConcurrency <= 0 {
+		return bad("upstream_pass_through_concurrency", "must be positive")
 	}
 	for _, h := range c.UpstreamRedirectHosts {
 		if u, err := url.Parse("http://" + h); err != nil || h == "" || u.Host != h {

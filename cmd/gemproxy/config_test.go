@@ -227,6 +227,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `config FILE: max_body_size: must be positive`},
 		{name: "zero concurrency", file: "upstream_concurrency = 0\n",
 			want: `config FILE: upstream_concurrency: must be positive`},
+		{name: "zero pass-through concurrency", file: "upstream_pass_through_concurrency = 0\n",
+			want: `config FILE: upstream_pass_through_concurrency: must be positive`},
 		{name: "redirect host with a scheme", file: "upstream_redirect_hosts = [\"https://cdn.example/\"]\n",
 			want: `config FILE: upstream_redirect_hosts: "https://cdn.example/" is not a host or host:port`},
 		{name: "small header limit", file: "[server]\nmax_header_bytes = 10\n",
@@ -417,6 +419,7 @@ upstream = "http://mirror.internal:8080/rubygems"
 keep_yanked = true
 max_body_size = "1GiB"
 upstream_concurrency = 4
+upstream_pass_through_concurrency = 8
 [upstream_timeouts]
 fill = "1h"
 [server]
@@ -426,7 +429,7 @@ write_timeout = "5m"
 				t.Errorf("FillTimeout = %v", co.FillTimeout)
 			}
 			po := mustProxyOptions(t, c)
-			if !po.KeepYanked || po.MaxBodySize != 1<<30 || po.Upstream.MaxConcurrent != 4 ||
+			if !po.KeepYanked || po.MaxBodySize != 1<<30 || po.Upstream.MaxConcurrent != 4 || po.Upstream.MaxPassThrough != 8 ||
 				po.Server.WriteTimeout != 5*time.Minute || po.Upstream.URL.Path != "/rubygems" {
 				t.Errorf("proxy options %+v", po)
 			}

@@ -67,7 +67,8 @@ var kubeVersion = chartutil.KubeVersion{Version: "v1.31.0", Major: "1", Minor: "
 var configKeys = []string{
 	"listen", "upstream", "data_dir", "offline", "log_level", "log_format",
 	"max_size", "memory_cache", "keep_yanked", "max_body_size",
-	"upstream_concurrency", "upstream_redirect_hosts", "sweep_interval",
+	"upstream_concurrency", "upstream_pass_through_concurrency",
+	"upstream_redirect_hosts", "sweep_interval",
 	"upstream_timeouts.connect", "upstream_timeouts.first_byte",
 	"upstream_timeouts.idle", "upstream_timeouts.fill",
 	"server.read_timeout", "server.write_timeout", "server.idle_timeout",

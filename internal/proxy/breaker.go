@@ -13,7 +13,9 @@ import (
 // select the defaults given per field.
 type BreakerOptions struct {
 	// Failures is how many consecutive upstream failures (transport errors,
-	// timeouts, 5xx) open the circuit. Default 5; negative disables the breaker.
+	// timeouts, 5xx) open the circuit; what a client causes (a broken
+	// request body, a client that leaves or stops reading) never counts.
+	// Default 5; negative disables the breaker.
 	Failures int
 	// Backoff is the first open period; each failed probe doubles it.
 	// Default 5s.
@@ -40,7 +42,8 @@ func (o BreakerOptions) withDefaults() BreakerOptions {
 var errCircuitOpen = errors.New("upstream circuit open after repeated failures")
 
 // breaker stops calling the upstream after consecutive failures, for a
-// back-off period that doubles up to a cap, then lets one probe through.
+// back-off period that doubles up to a cap, then lets one cache fill
+// through as a probe.
 type breaker struct {
 	opts     BreakerOptions
 	now      func() time.Time
@@ -60,57 +63,77 @@ func newBreaker(opts BreakerOptions, now func() time.Time, onChange func(state i
 	return &breaker{opts: opts, now: now, onChange: onChange, backoff: opts.Backoff}
 }
 
-// allow reports whether a request may go upstream now. When it returns
-// nil, the caller must call done with the outcome.
-func (b *breaker) allow() error {
+// outcome is what one upstream call tells about the upstream's health.
+type outcome int
+
+const (
+	// healthy: the upstream answered, below 500.
+	healthy outcome = iota
+	// failing: the upstream's own fault (connect or TLS error, reset or
+	// stall while its answer was read, 5xx).
+	failing
+	// unknown: the call ended for a reason that says nothing about the
+	// upstream (a client's broken body, departure or pace; no free slot).
+	unknown
+)
+
+// allow reports whether a request may go upstream now; fill tells a cache
+// fill from a client's pass-through or write. Only a fill may be the probe
+// of a half-open circuit: a client's request cannot take the probe, nor be
+// it. When allow returns nil, the caller must call done with probe and the
+// outcome.
+func (b *breaker) allow(fill bool) (probe bool, err error) {
 	if b.opts.Failures < 0 {
-		return nil
+		return false, nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch b.state {
-	case metrics.CircuitOpen:
-		if b.now().Before(b.openUntil) {
-			return fmt.Errorf("%w; next probe in %s", errCircuitOpen, b.openUntil.Sub(b.now()).Round(time.Second))
-		}
-		b.set(metrics.CircuitHalfOpen, "back-off elapsed; probing")
-		b.probing = true
-		return nil
-	case metrics.CircuitHalfOpen:
-		if b.probing {
-			return fmt.Errorf("%w; a probe is in flight", errCircuitOpen)
-		}
-		b.probing = true
+	switch {
+	case b.state == metrics.CircuitClosed:
+		return false, nil
+	case b.state == metrics.CircuitOpen && b.now().Before(b.openUntil):
+		return false, fmt.Errorf("%w; next probe in %s", errCircuitOpen, b.openUntil.Sub(b.now()).Round(time.Second))
+	case !fill:
+		return false, fmt.Errorf("%w; waiting for a cache fill to probe the upstream", errCircuitOpen)
+	case b.probing:
+		return false, fmt.Errorf("%w; a probe is in flight", errCircuitOpen)
 	}
-	return nil
+	if b.state == metrics.CircuitOpen {
+		b.set(metrics.CircuitHalfOpen, "back-off elapsed; probing")
+	}
+	b.probing = true
+	return true, nil
 }
 
-// done records the outcome of an allowed request.
-func (b *breaker) done(ok bool) {
+// done records the outcome of an allowed request; probe is what allow
+// returned for it. An unknown outcome changes nothing but frees the probe.
+func (b *breaker) done(probe bool, o outcome) {
 	if b.opts.Failures < 0 {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if ok {
-		b.failures = 0
+	if probe {
 		b.probing = false
+	}
+	switch o {
+	case healthy:
+		b.failures = 0
 		if b.state != metrics.CircuitClosed {
 			b.backoff = b.opts.Backoff
 			b.set(metrics.CircuitClosed, "probe succeeded")
 		}
-		return
-	}
-	b.failures++
-	switch {
-	case b.state == metrics.CircuitHalfOpen:
-		b.probing = false
-		b.backoff = min(b.backoff*2, b.opts.MaxBackoff)
-		b.openUntil = b.now().Add(b.backoff)
-		b.set(metrics.CircuitOpen, "probe failed")
-	case b.state == metrics.CircuitClosed && b.failures >= b.opts.Failures:
-		b.openUntil = b.now().Add(b.backoff)
-		b.set(metrics.CircuitOpen, fmt.Sprintf("%d consecutive upstream failures", b.failures))
+	case failing:
+		b.failures++
+		switch {
+		case probe && b.state == metrics.CircuitHalfOpen:
+			b.backoff = min(b.backoff*2, b.opts.MaxBackoff)
+			b.openUntil = b.now().Add(b.backoff)
+			b.set(metrics.CircuitOpen, "probe failed")
+		case b.state == metrics.CircuitClosed && b.failures >= b.opts.Failures:
+			b.openUntil = b.now().Add(b.backoff)
+			b.set(metrics.CircuitOpen, fmt.Sprintf("%d consecutive upstream failures", b.failures))
+		}
 	}
 }
 

@@ -38,14 +38,12 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		refuseBody(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
 		return 0
 	}
-	var client *clientBody
 	if method != http.MethodGet && method != http.MethodHead {
 		body = c.Context().RequestBodyStream()
 		if body == nil {
 			body = bytes.NewReader(c.Body())
 		}
-		client = &clientBody{r: body, left: p.opts.MaxBodySize}
-		body = client
+		body = &clientBody{r: body, left: p.opts.MaxBodySize}
 	}
 	var captured *prefixCapture
 	if rt.Handling == Write && body != nil {
@@ -76,10 +74,11 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 	resp, err := p.send(ctx, rt, req, false)
 	if err != nil {
 		cancel()
+		var bodyErr *requestBodyError
 		switch {
-		case client != nil && errors.Is(client.err, errBodyTooLarge):
+		case errors.Is(err, errBodyTooLarge):
 			refuseBody(c, http.StatusRequestEntityTooLarge, "request body larger than the configured max_body_size")
-		case client != nil && client.err != nil:
+		case errors.As(err, &bodyErr):
 			refuseBody(c, http.StatusBadRequest, "malformed or interrupted request body")
 		default:
 			ue := errUpstream("request", err).(*upstreamError)
@@ -145,23 +144,19 @@ var errBodyTooLarge = errors.New("request body larger than max_body_size")
 // clientBody is the client's request body on its way upstream. It fails
 // once more than left bytes were read (a chunked body over the limit: the
 // upstream sees a broken body and the client an error, never a truncated
-// success), and remembers the first read error so that a broken client
-// body is answered as the client's fault, not the upstream's.
+// success). Like any body that fails to read, it is answered as the
+// client's fault, not the upstream's (see requestBodyError).
 type clientBody struct {
 	r    io.Reader
 	left int64
-	err  error
 }
 
-// Read reads through, enforcing the cap and recording errors.
+// Read reads through, enforcing the cap.
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
 	if b.left < 0 {
 		err = errBodyTooLarge
-	}
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
 	}
 	return n, err
 }

@@ -280,14 +280,15 @@ func (p *Proxy) newUpstreamRequest(ctx context.Context, fr fillRequest) (*http.R
 }
 
 // send performs req upstream for route rt, with its class's timeouts, and
-// records metrics for its endpoint.
-func (p *Proxy) send(ctx context.Context, rt *Route, req *http.Request, follow bool) (*http.Response, error) {
+// records metrics for its endpoint. fill tells a cache fill from a client's
+// pass-through or write (see upstream.do).
+func (p *Proxy) send(ctx context.Context, rt *Route, req *http.Request, fill bool) (*http.Response, error) {
 	if p.opts.Offline {
 		return nil, errOfflineWrite
 	}
 	start := time.Now()
 	p.m.UpstreamInFlight.Inc()
-	resp, err := p.up.do(ctx, req, follow, p.policy(rt.Class).timeouts())
+	resp, err := p.up.do(ctx, req, fill, p.policy(rt.Class).timeouts())
 	p.m.ObserveUpstream(rt.Endpoint, respCode(resp, err), time.Since(start))
 	if err != nil {
 		p.m.UpstreamInFlight.Dec()

@@ -25,10 +25,18 @@ type UpstreamOptions struct {
 	ConnectTimeout time.Duration
 	// FirstByteTimeout bounds the wait for response headers. Default 30s.
 	FirstByteTimeout time.Duration
-	// IdleTimeout bounds the wait between two body reads. Default 30s.
+	// IdleTimeout bounds how long an answer's body may make no progress:
+	// a read waiting on the upstream (the upstream's fault), or no read at
+	// all (its reader's, e.g. a client that stopped reading a pass-through
+	// answer). The stream is then cut. Default 30s.
 	IdleTimeout time.Duration
-	// MaxConcurrent caps concurrent upstream requests. Default 32.
+	// MaxConcurrent caps concurrent cache fills (and revalidations)
+	// upstream. Default 32.
 	MaxConcurrent int
+	// MaxPassThrough caps concurrent pass-through reads and writes
+	// upstream. Their clients set their pace, so they have slots of their
+	// own and can never hold a fill's. Default 32.
+	MaxPassThrough int
 	// Version is appended to the client's User-Agent as " gemproxy/VERSION".
 	Version string
 	// RedirectHosts lists the other hosts a read may be redirected to.
@@ -50,6 +58,9 @@ func (o UpstreamOptions) withDefaults() UpstreamOptions {
 	if o.MaxConcurrent == 0 {
 		o.MaxConcurrent = 32
 	}
+	if o.MaxPassThrough == 0 {
+		o.MaxPassThrough = 32
+	}
 	return o
 }
 
@@ -65,7 +76,9 @@ type upstream struct {
 	opts UpstreamOptions
 	// reads follows same-host redirects; writes never follow any.
 	reads, writes *http.Client
-	sem           chan struct{}
+	// fillSlots and passSlots hold one token per request in flight: cache
+	// fills in one pool, pass-through reads and writes in the other.
+	fillSlots, passSlots chan struct{}
 	// prefix is scheme://host[/base path] without a trailing slash.
 	prefix string
 	// breaker stops calling an upstream that keeps failing.
@@ -76,12 +89,13 @@ type upstream struct {
 func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 	opts = opts.withDefaults()
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	conns := opts.MaxConcurrent + opts.MaxPassThrough
 	transport := &http.Transport{
 		Proxy:               nil, // never via an environment proxy: only the configured host
 		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: opts.ConnectTimeout,
-		MaxIdleConns:        opts.MaxConcurrent * 2,
-		MaxIdleConnsPerHost: opts.MaxConcurrent * 2,
+		MaxIdleConns:        conns * 2,
+		MaxIdleConnsPerHost: conns * 2,
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   true,
 	}
@@ -100,9 +114,10 @@ func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 		writes: &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}},
-		sem:     make(chan struct{}, opts.MaxConcurrent),
-		prefix:  opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
-		breaker: br,
+		fillSlots: make(chan struct{}, opts.MaxConcurrent),
+		passSlots: make(chan struct{}, opts.MaxPassThrough),
+		prefix:    opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
+		breaker:   br,
 	}
 }
 
@@ -124,23 +139,21 @@ func (u *upstream) userAgent(client string) string {
 }
 
 // do sends one request upstream. The response body must be closed; it
-// enforces the idle timeout between reads and releases the concurrency slot
-// on Close. follow selects the read client (same-host redirects followed).
-func (u *upstream) do(ctx context.Context, req *http.Request, follow bool, t Timeouts) (*http.Response, error) {
+// cuts a stream that makes no progress for the idle timeout and ends the
+// call (breaker outcome, slot) once it is read, failed, cut or closed.
+// fill tells a cache fill (same-host redirects followed, a fill slot, may
+// probe the breaker) from a client's pass-through or write (no redirects,
+// a pass-through slot, never a probe).
+func (u *upstream) do(ctx context.Context, req *http.Request, fill bool, t Timeouts) (*http.Response, error) {
 	t = t.or(Timeouts{FirstByte: u.opts.FirstByteTimeout, Idle: u.opts.IdleTimeout})
 	if req.URL.Host != u.opts.URL.Host {
 		return nil, fmt.Errorf("%w: %s", errOtherHost, req.URL.Host)
 	}
-	if err := u.breaker.allow(); err != nil {
+	c, err := u.begin(ctx, fill)
+	if err != nil {
 		return nil, err
 	}
-	select {
-	case u.sem <- struct{}{}:
-	case <-ctx.Done():
-		u.breaker.done(true) // not the upstream's fault
-		return nil, fmt.Errorf("upstream: waiting for a free connection slot: %w", ctx.Err())
-	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, c.cancel = context.WithCancel(ctx)
 	// The first-byte clock starts once the request (a push body included)
 	// is written, like http.Transport's ResponseHeaderTimeout, but per call.
 	var firstByte atomic.Pointer[time.Timer]
@@ -148,46 +161,160 @@ func (u *upstream) do(ctx context.Context, req *http.Request, follow bool, t Tim
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
 		firstByte.Store(time.AfterFunc(t.FirstByte, func() {
 			waited.Store(true)
-			cancel()
+			c.cancel()
 		}))
 	}})
 	req = req.WithContext(ctx)
+	body := watchBody(req)
 	client := u.writes
-	if follow {
+	if fill {
 		client = u.reads
 	}
 	resp, err := client.Do(req)
 	if tm := firstByte.Load(); tm != nil {
 		tm.Stop()
 	}
-	if err != nil && waited.Load() {
-		err = errFirstByteTimeout
-	}
 	if err != nil {
-		u.breaker.done(false)
-		cancel()
-		<-u.sem
+		if waited.Load() {
+			err = errFirstByteTimeout
+		}
+		if bodyErr := body.failure(); bodyErr != nil {
+			err = bodyErr // the client's, whatever the transport made of it
+		}
+		c.end(0, err)
 		return nil, err
 	}
 	// The outcome counts for the breaker once the body is done: an upstream
 	// that sends headers and then stalls or cuts off is failing too.
 	status := resp.StatusCode
-	ib := &idleBody{
-		body:    resp.Body,
-		timeout: t.Idle,
-		done: func(bodyOK bool) {
-			u.breaker.done(bodyOK && status < 500)
-			cancel()
-			<-u.sem
-		},
-	}
-	ib.timer = time.AfterFunc(t.Idle, func() {
-		ib.fired.Store(true)
-		cancel()
-	})
-	resp.Body = ib
+	resp.Body = newIdleBody(resp.Body, t.Idle, func(err error) { c.end(status, err) })
 	return resp, nil
 }
+
+// call is one upstream request past the breaker, holding a slot.
+type call struct {
+	u *upstream
+	// fill tells a cache fill from a client's pass-through or write.
+	fill bool
+	// probe is set when the call is the breaker's half-open probe.
+	probe bool
+	// slots is the pool the call's slot came from.
+	slots chan struct{}
+	// parent is the caller's context; cancel aborts the request.
+	parent context.Context
+	cancel context.CancelFunc
+}
+
+// begin lets a call past the breaker and waits, as long as ctx allows,
+// for a slot in its pool.
+func (u *upstream) begin(ctx context.Context, fill bool) (*call, error) {
+	probe, err := u.breaker.allow(fill)
+	if err != nil {
+		return nil, err
+	}
+	slots := u.passSlots
+	if fill {
+		slots = u.fillSlots
+	}
+	select {
+	case slots <- struct{}{}:
+		return &call{u: u, fill: fill, probe: probe, slots: slots, parent: ctx}, nil
+	case <-ctx.Done():
+		u.breaker.done(probe, unknown)
+		return nil, fmt.Errorf("upstream: waiting for a free connection slot: %w", ctx.Err())
+	}
+}
+
+// end ends the call, once: err is nil when the upstream answered status
+// and its body was read or dropped, else why the call failed. It reports
+// the outcome to the breaker, aborts the request and frees the slot.
+func (c *call) end(status int, err error) {
+	c.u.breaker.done(c.probe, c.outcome(status, err))
+	c.cancel()
+	<-c.slots
+}
+
+// outcome says what the end of the call tells about the upstream: nothing
+// when the client's request body broke, its reader stopped reading, or a
+// pass-through's client left or gave up.
+func (c *call) outcome(status int, err error) outcome {
+	var bodyErr *requestBodyError
+	switch {
+	case err == nil && status < 500:
+		return healthy
+	case errors.As(err, &bodyErr), errors.Is(err, errReaderIdle):
+		return unknown
+	case err != nil && !c.fill && c.parent.Err() != nil:
+		return unknown
+	}
+	return failing
+}
+
+// requestBody is a request body on its way upstream. A body that cannot
+// be read, or ends before its Content-Length, is its sender's fault, never
+// the upstream's: its first read error is kept to say so.
+type requestBody struct {
+	io.ReadCloser
+	// left is how many bytes the declared length still expects; negative
+	// when no length was declared.
+	left int64
+	mu   sync.Mutex
+	err  error
+}
+
+// watchBody puts a requestBody around req's body; nil when it has none.
+func watchBody(req *http.Request) *requestBody {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	rb := &requestBody{ReadCloser: req.Body, left: req.ContentLength}
+	req.Body = rb
+	return rb
+}
+
+// Read reads through, turning an early end into io.ErrUnexpectedEOF and
+// keeping the first error other than io.EOF.
+func (rb *requestBody) Read(p []byte) (int, error) {
+	n, err := rb.ReadCloser.Read(p)
+	if rb.left >= 0 {
+		rb.left -= int64(n)
+		if err == io.EOF && rb.left > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err != nil && err != io.EOF {
+		rb.mu.Lock()
+		if rb.err == nil {
+			rb.err = err
+		}
+		rb.mu.Unlock()
+	}
+	return n, err
+}
+
+// failure returns the body's read error as a *requestBodyError, or nil
+// when it had none (or there is no body).
+func (rb *requestBody) failure() error {
+	if rb == nil {
+		return nil
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.err == nil {
+		return nil
+	}
+	return &requestBodyError{rb.err}
+}
+
+// requestBodyError is an upstream call that failed because its request
+// body could not be read (malformed, cut off, over the size limit).
+type requestBodyError struct{ err error }
+
+// Error describes the failure.
+func (e *requestBodyError) Error() string { return "request body unreadable: " + e.err.Error() }
+
+// Unwrap returns the body's read error.
+func (e *requestBodyError) Unwrap() error { return e.err }
 
 // errFirstByteTimeout is returned when the upstream sent no response
 // headers within the first-byte timeout.
@@ -217,6 +344,10 @@ func (t Timeouts) or(def Timeouts) Timeouts {
 // nothing for the idle timeout.
 var errIdleTimeout = &timeoutError{"upstream sent no body bytes within the idle timeout"}
 
+// errReaderIdle is returned by a body read after its reader read nothing
+// for the idle timeout, and the stream was cut.
+var errReaderIdle = &timeoutError{"upstream answer not read for the idle timeout; stream cut"}
+
 // timeoutError is an error that reports itself as a timeout.
 type timeoutError struct{ msg string }
 
@@ -226,39 +357,104 @@ func (e *timeoutError) Error() string { return e.msg }
 // Timeout reports true.
 func (e *timeoutError) Timeout() bool { return true }
 
-// idleBody cancels the request when no body bytes arrive for timeout, and
-// reports on Close whether the body arrived without a transport error.
+// idleBody is an upstream answer's body. A stream that makes no progress
+// for timeout is cut: the upstream's fault when a Read waited on it all
+// that time (errIdleTimeout), the reader's when no Read was called
+// (errReaderIdle). end runs once, with nil at the end of the body or on
+// Close, else with why the stream failed or was cut; a cut ends the call
+// at once, without waiting for a reader that may never come back.
 type idleBody struct {
 	body    io.ReadCloser
-	timer   *time.Timer
 	timeout time.Duration
+	timer   *time.Timer
+	end     func(err error)
 	once    sync.Once
-	done    func(bodyOK bool)
-	// fired is set when the idle timer cancelled the request.
-	fired atomic.Bool
-	// failed is set when a read failed (reset, truncation, idle timeout).
-	failed atomic.Bool
+
+	mu sync.Mutex
+	// reading is set while a Read waits on the upstream.
+	reading bool
+	// since is when the last Read began or returned.
+	since time.Time
+	// cut is why the stream was cut, once it was.
+	cut error
+	// ended is set once the call has ended.
+	ended bool
 }
 
-// Read reads from the body, re-arming the idle timer.
+// newIdleBody wraps body; end ends the upstream call.
+func newIdleBody(body io.ReadCloser, timeout time.Duration, end func(err error)) *idleBody {
+	b := &idleBody{body: body, timeout: timeout, end: end, since: time.Now()}
+	b.timer = time.AfterFunc(timeout, b.expire)
+	return b
+}
+
+// Read reads from the body, recording progress.
 func (b *idleBody) Read(p []byte) (int, error) {
+	if cut := b.progress(true); cut != nil {
+		return 0, cut
+	}
 	n, err := b.body.Read(p)
-	b.timer.Reset(b.timeout)
-	if err != nil && err != io.EOF {
-		b.failed.Store(true)
-		if b.fired.Load() {
-			err = errIdleTimeout
-		}
+	if cut := b.progress(false); cut != nil {
+		return n, cut
+	}
+	if err != nil {
+		b.finish(err)
 	}
 	return n, err
 }
 
-// Close closes the body and releases the request's resources once.
+// progress records that a Read begins (reading) or returned, restarting
+// the idle clock, unless the stream was cut: then it returns why.
+func (b *idleBody) progress(reading bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cut == nil {
+		b.reading = reading
+		b.since = time.Now()
+	}
+	return b.cut
+}
+
+// expire runs when the idle timer fires: it cuts the stream if nothing
+// happened for timeout, else waits for the rest of it.
+func (b *idleBody) expire() {
+	b.mu.Lock()
+	if b.ended {
+		b.mu.Unlock()
+		return
+	}
+	if idle := time.Since(b.since); idle < b.timeout {
+		b.timer.Reset(b.timeout - idle)
+		b.mu.Unlock()
+		return
+	}
+	b.cut = errReaderIdle
+	if b.reading {
+		b.cut = errIdleTimeout
+	}
+	cut := b.cut
+	b.mu.Unlock()
+	b.finish(cut) // aborts the request: a waiting Read returns
+}
+
+// finish ends the call once; err is nil or io.EOF for a body read or
+// dropped, else why it failed.
+func (b *idleBody) finish(err error) {
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.ended = true
+		b.mu.Unlock()
+		b.timer.Stop()
+		if err == io.EOF {
+			err = nil
+		}
+		b.end(err)
+	})
+}
+
+// Close closes the body and ends the call, if nothing ended it before.
 func (b *idleBody) Close() error {
 	err := b.body.Close()
-	b.once.Do(func() {
-		b.timer.Stop()
-		b.done(!b.failed.Load())
-	})
+	b.finish(nil)
 	return err
 }
