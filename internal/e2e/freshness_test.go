@@ -2,10 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/gemproxy/gemproxy/internal/proxy"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
@@ -39,13 +40,15 @@ func bundleLockUpdateSeesReleaseAfterDefaultTTL(t *testing.T, f flavour) {
 
 	e.up.Publish(testupstream.GemSpec{Name: "chain-a", Version: "1.1.0", Deps: []testupstream.Dep{{Name: "chain-b", Requirement: "~> 1.0"}}}, nil)
 	// Control: within the TTL gemproxy still serves its cached copy, so
-	// what follows depends on the expiry.
+	// what follows depends on the expiry. Its answers say how long that
+	// lasts (max-age is the TTL of the class).
 	upstream, _ := e.up.Body("/versions")
-	if served := e.get("/versions"); bytes.Equal(served, upstream) {
+	served, ttl := e.getMaxAge("/versions")
+	if bytes.Equal(served, upstream) {
 		t.Fatalf("gemproxy served the upstream's new /versions before the TTL ran out: the test proves nothing")
 	}
-
-	ttl := max(proxy.DefaultTTL[proxy.ClassVersions], proxy.DefaultTTL[proxy.ClassInfo])
+	_, infoTTL := e.getMaxAge("/info/chain-a")
+	ttl = max(ttl, infoTTL)
 	time.Sleep(time.Until(warmed.Add(ttl + time.Second))) // the TTL is what this test is about
 	waited := time.Since(warmed).Round(time.Second)
 	c.run(dir, false, "bundle", "lock", "--update", "chain-a")
@@ -54,4 +57,21 @@ func bundleLockUpdateSeesReleaseAfterDefaultTTL(t *testing.T, f flavour) {
 			waited, len(local), len(upstream))
 	}
 	lockHas(t, dir, "chain-a (1.1.0)")
+}
+
+// getMaxAge fetches path from gemproxy and returns the body and the
+// freshness its Cache-Control announces.
+func (e *env) getMaxAge(path string) ([]byte, time.Duration) {
+	e.t.Helper()
+	resp, body := e.fetch(path)
+	cc := resp.Header.Get("Cache-Control")
+	for _, d := range strings.Split(cc, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(d), "max-age="); ok {
+			if secs, err := strconv.Atoi(v); err == nil {
+				return body, time.Duration(secs) * time.Second
+			}
+		}
+	}
+	e.t.Fatalf("GET %s: %d with Cache-Control %q, want a max-age", path, resp.StatusCode, cc)
+	return nil, 0
 }

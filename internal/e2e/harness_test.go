@@ -321,6 +321,14 @@ func app(t *testing.T, gemfile, lock string) string {
 // get fetches a path from gemproxy.
 func (e *env) get(path string) []byte {
 	e.t.Helper()
+	_, b := e.fetch(path)
+	return b
+}
+
+// fetch fetches a path from gemproxy and returns the response (its body
+// closed) and the body.
+func (e *env) fetch(path string) (*http.Response, []byte) {
+	e.t.Helper()
 	resp, err := http.Get(e.proxyURL + path)
 	if err != nil {
 		e.t.Fatal(err)
@@ -330,7 +338,7 @@ func (e *env) get(path string) []byte {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return b
+	return resp, b
 }
 
 // upstreamGemRequests counts .gem downloads the upstream served.
