@@ -64,11 +64,17 @@ func lockHas(t *testing.T, dir string, specs ...string) string {
 }
 
 func TestBundleInstallThroughMirror(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, bundleInstallThroughMirror)
+}
+
+// bundleInstallThroughMirror resolves and installs the fixture through
+// the mirror setting, then installs it again on a fresh machine from the
+// lockfile without any upstream .gem download.
+func bundleInstallThroughMirror(t *testing.T, f flavour) {
 	e := start(t, testupstream.Options{})
 	publishFixture(t, e.up)
 
-	c := newClient(t)
+	c := newClient(t, f)
 	c.mirror("https://rubygems.org", e.proxyURL)
 	dir := app(t, fixtureGemfile, "")
 	c.run(dir, false, "bundle", "config", "set", "--local", "path", filepath.Join(c.home, "vendor"))
@@ -85,11 +91,15 @@ func TestBundleInstallThroughMirror(t *testing.T) {
 		if strings.Contains(r.Path, "/api/v1/dependencies") {
 			t.Errorf("the dependency API reached the upstream: %s", r.Path)
 		}
+		ua := r.Header.Get("User-Agent")
+		if !strings.HasPrefix(r.Path, "/gems/") && !strings.Contains(ua, "bundler/"+f.bundler+" ") {
+			t.Errorf("%s came from %q, want Bundler %s", r.Path, ua, f.bundler)
+		}
 	}
 
 	// A fresh machine with the lockfile: every gem comes from gemproxy's cache.
 	gemsBefore := e.upstreamGemRequests()
-	c2 := newClient(t)
+	c2 := newClient(t, f)
 	c2.mirror("https://rubygems.org", e.proxyURL)
 	dir2 := app(t, fixtureGemfile, lock)
 	c2.run(dir2, false, "bundle", "config", "set", "--local", "path", filepath.Join(c2.home, "vendor"))
@@ -104,10 +114,16 @@ func TestBundleInstallThroughMirror(t *testing.T) {
 }
 
 func TestGemInstallThroughProxy(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, gemInstallThroughProxy)
+}
+
+// gemInstallThroughProxy installs gems (a dependency chain, a platform
+// gem, a prerelease) and lists the full index with gemproxy as the only
+// source.
+func gemInstallThroughProxy(t *testing.T, f flavour) {
 	e := start(t, testupstream.Options{})
 	publishFixture(t, e.up)
-	c := newClient(t)
+	c := newClient(t, f)
 	src := e.proxyURL + "/"
 
 	out, _ := c.run(c.home, false, "gem", "sources", "--add", src)
@@ -140,7 +156,13 @@ func TestGemInstallThroughProxy(t *testing.T) {
 }
 
 func TestBundleSeesNewVersionAfterTTL(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, bundleSeesNewVersionAfterTTL)
+}
+
+// bundleSeesNewVersionAfterTTL checks that bundle lock --update sees a
+// version published upstream once a short TTL has passed, and that
+// Bundler's appended /versions equals gemproxy's and the upstream's.
+func bundleSeesNewVersionAfterTTL(t *testing.T, f flavour) {
 	const ttl = 1 * time.Second
 	e := start(t, testupstream.Options{}, func(o *proxy.Options) {
 		for _, c := range []proxy.Class{proxy.ClassVersions, proxy.ClassInfo} {
@@ -148,7 +170,7 @@ func TestBundleSeesNewVersionAfterTTL(t *testing.T) {
 		}
 	})
 	publishFixture(t, e.up)
-	c := newClient(t)
+	c := newClient(t, f)
 	c.mirror("https://rubygems.org", e.proxyURL)
 	dir := app(t, fixtureGemfile, "")
 	c.run(dir, false, "bundle", "lock")
@@ -161,11 +183,7 @@ func TestBundleSeesNewVersionAfterTTL(t *testing.T) {
 
 	// Bundler appended the tail gemproxy served to its own copy: it must
 	// equal gemproxy's /versions byte for byte.
-	matches, _ := filepath.Glob(filepath.Join(c.home, ".bundle", "cache", "compact_index", "*", "versions"))
-	if len(matches) != 1 {
-		t.Fatalf("Bundler's cached versions file not found: %v", matches)
-	}
-	local, _ := os.ReadFile(matches[0])
+	local := c.bundlerVersions()
 	served := e.get("/versions")
 	upstream, _ := e.up.Body("/versions")
 	if !bytes.Equal(local, served) || !bytes.Equal(served, upstream) {
@@ -198,14 +216,20 @@ func refreshes(t *testing.T, e *env) map[string]float64 {
 }
 
 func TestClientSwitchesBetweenProxyAndUpstream(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, clientSwitchesBetweenProxyAndUpstream)
+}
+
+// clientSwitchesBetweenProxyAndUpstream switches one Bundler cache
+// between gemproxy and the upstream and checks that its compact-index
+// cache stays valid (ranged requests only).
+func clientSwitchesBetweenProxyAndUpstream(t *testing.T, f flavour) {
 	e := start(t, testupstream.Options{}, func(o *proxy.Options) {
 		for _, c := range []proxy.Class{proxy.ClassVersions, proxy.ClassInfo} {
 			o.TunePolicy(c, func(pol *proxy.Policy) { pol.TTL = 0 })
 		}
 	})
 	publishFixture(t, e.up)
-	c := newClient(t)
+	c := newClient(t, f)
 	// The Gemfile names the upstream itself; the mirror setting decides
 	// whether Bundler goes through gemproxy. Bundler keys its cache by the
 	// source, so both paths share one compact-index cache.
@@ -233,11 +257,7 @@ func TestClientSwitchesBetweenProxyAndUpstream(t *testing.T) {
 		e.up.Reset()
 		c.run(dir, false, "bundle", "lock", "--update")
 		lockHas(t, dir, "chain-a ("+st.publish+")")
-		matches, _ := filepath.Glob(filepath.Join(c.home, ".bundle", "cache", "compact_index", "*", "versions"))
-		if len(matches) != 1 {
-			t.Fatalf("%s: Bundler cache dirs: %v", st.name, matches)
-		}
-		local, _ := os.ReadFile(matches[0])
+		local := c.bundlerVersions()
 		upstream, _ := e.up.Body("/versions")
 		if !bytes.Equal(local, upstream) {
 			t.Fatalf("%s: Bundler's cached /versions differs from the upstream's", st.name)
@@ -262,7 +282,12 @@ func TestClientSwitchesBetweenProxyAndUpstream(t *testing.T) {
 }
 
 func TestCorpusAppsCachedByteIdentical(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, corpusAppsCachedByteIdentical)
+}
+
+// corpusAppsCachedByteIdentical caches the corpus apps' gems through
+// gemproxy and compares them with the corpus files byte for byte.
+func corpusAppsCachedByteIdentical(t *testing.T, f flavour) {
 	corpus := testupstream.CorpusDir(t)
 	e := start(t, testupstream.Options{})
 	if err := e.up.PublishCorpus(corpus); err != nil {
@@ -276,7 +301,7 @@ func TestCorpusAppsCachedByteIdentical(t *testing.T) {
 			gemfile, _ := os.ReadFile(filepath.Join(src, "Gemfile"))
 			lock, _ := os.ReadFile(filepath.Join(src, "Gemfile.lock"))
 			dir := app(t, string(gemfile), string(lock))
-			c := newClient(t)
+			c := newClient(t, f)
 			c.mirror("https://rubygems.org", e.proxyURL)
 			out, _ := c.run(dir, false, "bundle", "cache", "--no-install")
 			cached, _ := filepath.Glob(filepath.Join(dir, "vendor", "cache", "*.gem"))

@@ -1,5 +1,7 @@
-// Package e2e drives the real clients (Debian's RubyGems 3.3 and Bundler
-// 2.3) against gemproxy in front of the local stand-in for rubygems.org.
+// Package e2e drives the real clients against gemproxy in front of the
+// local stand-in for rubygems.org, each test once per client flavour:
+// Debian's RubyGems 3.3 and Bundler 2.3, and RubyGems 3.6 and Bundler 2.6
+// run from source (../shared/clients).
 package e2e
 
 import (
@@ -24,11 +26,11 @@ import (
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
-// requireClients skips the test unless ruby, gem and bundle are installed;
-// under CI their absence is a failure.
-func requireClients(t *testing.T) {
+// requireTools skips the test unless every tool is on PATH; under CI
+// their absence is a failure.
+func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range []string{"ruby", "gem", "bundle"} {
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			msg := tool + " not found: install Debian's ruby and ruby-bundler (make test does so as root) to run the end-to-end tests"
 			if os.Getenv("CI") != "" {
@@ -36,6 +38,92 @@ func requireClients(t *testing.T) {
 			}
 			t.Skip(msg)
 		}
+	}
+}
+
+// flavour is one generation of the RubyGems and Bundler clients: how to
+// run its gem and bundle.
+type flavour struct {
+	// gem and bundle are the command lines that run the two clients.
+	gem, bundle []string
+	// env is what the clients need in their environment on top of a
+	// client's own.
+	env []string
+	// rubygems and bundler are the versions the clients must report.
+	rubygems, bundler string
+	// webauthn is whether gem, answered that an OTP is needed, first asks
+	// POST /api/v1/webauthn_verification for a WebAuthn URL before it
+	// prompts for the code (RubyGems 3.6, not 3.3): one more API call.
+	webauthn bool
+	// gemPath lists installed-gem directories the clients need besides
+	// the client's own GEM_HOME.
+	gemPath []string
+}
+
+// modernClients is where RubyGems 3.6.9 and Bundler 2.6.9 sit in the shared
+// clients directory (see its README).
+const modernClients = "rubygems-3.6.9"
+
+// flavours are the client generations every client test runs with: each
+// locates its clients, skipping (or failing under CI) when they are absent.
+var flavours = []struct {
+	name   string
+	locate func(t *testing.T) flavour
+}{
+	{"debian-2.3", debianFlavour},
+	{"modern-2.6", modernFlavour},
+}
+
+// debianGems is where Debian installs packaged gems, ruby-bundler's
+// bundler 2.3.15 among them.
+const debianGems = "/usr/share/rubygems-integration/all"
+
+// debianFlavour is Debian 12's gem (RubyGems 3.3.15) and bundle (Bundler
+// 2.3.15) from PATH. The bundle binstub loads the newest bundler gem on
+// GEM_PATH: without debianGems there, that is Ruby 3.1's default 2.3.7.
+func debianFlavour(t *testing.T) flavour {
+	t.Helper()
+	requireTools(t, "ruby", "gem", "bundle")
+	return flavour{gem: []string{"gem"}, bundle: []string{"bundle"}, rubygems: "3.3.15", bundler: "2.3.15",
+		gemPath: []string{debianGems}}
+}
+
+// modernFlavour is RubyGems 3.6.9 and Bundler 2.6.9 run from source with
+// Debian's ruby, from $GEMPROXY_CLIENTS or ../shared/clients. RUBYLIB (not
+// -I) puts them first on the load path, so that every ruby they start
+// (bundle exec, the pseudo-terminal wrapper) loads them too; BUNDLE_VERSION
+// keeps Bundler from switching to the version a lockfile's BUNDLED WITH
+// names.
+func modernFlavour(t *testing.T) flavour {
+	t.Helper()
+	requireTools(t, "ruby")
+	shared := testupstream.SharedDir(t, "GEMPROXY_CLIENTS", "clients", filepath.Join(modernClients, "bundler", "exe", "bundle"))
+	dir, err := filepath.Abs(filepath.Join(shared, modernClients))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return flavour{
+		gem:    []string{"ruby", filepath.Join(dir, "exe", "gem")},
+		bundle: []string{"ruby", filepath.Join(dir, "bundler", "exe", "bundle")},
+		env: []string{
+			"RUBYLIB=" + filepath.Join(dir, "lib") + string(filepath.ListSeparator) + filepath.Join(dir, "bundler", "lib"),
+			"BUNDLE_VERSION=system",
+		},
+		rubygems: "3.6.9",
+		bundler:  "2.6.9",
+		webauthn: true,
+	}
+}
+
+// forEachFlavour runs body once per client flavour, as parallel subtests
+// named after the flavours.
+func forEachFlavour(t *testing.T, body func(t *testing.T, f flavour)) {
+	t.Helper()
+	for _, fl := range flavours {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			body(t, fl.locate(t))
+		})
 	}
 }
 
@@ -120,16 +208,18 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// client is one machine running gem and bundle: its own HOME (credentials,
-// ~/.gemrc, Bundler's compact-index cache) and gem directories.
+// client is one machine running one flavour's gem and bundle: its own HOME
+// (credentials, ~/.gemrc, Bundler's compact-index cache) and gem
+// directories.
 type client struct {
 	t    *testing.T
+	f    flavour
 	home string
 	env  []string
 }
 
-// newClient makes a fresh client with empty caches.
-func newClient(t *testing.T) *client {
+// newClient makes a fresh client of flavour f with empty caches.
+func newClient(t *testing.T, f flavour) *client {
 	t.Helper()
 	home := t.TempDir()
 	env := []string{
@@ -137,19 +227,33 @@ func newClient(t *testing.T) *client {
 		"PATH=" + os.Getenv("PATH"),
 		"LANG=C.UTF-8",
 		"GEM_HOME=" + filepath.Join(home, "gems"),
-		"GEM_PATH=" + filepath.Join(home, "gems"),
+		"GEM_PATH=" + strings.Join(append([]string{filepath.Join(home, "gems")}, f.gemPath...), string(filepath.ListSeparator)),
 		"BUNDLE_SILENCE_ROOT_WARNING=1",
 		"BUNDLE_USER_HOME=" + filepath.Join(home, ".bundle"),
 		"BUNDLE_RETRY=0",
 	}
-	return &client{t: t, home: home, env: env}
+	return &client{t: t, f: f, home: home, env: append(env, f.env...)}
+}
+
+// command returns the command line that runs name with args: the
+// flavour's gem or bundle, or name itself for any other program.
+func (c *client) command(name string, args ...string) []string {
+	argv := []string{name}
+	switch name {
+	case "gem":
+		argv = c.f.gem
+	case "bundle":
+		argv = c.f.bundle
+	}
+	return append(append([]string{}, argv...), args...)
 }
 
 // run executes a client command in dir and returns its combined output;
 // a failure fails the test unless allowFail.
 func (c *client) run(dir string, allowFail bool, name string, args ...string) (string, error) {
 	c.t.Helper()
-	cmd := exec.Command(name, args...)
+	argv := c.command(name, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = c.env
 	var out bytes.Buffer
@@ -180,6 +284,21 @@ func (c *client) mirror(source, to string) {
 	c.run(c.home, false, "bundle", "config", "set", "--global", "mirror."+source, to)
 }
 
+// bundlerVersions returns Bundler's cached copy of /versions (it keeps one
+// per source).
+func (c *client) bundlerVersions() []byte {
+	c.t.Helper()
+	matches, _ := filepath.Glob(filepath.Join(c.home, ".bundle", "cache", "compact_index", "*", "versions"))
+	if len(matches) != 1 {
+		c.t.Fatalf("Bundler's cached versions file not found: %v", matches)
+	}
+	b, err := os.ReadFile(matches[0])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b
+}
+
 // app writes a Gemfile (and optionally a lockfile) into a new directory.
 func app(t *testing.T, gemfile, lock string) string {
 	t.Helper()
@@ -198,6 +317,14 @@ func app(t *testing.T, gemfile, lock string) string {
 // get fetches a path from gemproxy.
 func (e *env) get(path string) []byte {
 	e.t.Helper()
+	_, b := e.fetch(path)
+	return b
+}
+
+// fetch fetches a path from gemproxy and returns the response (its body
+// closed) and the body.
+func (e *env) fetch(path string) (*http.Response, []byte) {
+	e.t.Helper()
 	resp, err := http.Get(e.proxyURL + path)
 	if err != nil {
 		e.t.Fatal(err)
@@ -207,7 +334,7 @@ func (e *env) get(path string) []byte {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return b
+	return resp, b
 }
 
 // upstreamGemRequests counts .gem downloads the upstream served.

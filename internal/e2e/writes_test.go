@@ -80,8 +80,8 @@ type writeRig struct {
 
 // newWriteRig starts both sides, seeds both upstreams with the same gems
 // and gives the client a credentials file (mode 0600) with named keys:
-// :ci: (keyFull) and :mfa: (keyMFA).
-func newWriteRig(t *testing.T, seed ...testupstream.GemSpec) *writeRig {
+// :ci: (keyFull) and :mfa: (keyMFA). The client is of flavour f.
+func newWriteRig(t *testing.T, f flavour, seed ...testupstream.GemSpec) *writeRig {
 	t.Helper()
 	direct, ts := testupstream.Start(t, writeOptions())
 	e := start(t, writeOptions())
@@ -96,7 +96,7 @@ func newWriteRig(t *testing.T, seed ...testupstream.GemSpec) *writeRig {
 			}
 		}
 	}
-	c := newClient(t)
+	c := newClient(t, f)
 	cred := filepath.Join(c.home, ".gem", "credentials")
 	if err := os.MkdirAll(filepath.Dir(cred), 0o700); err != nil {
 		t.Fatal(err)
@@ -150,8 +150,12 @@ type writeStep struct {
 	ok bool
 	// want are texts the output must contain.
 	want []string
-	// calls is how many /api/ requests the upstream must receive.
+	// calls is how many /api/ requests the upstream must receive, not
+	// counting the WebAuthn request of a prompted flavour.
 	calls int
+	// prompted is whether the upstream answers that an OTP is needed and
+	// gem asks for one (see flavour.webauthn).
+	prompted bool
 }
 
 // sideResult is what one side of a step produced.
@@ -175,7 +179,16 @@ func (r *writeRig) step(st writeStep) sideResult {
 	}
 	r.t.Logf("%s: gem %s --host HOST  (exit %d)\n%s\nupstream received through gemproxy:\n%s",
 		st.name, strings.Join(st.args, " "), p.code, p.out, strings.Join(calls, "\n"))
-	compareSides(r.t, st, d, p, hostOf(r.e.upURL))
+	wantCalls := st.calls
+	if st.prompted && r.c.f.webauthn {
+		wantCalls++
+	}
+	compareSides(r.t, st, wantCalls, d, p, hostOf(r.e.upURL))
+	for _, q := range p.reqs {
+		if ua := q.Header.Get("User-Agent"); !strings.Contains(ua, "RubyGems/"+r.c.f.rubygems+" ") {
+			r.t.Errorf("%s: %s %s came from %q, want RubyGems %s", st.name, q.Method, q.Path, ua, r.c.f.rubygems)
+		}
+	}
 	return p
 }
 
@@ -194,8 +207,9 @@ func (r *writeRig) runSide(st writeStep, up *testupstream.Server, host string) s
 	return sideResult{out: strings.ReplaceAll(out, host, "HOST"), code: code, reqs: reqs}
 }
 
-// compareSides fails the test unless direct and proxied runs match.
-func compareSides(t *testing.T, st writeStep, d, p sideResult, upHost string) {
+// compareSides fails the test unless direct and proxied runs match and
+// the upstream received calls API requests on each side.
+func compareSides(t *testing.T, st writeStep, calls int, d, p sideResult, upHost string) {
 	t.Helper()
 	if (p.code == 0) != st.ok {
 		t.Errorf("%s: exit status %d through gemproxy, want success=%v", st.name, p.code, st.ok)
@@ -211,9 +225,9 @@ func compareSides(t *testing.T, st writeStep, d, p sideResult, upHost string) {
 			t.Errorf("%s: output lacks %q:\n%s", st.name, w, p.out)
 		}
 	}
-	if len(d.reqs) != st.calls || len(p.reqs) != st.calls {
+	if len(d.reqs) != calls || len(p.reqs) != calls {
 		t.Errorf("%s: upstream received %d API request(s) direct and %d through gemproxy, want %d:\ndirect: %s\nproxied: %s",
-			st.name, len(d.reqs), len(p.reqs), st.calls, describe(d.reqs), describe(p.reqs))
+			st.name, len(d.reqs), len(p.reqs), calls, describe(d.reqs), describe(p.reqs))
 		return
 	}
 	for i := range d.reqs {
@@ -328,13 +342,13 @@ exit($?.exitstatus || 1)
 // fails on a non-zero exit.)
 func (c *client) gemTerm(stdin string, term bool, typed string, extraEnv []string, args ...string) (string, int) {
 	c.t.Helper()
-	name, argv := "gem", args
+	argv := c.command("gem", args...)
 	if term {
-		name, argv = "ruby", append([]string{"-rpty", "-e", ptyScript, "--", typed, "gem"}, args...)
+		argv = append([]string{"ruby", "-rpty", "-e", ptyScript, "--", typed}, argv...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, argv...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = c.home
 	cmd.Env = append(append([]string{}, c.env...), extraEnv...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -378,8 +392,14 @@ func infoRequests(up *testupstream.Server, name string) int {
 }
 
 func TestPushThroughProxyMatchesDirect(t *testing.T) {
-	requireClients(t)
-	r := newWriteRig(t, testupstream.GemSpec{Name: "wgem", Version: "1.0.0"})
+	forEachFlavour(t, pushThroughProxyMatchesDirect)
+}
+
+// pushThroughProxyMatchesDirect pushes gems directly and through
+// gemproxy (OTP, scopes, a large gem) and checks the pushed versions are
+// visible through gemproxy at once.
+func pushThroughProxyMatchesDirect(t *testing.T, f flavour) {
+	r := newWriteRig(t, f, testupstream.GemSpec{Name: "wgem", Version: "1.0.0"})
 
 	// Warm gemproxy: RubyGems and Bundler resolve wgem 1.0.0 through it, and
 	// a second read of /info/wgem is a cache hit (default TTLs).
@@ -405,7 +425,7 @@ func TestPushThroughProxyMatchesDirect(t *testing.T) {
 
 	steps := []writeStep{
 		{name: "no OTP (MFA key; the right code on a pipe is not read)", args: []string{"push", mfa100}, env: apiKey(keyMFA), stdin: otpRight + "\n",
-			want: []string{"Pushing gem to HOST...", "You have enabled multi-factor authentication. Please enter OTP code.", testupstream.TextOTPMissing}, calls: 2},
+			want: []string{"Pushing gem to HOST...", "You have enabled multi-factor authentication. Please enter OTP code.", testupstream.TextOTPMissing}, calls: 2, prompted: true},
 		{name: "wrong OTP", args: []string{"push", mfa100, "--otp", otpWrong}, env: apiKey(keyMFA),
 			want: []string{testupstream.TextOTPIncorrect}, calls: 1},
 		{name: "right OTP", args: []string{"push", mfa100, "--otp", otpRight}, env: apiKey(keyMFA), ok: true,
@@ -413,9 +433,9 @@ func TestPushThroughProxyMatchesDirect(t *testing.T) {
 		{name: "re-push (OTP from GEM_HOST_OTP_CODE)", args: []string{"push", mfa100}, env: apiKey(keyMFA, "GEM_HOST_OTP_CODE="+otpRight),
 			want: []string{testupstream.TextRepush}, calls: 1},
 		{name: "empty line typed at the OTP prompt (terminal)", args: []string{"push", mfa110}, env: apiKey(keyMFA), term: true, typed: "",
-			want: []string{"Code:", testupstream.TextOTPMissing}, calls: 2},
+			want: []string{"Code:", testupstream.TextOTPMissing}, calls: 2, prompted: true},
 		{name: "OTP typed at the prompt (terminal)", args: []string{"push", mfa110}, env: apiKey(keyMFA), term: true, typed: otpRight, ok: true,
-			want: []string{"Code:", "Successfully registered gem: mfagem (1.1.0)"}, calls: 2},
+			want: []string{"Code:", "Successfully registered gem: mfagem (1.1.0)"}, calls: 2, prompted: true},
 		{name: "unknown key", args: []string{"push", newgem}, env: apiKey(keyUnknown),
 			want: []string{testupstream.TextPleaseSignUp}, calls: 1},
 		{name: "read-only key", args: []string{"push", newgem}, env: apiKey(keyRead),
@@ -427,13 +447,13 @@ func TestPushThroughProxyMatchesDirect(t *testing.T) {
 	}
 	for _, st := range steps {
 		p := r.step(st)
-		if st.term && len(p.reqs) == 2 {
+		if st.term && len(p.reqs) >= 2 {
 			// The retry carries the typed code (an empty line is sent as an
 			// empty OTP header), the first call none.
 			if got := p.reqs[0].Header.Values("Otp"); len(got) != 0 {
 				t.Errorf("%s: first call carried OTP %q", st.name, got)
 			}
-			if got := p.reqs[1].Header.Values("Otp"); len(got) != 1 || got[0] != st.typed {
+			if got := p.reqs[len(p.reqs)-1].Header.Values("Otp"); len(got) != 1 || got[0] != st.typed {
 				t.Errorf("%s: retry carried OTP %q, want [%q]", st.name, got, st.typed)
 			}
 		}
@@ -474,8 +494,13 @@ func TestPushThroughProxyMatchesDirect(t *testing.T) {
 }
 
 func TestYankThroughProxyMatchesDirect(t *testing.T) {
-	requireClients(t)
-	r := newWriteRig(t,
+	forEachFlavour(t, yankThroughProxyMatchesDirect)
+}
+
+// yankThroughProxyMatchesDirect yanks directly and through gemproxy and
+// checks the yank is visible through gemproxy at once.
+func yankThroughProxyMatchesDirect(t *testing.T, f flavour) {
+	r := newWriteRig(t, f,
 		testupstream.GemSpec{Name: "ygem", Version: "1.0.0"},
 		testupstream.GemSpec{Name: "ygem", Version: "1.1.0"},
 		testupstream.GemSpec{Name: "ygem", Version: "2.0.0"},
@@ -500,7 +525,7 @@ func TestYankThroughProxyMatchesDirect(t *testing.T) {
 		{name: "read-only key", args: yank(), env: apiKey(keyRead), ok: true,
 			want: []string{testupstream.TextInsufficientScope}, calls: 1},
 		{name: "no OTP (MFA key, nothing typed)", args: yank(), env: apiKey(keyMFA), stdin: "\n", ok: true,
-			want: []string{testupstream.TextOTPMissing}, calls: 2},
+			want: []string{testupstream.TextOTPMissing}, calls: 2, prompted: true},
 		{name: "wrong OTP", args: yank("--otp", otpWrong), env: apiKey(keyMFA), ok: true,
 			want: []string{testupstream.TextOTPIncorrect}, calls: 1},
 		{name: "right OTP (key from the credentials file)", args: yank("--otp", otpRight, "--key", "mfa"), ok: true,
@@ -547,8 +572,13 @@ func TestYankThroughProxyMatchesDirect(t *testing.T) {
 }
 
 func TestOwnerThroughProxyMatchesDirect(t *testing.T) {
-	requireClients(t)
-	r := newWriteRig(t, testupstream.GemSpec{Name: "ogem", Version: "1.0.0"})
+	forEachFlavour(t, ownerThroughProxyMatchesDirect)
+}
+
+// ownerThroughProxyMatchesDirect adds and removes owners directly and
+// through gemproxy.
+func ownerThroughProxyMatchesDirect(t *testing.T, f flavour) {
+	r := newWriteRig(t, f, testupstream.GemSpec{Name: "ogem", Version: "1.0.0"})
 	add := func(extra ...string) []string {
 		return append([]string{"owner", "ogem", "--add", otherUser}, extra...)
 	}
@@ -560,7 +590,7 @@ func TestOwnerThroughProxyMatchesDirect(t *testing.T) {
 		{name: "add, read-only key", args: add(), env: apiKey(keyRead),
 			want: []string{"Adding " + otherUser + ": " + testupstream.TextInsufficientScope}, calls: 1},
 		{name: "add, no OTP (MFA key, nothing typed)", args: add(), env: apiKey(keyMFA), stdin: "\n",
-			want: []string{testupstream.TextOTPMissing}, calls: 2},
+			want: []string{testupstream.TextOTPMissing}, calls: 2, prompted: true},
 		{name: "add, wrong OTP", args: add("--otp", otpWrong), env: apiKey(keyMFA),
 			want: []string{testupstream.TextOTPIncorrect}, calls: 1},
 		{name: "add, right OTP", args: add("--otp", otpRight), env: apiKey(keyMFA), ok: true,
@@ -580,10 +610,16 @@ func TestOwnerThroughProxyMatchesDirect(t *testing.T) {
 }
 
 func TestCredentialsNeverLeakThroughProxy(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, credentialsNeverLeakThroughProxy)
+}
+
+// credentialsNeverLeakThroughProxy makes authenticated calls through
+// gemproxy and searches its debug log, /metrics and its own error bodies
+// for every secret.
+func credentialsNeverLeakThroughProxy(t *testing.T, f flavour) {
 	e := start(t, writeOptions())
 	e.up.Publish(testupstream.GemSpec{Name: "leak", Version: "1.0.0"}, nil)
-	c := newClient(t)
+	c := newClient(t, f)
 	dir := t.TempDir()
 	host := []string{"--host", e.proxyURL}
 
@@ -729,10 +765,16 @@ func excerpt(s string, i int) string {
 }
 
 func TestPushedVersionInstallableAfterNegativeProbe(t *testing.T) {
-	requireClients(t)
+	forEachFlavour(t, pushedVersionInstallableAfterNegativeProbe)
+}
+
+// pushedVersionInstallableAfterNegativeProbe checks that a version
+// pushed through gemproxy installs at once although its artifacts were
+// probed (404) just before.
+func pushedVersionInstallableAfterNegativeProbe(t *testing.T, f flavour) {
 	e := start(t, writeOptions())
 	e.up.Publish(testupstream.GemSpec{Name: "wgem", Version: "1.0.0"}, nil)
-	c := newClient(t)
+	c := newClient(t, f)
 	spec := testupstream.GemSpec{Name: "wgem", Version: "1.1.0"}
 	file := writeGemFile(t, t.TempDir(), spec)
 	want, _ := os.ReadFile(file)

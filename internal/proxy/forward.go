@@ -57,10 +57,14 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		return 0
 	}
 	switch {
-	case contentLength >= 0 && body != nil:
-		req.ContentLength = contentLength
 	case body == nil:
 		req.ContentLength = 0
+	case contentLength == 0:
+		// As the client sent it: net/http would send a reader it cannot
+		// size as an empty chunked body, which some servers refuse (411).
+		req.Body, req.ContentLength = http.NoBody, 0
+	case contentLength > 0:
+		req.ContentLength = contentLength
 	default:
 		req.ContentLength = -1 // chunked
 	}

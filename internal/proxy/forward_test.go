@@ -483,6 +483,32 @@ func TestBrokenClientBodyIsTheClientsFault(t *testing.T) {
 	}
 }
 
+// TestEmptyWriteBodyKeepsContentLength: RubyGems 3.6 asks POST
+// /api/v1/webauthn_verification with Content-Length: 0; it reaches the
+// upstream the same way, not as an empty chunked body (which servers that
+// want a length refuse with 411). (A DELETE without a body goes out
+// without either header, as net/http sends it.)
+func TestEmptyWriteBodyKeepsContentLength(t *testing.T) {
+	rec := &recordingUpstream{}
+	tes := make(chan []string, 1)
+	up := newCountingUpstream(t, rec.handler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		tes <- r.TransferEncoding
+		w.WriteHeader(http.StatusUnprocessableEntity)
+	}))
+	tp := newTestProxy(t, up.URL)
+	tp.listen(t)
+	for _, method := range []string{"POST", "PUT", "PATCH"} {
+		status, body := tp.doRaw(t, method+" /api/v1/webauthn_verification HTTP/1.1\r\nHost: x\r\nAuthorization: k\r\nContent-Length: 0\r\n\r\n")
+		got, te := rec.last(t), <-tes
+		if status != http.StatusUnprocessableEntity || got.method != method || got.bodyLen != 0 {
+			t.Fatalf("%s: client got %d %q; upstream got %s with %d bytes", method, status, body, got.method, got.bodyLen)
+		}
+		if cl := got.header.Values("Content-Length"); len(cl) != 1 || cl[0] != "0" || len(te) != 0 {
+			t.Errorf("%s: upstream got Content-Length %q, Transfer-Encoding %q; want Content-Length 0 as sent", method, cl, te)
+		}
+	}
+}
+
 func TestWriteRedirectNotFollowed(t *testing.T) {
 	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/elsewhere", http.StatusFound)

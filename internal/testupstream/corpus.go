@@ -7,21 +7,29 @@ import (
 )
 
 // CorpusDir returns the shared corpus of real gems and recorded responses:
-// $GEMPROXY_CORPUS, or ../shared/corpus beside the repository (the path
-// from any package two levels below the repository root). When it is
-// absent the test is skipped with a message, or fails when $CI is set, so
-// CI cannot silently lose that coverage.
+// $GEMPROXY_CORPUS, or ../shared/corpus beside the repository (see
+// SharedDir).
 func CorpusDir(tb testing.TB) string {
 	tb.Helper()
-	dir := os.Getenv("GEMPROXY_CORPUS")
+	return SharedDir(tb, "GEMPROXY_CORPUS", "corpus", "INDEX.tsv")
+}
+
+// SharedDir returns a directory of shared test material: $envVar, or
+// ../shared/name beside the repository (the path from any package two
+// levels below the repository root), provided it holds marker. When it
+// does not, the test is skipped with a message, or fails when $CI is set,
+// so CI cannot silently lose that coverage.
+func SharedDir(tb testing.TB, envVar, name, marker string) string {
+	tb.Helper()
+	dir := os.Getenv(envVar)
 	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
+		dir = filepath.Join("..", "..", "..", "shared", name)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "INDEX.tsv")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, marker)); err != nil {
 		if os.Getenv("CI") != "" {
-			tb.Fatalf("corpus not found at %s (set GEMPROXY_CORPUS): %v", dir, err)
+			tb.Fatalf("%s not found at %s (set %s): %v", name, dir, envVar, err)
 		}
-		tb.Skipf("corpus not found at %s; set GEMPROXY_CORPUS to run this test: %v", dir, err)
+		tb.Skipf("%s not found at %s; set %s to run this test: %v", name, dir, envVar, err)
 	}
 	return dir
 }
