@@ -347,7 +347,8 @@ type Metrics struct {
 	CacheFillWaiters prometheus.Gauge
 	// CacheEntries is gemproxy_cache_entries{class}. See SetCacheUsage.
 	CacheEntries *prometheus.GaugeVec
-	// CacheSize is gemproxy_cache_size_bytes{class}: stored body bytes.
+	// CacheSize is gemproxy_cache_size_bytes{class}: the bytes max_size
+	// caps (bodies, plus keys, headers and a fixed overhead per entry).
 	// See SetCacheUsage.
 	CacheSize *prometheus.GaugeVec
 	// CacheEvictions is gemproxy_cache_evictions_total: entries removed to
@@ -446,7 +447,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		}, []string{"class"}),
 		CacheSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "cache", Name: "size_bytes",
-			Help: "Stored body bytes in the cache, by cache class.",
+			Help: "Bytes the cache size cap counts (bodies plus per-entry overhead), by cache class.",
 		}, []string{"class"}),
 		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "cache", Name: "evictions_total",
