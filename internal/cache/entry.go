@@ -76,8 +76,9 @@ const statusOK = 200
 // EntryOverhead is the estimate, in bytes, of what an entry costs in the
 // cache file besides its bodies, key and metadata strings: the fixed fields
 // of its metadata record, its access record, bbolt's per-value headers and
-// page slack. Measured at about 550 bytes for a 404 entry; the in-memory
-// index costs about as much again on the heap.
+// page slack. With it, a 404 entry's footprint (648 bytes) matches the file
+// space 10,000 of them were measured to take (639 bytes each); the
+// in-memory index costs about 500 bytes more each on the heap.
 const EntryOverhead = 512
 
 // footprint is what e counts toward Options.MaxSize: its bodies, its key

@@ -169,7 +169,7 @@ func (f footprintFigures) String() string {
 // BenchmarkNegativeChurn stores two rounds of 100,000 distinct 404s (the
 // default MaxNegativeEntries keeps at most 10,000), lets them expire and
 // sweeps, logging the heap and the file size at each step. Run it with
-// -benchtime 1x -v; it takes about a minute.
+// -benchtime 1x; it takes one to two minutes.
 func BenchmarkNegativeChurn(b *testing.B) {
 	const n = 100_000
 	for b.Loop() {
