@@ -64,8 +64,8 @@ func (e *Entry) Fresh(now time.Time) bool {
 }
 
 // negative reports whether e remembers a failure (a 404) rather than a
-// body: such an entry is never served once expired, so the sweeper removes
-// it then, and at most Options.MaxNegativeEntries of them are kept.
+// body: the sweeper removes such an entry once it expired, and at most
+// Options.MaxNegativeEntries of them are kept.
 func (e *Entry) negative() bool {
 	return e.Status != statusOK
 }

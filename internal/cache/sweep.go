@@ -21,7 +21,8 @@ const evictTarget = 0.95
 //
 // Entries that hold a body stay once expired: the proxy may still serve
 // them (stale-if-error, offline mode) for a time the cache does not know;
-// the size cap bounds them. A negative entry is never served once expired.
+// the size cap bounds them. Negative entries go as soon as they expire: an
+// old 404 is worth less than the room a flood of them takes.
 func (s *Store) Sweep() (int, error) {
 	if err := s.dropExpiredNegatives(); err != nil {
 		return 0, err
