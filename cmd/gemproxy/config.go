@@ -43,12 +43,17 @@ type Config struct {
 	// Offline serves only from the cache, never contacting the upstream:
 	// misses get 504 and writes 503. Default false.
 	Offline bool `toml:"offline"`
-	// MaxSize caps the stored body bytes; the sweeper evicts least recently
-	// used entries above it. Default 10GiB; 0 means no cap.
+	// MaxSize caps the bytes cached entries take (bodies, plus keys,
+	// headers and cache.EntryOverhead per entry); the sweeper evicts least
+	// recently used entries above it. Default 10GiB; 0 means no cap.
 	MaxSize Size `toml:"max_size"`
 	// MemoryCache bounds the bytes of small bodies kept in memory for fast
 	// hits. Default 64MiB; 0 disables in-memory bodies.
 	MemoryCache Size `toml:"memory_cache"`
+	// MaxNegativeEntries caps the number of remembered 404s; storing one
+	// more forgets the oldest. Default 10000; 0 means no cap (the sweeper
+	// still drops each once its negative_ttl has passed).
+	MaxNegativeEntries int `toml:"max_negative_entries"`
 	// KeepYanked keeps a yanked version's .gem and gemspec cached after a
 	// yank through gemproxy. Default false.
 	KeepYanked bool `toml:"keep_yanked"`
@@ -66,8 +71,8 @@ type Config struct {
 	// upstream's own that upstream redirects on reads may lead to, such as
 	// a CDN serving gems. Default none: gemproxy contacts no other host.
 	UpstreamRedirectHosts []string `toml:"upstream_redirect_hosts"`
-	// SweepInterval is how often the size cap is enforced and the cache
-	// gauges are refreshed. Default 1m; 0 is invalid.
+	// SweepInterval is how often expired 404s are dropped, the size cap is
+	// enforced and the cache gauges are refreshed. Default 1m; 0 is invalid.
 	SweepInterval Duration `toml:"sweep_interval"`
 	// Classes is the cache policy of each class, one [class.CLASS] table
 	// per class; the defaults are proxy.DefaultPolicies.
@@ -140,6 +145,7 @@ func Defaults() Config {
 		LogFormat:                      "text",
 		MaxSize:                        10 * GiB,
 		MemoryCache:                    64 * MiB,
+		MaxNegativeEntries:             10000,
 		MaxBodySize:                    500 * MiB,
 		UpstreamConcurrency:            32,
 		UpstreamRedirectHosts:          []string{},
@@ -172,9 +178,10 @@ const lockTimeout = time.Second
 // inspection only.
 func (c Config) CacheOptions(readOnly bool) cache.Options {
 	o := cache.Options{
-		LockTimeout:  lockTimeout,
-		MaxSize:      int64(c.MaxSize),
-		MemoryBudget: int64(c.MemoryCache),
+		LockTimeout:        lockTimeout,
+		MaxSize:            int64(c.MaxSize),
+		MaxNegativeEntries: c.MaxNegativeEntries,
+		MemoryBudget:       int64(c.MemoryCache),
 		// Every Bundler run asks for these: keep them in memory whatever
 		// their size (within memory_cache), so Range hits never touch bbolt.
 		MemoryClasses: []string{string(proxy.ClassVersions), string(proxy.ClassNames)},
@@ -183,6 +190,9 @@ func (c Config) CacheOptions(readOnly bool) cache.Options {
 	}
 	if o.MaxSize == 0 {
 		o.MaxSize = -1 // no cap
+	}
+	if o.MaxNegativeEntries == 0 {
+		o.MaxNegativeEntries = -1 // no cap
 	}
 	if o.MemoryBudget == 0 {
 		o.MemoryBodyLimit = -1 // no body is small enough to keep in memory
@@ -285,6 +295,9 @@ func (c Config) Validate() error {
 	}
 	if c.UpstreamPassThroughConcurrency <= 0 {
 		return bad("upstream_pass_through_concurrency", "must be positive")
+	}
+	if c.MaxNegativeEntries < 0 {
+		return bad("max_negative_entries", "must not be negative")
 	}
 	for _, h := range c.UpstreamRedirectHosts {
 		if u, err := url.Parse("http://" + h); err != nil || h == "" || u.Host != h {

@@ -229,6 +229,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `config FILE: upstream_concurrency: must be positive`},
 		{name: "zero pass-through concurrency", file: "upstream_pass_through_concurrency = 0\n",
 			want: `config FILE: upstream_pass_through_concurrency: must be positive`},
+		{name: "negative max_negative_entries", file: "max_negative_entries = -1\n",
+			want: `config FILE: max_negative_entries: must not be negative`},
 		{name: "redirect host with a scheme", file: "upstream_redirect_hosts = [\"https://cdn.example/\"]\n",
 			want: `config FILE: upstream_redirect_hosts: "https://cdn.example/" is not a host or host:port`},
 		{name: "small header limit", file: "[server]\nmax_header_bytes = 10\n",
@@ -371,7 +373,7 @@ func TestOptionsTranslation(t *testing.T) {
 	}{
 		{name: "defaults", check: func(t *testing.T, c Config) {
 			co := c.CacheOptions(false)
-			if co.MaxSize != 10<<30 || co.MemoryBudget != 64<<20 || co.MemoryBodyLimit != 0 ||
+			if co.MaxSize != 10<<30 || co.MaxNegativeEntries != 10000 || co.MemoryBudget != 64<<20 || co.MemoryBodyLimit != 0 ||
 				co.FillTimeout != 10*time.Minute || co.LockTimeout != time.Second || co.ReadOnly {
 				t.Errorf("cache options %+v", co)
 			}
@@ -395,14 +397,15 @@ func TestOptionsTranslation(t *testing.T) {
 		{name: "zero means off", file: `
 max_size = 0
 memory_cache = 0
+max_negative_entries = 0
 [class.info]
 ttl = "0s"
 negative_ttl = "0s"
 max_stale = "0s"
 `, check: func(t *testing.T, c Config) {
 			co := c.CacheOptions(true)
-			if co.MaxSize != -1 || co.MemoryBodyLimit != -1 || !co.ReadOnly {
-				t.Errorf("cache options %+v: want no cap, no memory bodies, read-only", co)
+			if co.MaxSize != -1 || co.MaxNegativeEntries != -1 || co.MemoryBodyLimit != -1 || !co.ReadOnly {
+				t.Errorf("cache options %+v: want no caps, no memory bodies, read-only", co)
 			}
 			po := mustProxyOptions(t, c)
 			info := proxy.DefaultPolicies()[proxy.ClassInfo]

@@ -66,7 +66,7 @@ var kubeVersion = chartutil.KubeVersion{Version: "v1.31.0", Major: "1", Minor: "
 // config.example.toml; gemproxy rejects any other key at start-up.
 var configKeys = []string{
 	"listen", "upstream", "data_dir", "offline", "log_level", "log_format",
-	"max_size", "memory_cache", "keep_yanked", "max_body_size",
+	"max_size", "memory_cache", "max_negative_entries", "keep_yanked", "max_body_size",
 	"upstream_concurrency", "upstream_pass_through_concurrency",
 	"upstream_redirect_hosts", "sweep_interval",
 	"upstream_timeouts.connect", "upstream_timeouts.first_byte",

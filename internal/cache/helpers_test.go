@@ -142,14 +142,21 @@ func checkStore(t testing.TB, s *Store) {
 			}
 		}
 	}
-	var bodyBytes, memBytes int64
+	var usedBytes, memBytes int64
+	negatives := 0
 	s.mu.RLock()
 	if len(s.items) != len(stored) {
 		t.Errorf("index has %d entries, file %d", len(s.items), len(stored))
 	}
 	for key, it := range s.items {
 		e := it.entry.Load()
-		bodyBytes += e.Size + e.GzipSize
+		usedBytes += e.footprint()
+		if e.negative() {
+			negatives++
+			if _, ok := s.negatives[key]; !ok {
+				t.Errorf("%s: negative entry missing from the negative keys", key)
+			}
+		}
 		if e.Body != nil {
 			memBytes += e.Size + e.GzipSize
 			if int64(len(e.Body)) != e.Size || int64(len(e.Gzip)) != e.GzipSize {
@@ -166,6 +173,9 @@ func checkStore(t testing.TB, s *Store) {
 			t.Errorf("%s: index entry %+v differs from file entry %+v", key, summary(e), summary(d))
 		}
 	}
+	if len(s.negatives) != negatives {
+		t.Errorf("%d negative keys, index holds %d negative entries", len(s.negatives), negatives)
+	}
 	s.mu.RUnlock()
 	for key, e := range stored {
 		checkBody(key, e.ID, e.Size)
@@ -176,8 +186,8 @@ func checkStore(t testing.TB, s *Store) {
 	for id, lens := range chunks {
 		t.Errorf("orphan body %d: %d chunks", id, len(lens))
 	}
-	if got := s.bodyBytes.Load(); got != bodyBytes {
-		t.Errorf("bodyBytes counter %d, entries hold %d", got, bodyBytes)
+	if got := s.usedBytes.Load(); got != usedBytes {
+		t.Errorf("usedBytes counter %d, entries take %d", got, usedBytes)
 	}
 	if got := s.memoryBytes.Load(); got != memBytes {
 		t.Errorf("memoryBytes counter %d, memory bodies hold %d", got, memBytes)

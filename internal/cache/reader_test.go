@@ -149,23 +149,30 @@ func TestLimitOutOfRange(t *testing.T) {
 
 func TestSweepEvictsLeastRecentlyUsed(t *testing.T) {
 	const size = 1000
+	// Every entry takes its body, its metadata and EntryOverhead.
+	e := testEntry("/a", time.Time{})
+	per := size + e.footprint()
 	cases := []struct {
 		name    string
-		maxSize int64
+		cap     float64  // MaxSize in entries; negative: no cap
 		touch   []string // looked up after all were stored, in order
 		reading string   // key with an open Reader
 		evicted []string
 	}{
-		{name: "under cap", maxSize: 4000, evicted: nil},
-		{name: "oldest first", maxSize: 3500, evicted: []string{"/a"}},
-		{name: "lookup refreshes", maxSize: 3500, touch: []string{"/a"}, evicted: []string{"/b"}},
-		{name: "reader protects", maxSize: 3500, touch: []string{"/a"}, reading: "/b", evicted: []string{"/c"}},
-		{name: "several", maxSize: 2100, touch: []string{"/b", "/a"}, evicted: []string{"/c", "/d", "/b"}},
-		{name: "no cap", maxSize: -1, evicted: nil},
+		{name: "under cap", cap: 4, evicted: nil},
+		{name: "oldest first", cap: 3.5, evicted: []string{"/a"}},
+		{name: "lookup refreshes", cap: 3.5, touch: []string{"/a"}, evicted: []string{"/b"}},
+		{name: "reader protects", cap: 3.5, touch: []string{"/a"}, reading: "/b", evicted: []string{"/c"}},
+		{name: "several", cap: 2.1, touch: []string{"/b", "/a"}, evicted: []string{"/c", "/d", "/b"}},
+		{name: "no cap", cap: -1, evicted: nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newTestStore(t, Options{MaxSize: tc.maxSize, MemoryBodyLimit: -1})
+			maxSize := int64(-1)
+			if tc.cap >= 0 {
+				maxSize = int64(tc.cap * float64(per))
+			}
+			s := newTestStore(t, Options{MaxSize: maxSize, MemoryBodyLimit: -1})
 			clock := newTestClock()
 			s.now = clock.Now
 			all := map[string]*Entry{}
@@ -200,7 +207,7 @@ func TestSweepEvictsLeastRecentlyUsed(t *testing.T) {
 					t.Errorf("%s evicted but its chunks remain", k)
 				}
 			}
-			if st := s.Stats(); st.Evictions != int64(len(tc.evicted)) || st.Bytes != int64(size*(4-len(tc.evicted))) {
+			if st := s.Stats(); st.Evictions != int64(len(tc.evicted)) || st.Bytes != per*int64(4-len(tc.evicted)) {
 				t.Errorf("Stats: evictions %d, bytes %d", st.Evictions, st.Bytes)
 			}
 		})

@@ -38,9 +38,15 @@ type Options struct {
 	// LockTimeout bounds the wait for the file lock held by another process.
 	// Default 1s; zero means the default.
 	LockTimeout time.Duration
-	// MaxSize is the cap on stored body bytes enforced by Sweep. Default
-	// 10 GiB; zero means the default, a negative value means no cap.
+	// MaxSize is the cap enforced by Sweep on the bytes entries take: their
+	// bodies, keys and metadata, plus EntryOverhead each. Default 10 GiB;
+	// zero means the default, a negative value means no cap.
 	MaxSize int64
+	// MaxNegativeEntries caps the number of negative (404) entries: storing
+	// one more removes the oldest ones. Default 10,000; zero means the
+	// default, a negative value means no cap. Expired negative entries are
+	// removed by Sweep whatever their number.
+	MaxNegativeEntries int
 	// MemoryBodyLimit is the largest body kept in memory for fast hits.
 	// Default 64 KiB; zero means the default, negative disables it.
 	MemoryBodyLimit int64
@@ -65,6 +71,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxSize == 0 {
 		o.MaxSize = 10 << 30
+	}
+	if o.MaxNegativeEntries == 0 {
+		o.MaxNegativeEntries = 10_000
 	}
 	if o.MemoryBodyLimit == 0 {
 		o.MemoryBodyLimit = 64 << 10
@@ -109,12 +118,25 @@ type Store struct {
 
 	mu    sync.RWMutex
 	items map[string]*item
-	// bodyBytes is the total of Size+GzipSize over all entries.
-	bodyBytes atomic.Int64
+	// negatives holds the keys of the negative entries in items.
+	negatives map[string]struct{}
+	// usedBytes is the total footprint of all entries (see Options.MaxSize).
+	usedBytes atomic.Int64
 	// memoryBytes is the total of bodies held in memory.
 	memoryBytes atomic.Int64
 	// evictions counts entries removed by the size cap.
 	evictions atomic.Int64
+	// trimMu is held while the oldest negative entries are removed, so
+	// that concurrent commits do not remove them twice.
+	trimMu sync.Mutex
+
+	// lastWrite is the outcome of the most recent write transaction, which
+	// Writable reports.
+	lastWrite atomic.Pointer[writeOutcome]
+	// writes counts the write transactions committed since Open.
+	writes atomic.Int64
+	// probeMu is held while Writable tries a write of its own.
+	probeMu sync.Mutex
 
 	readersMu sync.Mutex
 	// readers counts open Readers per body ID.
@@ -158,14 +180,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{
-		db:       db,
-		opts:     opts,
-		tmpDir:   tmp,
-		now:      time.Now,
-		items:    make(map[string]*item),
-		readers:  make(map[uint64]int),
-		doomed:   make(map[uint64]bool),
-		retiring: make(map[uint64]bool),
+		db:        db,
+		opts:      opts,
+		tmpDir:    tmp,
+		now:       time.Now,
+		items:     make(map[string]*item),
+		negatives: make(map[string]struct{}),
+		readers:   make(map[uint64]int),
+		doomed:    make(map[uint64]bool),
+		retiring:  make(map[uint64]bool),
 	}
 	if err := s.init(); err != nil {
 		_ = db.Close()
@@ -178,7 +201,7 @@ func Open(dir string, opts Options) (*Store, error) {
 // orphaned chunks.
 func (s *Store) init() error {
 	if !s.opts.ReadOnly {
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			for _, name := range [][]byte{bucketMeta, bucketEntries, bucketChunks, bucketAccess} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
@@ -219,7 +242,7 @@ func (s *Store) init() error {
 			it.hits.Store(hits)
 			it.flushed.Store(hits)
 			s.items[e.Key] = it
-			s.bodyBytes.Add(e.Size + e.GzipSize)
+			s.remember(e)
 			return nil
 		})
 	})
@@ -247,7 +270,7 @@ func (s *Store) collectOrphans() error {
 			live[e.GzipID] = true
 		}
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketChunks).Cursor()
 		for k, _ := c.First(); k != nil; {
 			if len(k) == chunkKeyLen && live[idOf(k)] {
@@ -263,25 +286,68 @@ func (s *Store) collectOrphans() error {
 	})
 }
 
-// Close closes the bbolt file after flushing access times.
+// Close closes the bbolt file after flushing access times. Writable reports
+// an error from then on.
 func (s *Store) Close() error {
 	if !s.opts.ReadOnly {
 		_ = s.flushAccess()
 	}
-	return s.db.Close()
+	err := s.db.Close()
+	s.lastWrite.Store(&writeOutcome{err: errClosed, at: s.now()})
+	return err
 }
+
+// errClosed is what Writable reports once the store is closed.
+var errClosed = errors.New("cache: store is closed")
 
 // Path is the bbolt file's path.
 func (s *Store) Path() string { return s.db.Path() }
 
-// Writable reports whether a write transaction can commit now (readiness).
+// writeOutcome is the result of a write transaction and when it ended.
+type writeOutcome struct {
+	err error
+	at  time.Time
+}
+
+// writableRecheck is how long after a failed write Writable tries a write
+// of its own, so that readiness returns once the cause is gone even when no
+// request writes.
+const writableRecheck = 5 * time.Second
+
+// Writable reports whether the store can write (readiness): the outcome of
+// its most recent write transaction. It never writes while writes succeed,
+// so readiness probes cost nothing; after a failed write it tries one write
+// itself at most every writableRecheck.
 func (s *Store) Writable() error {
 	if s.opts.ReadOnly {
 		return errors.New("cache: opened read-only")
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	last := s.lastWrite.Load()
+	if last.err == nil || s.now().Sub(last.at) < writableRecheck || !s.probeMu.TryLock() {
+		return last.err
+	}
+	defer s.probeMu.Unlock()
+	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySchema, schemaBytes())
 	})
+}
+
+// update runs fn in a write transaction and records whether the file took
+// it, for Writable. An error of fn itself (a conflict, a short staging
+// file) says nothing about the file and is not recorded.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	var fnErr error
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		fnErr = fn(tx)
+		return fnErr
+	})
+	if fnErr == nil {
+		if err == nil {
+			s.writes.Add(1)
+		}
+		s.lastWrite.Store(&writeOutcome{err: err, at: s.now()})
+	}
+	return err
 }
 
 // Lookup returns the entry for key and records the access, or nil. The entry
@@ -413,7 +479,7 @@ func (s *Store) Invalidate(key string) (bool, error) {
 	stale := Expired
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEntries)
 		cur := b.Get([]byte(key))
 		if cur == nil {
@@ -450,7 +516,7 @@ func (s *Store) Invalidate(key string) (bool, error) {
 
 // Delete removes the entry for key; its body is freed once no reader uses it.
 func (s *Store) Delete(key string) error {
-	_, err := s.deleteKeys([]string{key})
+	_, err := s.deleteKeys([]string{key}, nil)
 	return err
 }
 
@@ -465,11 +531,23 @@ func (s *Store) Purge(prefix string) (int, error) {
 		}
 	}
 	s.mu.RUnlock()
-	return s.deleteKeys(keys)
+	return s.deleteKeys(keys, nil)
 }
 
-// deleteKeys removes the entries for keys in one transaction.
-func (s *Store) deleteKeys(keys []string) (int, error) {
+// deleteUnchanged removes the given entries in one transaction, each only
+// while its key still holds the same body: one stored meanwhile stays.
+func (s *Store) deleteUnchanged(victims []*Entry) (int, error) {
+	keys := make([]string, len(victims))
+	ids := make(map[string]uint64, len(victims))
+	for i, e := range victims {
+		keys[i], ids[e.Key] = e.Key, e.ID
+	}
+	return s.deleteKeys(keys, func(e *Entry) bool { return e.ID == ids[e.Key] })
+}
+
+// deleteKeys removes the entries for keys in one transaction. When doomed
+// is not nil, an entry stays unless doomed returns true for it as stored.
+func (s *Store) deleteKeys(keys []string, doomed func(*Entry) bool) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -477,7 +555,7 @@ func (s *Store) deleteKeys(keys []string) (int, error) {
 	defer s.wmu.Unlock()
 	var removed []string
 	var freeNow, deferred []uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		entries, access := tx.Bucket(bucketEntries), tx.Bucket(bucketAccess)
 		for _, key := range keys {
 			v := entries.Get([]byte(key))
@@ -487,6 +565,9 @@ func (s *Store) deleteKeys(keys []string) (int, error) {
 			e, err := decodeEntry(key, v)
 			if err != nil {
 				e = s.Peek(key) // an undecodable record: the index still names its bodies
+			}
+			if e != nil && doomed != nil && !doomed(e) {
+				continue
 			}
 			if e != nil {
 				now, later := s.releasable(e.ID, e.GzipID)
@@ -518,19 +599,25 @@ func (s *Store) deleteKeys(keys []string) (int, error) {
 	return len(removed), nil
 }
 
-// forget updates the byte counters for an entry leaving the index.
+// forget updates the byte counters and the negative keys for an entry
+// leaving the index. The caller holds mu for writing.
 func (s *Store) forget(e *Entry) {
-	s.bodyBytes.Add(-(e.Size + e.GzipSize))
+	s.usedBytes.Add(-e.footprint())
 	if e.Body != nil {
 		s.memoryBytes.Add(-(e.Size + e.GzipSize))
 	}
+	delete(s.negatives, e.Key)
 }
 
-// remember updates the byte counters for an entry entering the index.
+// remember updates the byte counters and the negative keys for an entry
+// entering the index. The caller holds mu for writing.
 func (s *Store) remember(e *Entry) {
-	s.bodyBytes.Add(e.Size + e.GzipSize)
+	s.usedBytes.Add(e.footprint())
 	if e.Body != nil {
 		s.memoryBytes.Add(e.Size + e.GzipSize)
+	}
+	if e.negative() {
+		s.negatives[e.Key] = struct{}{}
 	}
 }
 
@@ -636,7 +723,7 @@ func (s *Store) release(id uint64) {
 	}
 	s.readersMu.Unlock()
 	if doomed {
-		_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{id}) })
+		_ = s.update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{id}) })
 	}
 	s.readersMu.Lock()
 	delete(s.retiring, id)

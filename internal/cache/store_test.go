@@ -106,7 +106,7 @@ func TestReopen(t *testing.T) {
 	// Access times drive eviction after a restart: evicting 5% takes the
 	// two entries never looked up and then the gem, never /versions,
 	// although it was stored first.
-	s.opts.MaxSize = s.bodyBytes.Load() - 1
+	s.opts.MaxSize = s.usedBytes.Load() - 1
 	if n, err := s.Sweep(); err != nil || n != 3 {
 		t.Fatalf("Sweep after reopen = %d, %v; want 3", n, err)
 	}
@@ -278,7 +278,7 @@ func TestStats(t *testing.T) {
 		}
 		c := want[d.class]
 		c.Entries++
-		c.Bytes += got.Size + got.GzipSize
+		c.Bytes += got.footprint()
 		c.Hits += int64(d.hits)
 		if c.Oldest.IsZero() || e.StoredAt.Before(c.Oldest) {
 			c.Oldest = e.StoredAt
@@ -287,7 +287,7 @@ func TestStats(t *testing.T) {
 			c.Newest = e.StoredAt
 		}
 		want[d.class] = c
-		total += got.Size + got.GzipSize
+		total += got.footprint()
 	}
 	st := s.Stats()
 	if st.Bytes != total || st.Evictions != 0 || len(st.Classes) != len(want) {
@@ -308,6 +308,81 @@ func TestWritable(t *testing.T) {
 	s := newTestStore(t, Options{})
 	if err := s.Writable(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWritableNeverWrites checks that a flood of readiness checks on a
+// healthy store commits no write transaction and writes no page.
+func TestWritableNeverWrites(t *testing.T) {
+	s := newTestStore(t, Options{})
+	putKey(t, s, "/k", []byte("body"), CommitOptions{})
+	pagesWritten := func() int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+	writes, pages := s.Stats().Writes, pagesWritten()
+	for range 1000 {
+		if err := s.Writable(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w, p := s.Stats().Writes, pagesWritten(); w != writes || p != pages {
+		t.Fatalf("1000 readiness checks: %d write transactions, %d pages written", w-writes, p-pages)
+	}
+	putKey(t, s, "/k2", []byte("body"), CommitOptions{})
+	if w := s.Stats().Writes; w != writes+1 {
+		t.Fatalf("a commit counted as %d write transactions", w-writes)
+	}
+}
+
+// TestWritableReportsFailedWrite checks that a write the file refuses makes
+// the store unwritable at once, that it tries no write of its own for
+// writableRecheck, and that one write of its own after that brings
+// readiness back once the file takes writes again.
+func TestWritableReportsFailedWrite(t *testing.T) {
+	s := newTestStore(t, Options{})
+	clock := newTestClock()
+	s.now = clock.Now
+	putKey(t, s, "/k", []byte("body"), CommitOptions{})
+	// The file goes away under the store: its next real write fails.
+	path := s.Path()
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("/k"); err == nil {
+		t.Fatal("Delete on a closed file succeeded")
+	}
+	if err := s.Writable(); err == nil {
+		t.Fatal("Writable after a failed write = nil")
+	}
+	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.db = db
+	writes := s.Stats().Writes
+	clock.Advance(writableRecheck - time.Millisecond)
+	if err := s.Writable(); err == nil || s.Stats().Writes != writes {
+		t.Fatalf("Writable within writableRecheck of the failure = %v after %d writes; want the failure, no write", err, s.Stats().Writes-writes)
+	}
+	clock.Advance(time.Millisecond)
+	if err := s.Writable(); err != nil || s.Stats().Writes != writes+1 {
+		t.Fatalf("Writable after writableRecheck = %v after %d writes; want nil after one", err, s.Stats().Writes-writes)
+	}
+}
+
+// TestWritableAfterClose checks that a closed store is not ready, then or
+// after writableRecheck.
+func TestWritableAfterClose(t *testing.T) {
+	s := newTestStore(t, Options{})
+	clock := newTestClock()
+	s.now = clock.Now
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Writable(); err == nil {
+		t.Fatal("Writable on a closed store = nil")
+	}
+	clock.Advance(writableRecheck)
+	if err := s.Writable(); err == nil {
+		t.Fatal("Writable on a closed store after writableRecheck = nil")
 	}
 }
 

@@ -144,7 +144,13 @@ func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error)
 	if err != nil {
 		return nil, err
 	}
-	return s.commit(&e, r, gz)
+	stored, err := s.commit(&e, r, gz)
+	if err == nil && stored.negative() {
+		// The entry is stored whatever this does; a failure is left to
+		// the sweeper, which caps the negative entries too.
+		_ = s.capNegatives()
+	}
+	return stored, err
 }
 
 // compress gzips r into a new staging.
@@ -192,7 +198,7 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 	gzBody := pendingBody{r: gr, left: gzSize}
 	large := e.Size+gzSize > commitBatch
 	if large {
-		if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.update(func(tx *bolt.Tx) error {
 			return allocateBodies(tx.Bucket(bucketChunks), e, gz != nil)
 		}); err != nil {
 			return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
@@ -205,7 +211,7 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 		}
 	}
 	var freeNow, freeLater []uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		chunks := tx.Bucket(bucketChunks)
 		if !large {
 			if err := allocateBodies(chunks, e, gz != nil); err != nil {
@@ -279,7 +285,7 @@ func allocateBodies(chunks *bolt.Bucket, e *Entry, gzipped bool) error {
 // until the final commit; a crash leaves orphans that Open collects.
 func (s *Store) writeAhead(id uint64, b *pendingBody) error {
 	for b.left > commitBatch {
-		if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.update(func(tx *bolt.Tx) error {
 			return writeChunks(tx.Bucket(bucketChunks), id, b.next, b.r, commitBatch)
 		}); err != nil {
 			return err
@@ -293,7 +299,7 @@ func (s *Store) writeAhead(id uint64, b *pendingBody) error {
 // dropPartial deletes the chunks written ahead for e after a failed commit
 // and returns the commit error.
 func (s *Store) dropPartial(e *Entry, cause error) error {
-	_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{e.ID, e.GzipID}) })
+	_ = s.update(func(tx *bolt.Tx) error { return deleteBodies(tx, []uint64{e.ID, e.GzipID}) })
 	return fmt.Errorf("cache: commit %s: %w", e.Key, cause)
 }
 
@@ -319,7 +325,9 @@ func (s *Store) publish(e *Entry) {
 // writeChunks stores size bytes of r as chunks of body id, starting at chunk
 // index first.
 func writeChunks(b *bolt.Bucket, id uint64, first uint32, r io.Reader, size int64) error {
-	buf := make([]byte, ChunkSize)
+	// No larger than the body: a 404 entry's few bytes must not cost a
+	// whole chunk's allocation.
+	buf := make([]byte, min(size, ChunkSize))
 	for i, left := first, size; left > 0; i++ {
 		n := int64(ChunkSize)
 		if left < n {
@@ -438,7 +446,7 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var freeNow, freeLater []uint64
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
 		cur := entries.Get([]byte(old.Key))
 		if cur == nil {
@@ -499,7 +507,7 @@ func (s *Store) Renew(old *Entry, next Entry) (*Entry, error) {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
 		cur := entries.Get([]byte(old.Key))
 		if cur == nil {

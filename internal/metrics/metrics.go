@@ -321,7 +321,8 @@ type Metrics struct {
 	CacheFillWaiters prometheus.Gauge
 	// CacheEntries is gemproxy_cache_entries{class}. See SetCacheUsage.
 	CacheEntries *prometheus.GaugeVec
-	// CacheSize is gemproxy_cache_size_bytes{class}: stored body bytes.
+	// CacheSize is gemproxy_cache_size_bytes{class}: the bytes max_size
+	// caps (bodies, plus keys, headers and a fixed overhead per entry).
 	// See SetCacheUsage.
 	CacheSize *prometheus.GaugeVec
 	// CacheEvictions is gemproxy_cache_evictions_total: entries removed to
@@ -419,7 +420,8 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		CacheFillWaiters: gauge("cache", "fill_waiters",
 			"Requests currently waiting on a fill or refresh of the same key."),
 		CacheEntries: gaugeVec("cache", "entries", "Entries in the cache, by cache class.", "class"),
-		CacheSize:    gaugeVec("cache", "size_bytes", "Stored body bytes in the cache, by cache class.", "class"),
+		CacheSize: gaugeVec("cache", "size_bytes",
+			"Bytes the cache size cap counts (bodies plus per-entry overhead), by cache class.", "class"),
 		CacheEvictions: f.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "cache", Name: "evictions_total",
 			Help: "Cache entries evicted to honour the size cap."}),
 		CacheChecksumFailures: counterVec("cache", "checksum_failures_total",

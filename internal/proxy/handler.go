@@ -96,8 +96,9 @@ func originFormOnly(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// ready answers /readyz: 200 when the cache file is writable and the
-// server is not draining. The upstream is not consulted.
+// ready answers /readyz: 200 when the cache's most recent write succeeded
+// (see cache.Store.Writable: a probe never writes) and the server is not
+// draining. The upstream is not consulted.
 func (p *Proxy) ready(c *fiber.Ctx) error {
 	if p.draining.Load() {
 		return p.answerError(c, endpointReadyz, http.StatusServiceUnavailable, "draining", nil)
