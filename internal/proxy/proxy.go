@@ -32,9 +32,14 @@ type Options struct {
 	// MaxBodySize is the largest request body forwarded upstream. Default
 	// 500 MiB (the origin's limit).
 	MaxBodySize int64
-	// MaxUnverifiedSize is the largest gem served without being stored when
-	// its checksum is unknown. Default 128 MiB.
+	// MaxUnverifiedSize is the largest gem served (from a staging file)
+	// without being stored when its checksum is unknown. Default 128 MiB.
 	MaxUnverifiedSize int64
+	// MaxResponseSize bounds, per class, the upstream body a cached route
+	// accepts, counted after any Content-Encoding is decoded; a larger one
+	// is a 502 and nothing is stored. A missing or non-positive value keeps
+	// DefaultMaxResponseSize.
+	MaxResponseSize map[Class]int64
 	// MaxStale bounds, per class, how long after expiry a stale entry is
 	// still served when the upstream fails (stale-if-error). A missing or
 	// zero value keeps DefaultMaxStale; a negative value never serves stale.
@@ -148,6 +153,22 @@ var DefaultMaxStale = map[Class]time.Duration{
 // only, never /info (a stale /info beside a fresh /versions breaks Bundler).
 var DefaultStaleWhileRevalidate = map[Class]time.Duration{
 	ClassVersions: 30 * time.Second, ClassNames: 30 * time.Second, ClassFullIndex: 30 * time.Second,
+}
+
+// DefaultMaxResponseSize is the largest upstream body accepted per class:
+// 64 MiB for the index files (/versions is about 20 MB), 8 MiB for API
+// JSON, and for gems the origin's own 500 MiB push limit.
+var DefaultMaxResponseSize = map[Class]int64{
+	ClassVersions: 64 << 20, ClassInfo: 64 << 20, ClassNames: 64 << 20, ClassFullIndex: 64 << 20,
+	ClassQuickSpec: 64 << 20, ClassGem: 500 << 20, ClassAPI: 8 << 20,
+}
+
+// maxResponseSize is the largest upstream body accepted for class c.
+func (p *Proxy) maxResponseSize(c Class) int64 {
+	if n := p.opts.MaxResponseSize[c]; n > 0 {
+		return n
+	}
+	return DefaultMaxResponseSize[c]
 }
 
 // Unlimited is a staleness bound that never runs out.
