@@ -75,6 +75,8 @@ type Config struct {
 	MaxStale MaxStaleConfig `toml:"max_stale"`
 	// StaleWhileRevalidate is the serve-stale-and-refresh window per class.
 	StaleWhileRevalidate SWRConfig `toml:"stale_while_revalidate"`
+	// MaxResponseSize bounds the upstream body accepted per class.
+	MaxResponseSize MaxResponseSizeConfig `toml:"max_response_size"`
 	// Breaker configures the upstream circuit breaker.
 	Breaker BreakerConfig `toml:"breaker"`
 	// UpstreamTimeouts bounds the phases of an upstream request.
@@ -138,6 +140,27 @@ type SWRConfig struct {
 	FullIndex Duration `toml:"full_index"`
 	// API is the window of API reads. Default 0.
 	API Duration `toml:"api"`
+}
+
+// MaxResponseSizeConfig is the [max_response_size] table: the largest
+// upstream body accepted per class, counted after any Content-Encoding is
+// decoded; a larger one is a 502 and nothing is stored. Defaults are
+// proxy.DefaultMaxResponseSize; 0 is invalid.
+type MaxResponseSizeConfig struct {
+	// Versions bounds /versions. Default 64MiB.
+	Versions Size `toml:"versions"`
+	// Info bounds /info/NAME. Default 64MiB.
+	Info Size `toml:"info"`
+	// Names bounds /names. Default 64MiB.
+	Names Size `toml:"names"`
+	// FullIndex bounds specs.4.8.gz and friends. Default 64MiB.
+	FullIndex Size `toml:"full_index"`
+	// QuickSpec bounds gemspecs. Default 64MiB.
+	QuickSpec Size `toml:"quick_spec"`
+	// Gem bounds .gem files. Default 500MiB, the origin's push limit.
+	Gem Size `toml:"gem"`
+	// API bounds JSON/YAML API reads. Default 8MiB.
+	API Size `toml:"api"`
 }
 
 // BreakerConfig is the [breaker] table of the upstream circuit breaker.
@@ -236,6 +259,15 @@ func Defaults() Config {
 			FullIndex: Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassFullIndex]),
 			API:       Duration(proxy.DefaultStaleWhileRevalidate[proxy.ClassAPI]),
 		},
+		MaxResponseSize: MaxResponseSizeConfig{
+			Versions:  Size(proxy.DefaultMaxResponseSize[proxy.ClassVersions]),
+			Info:      Size(proxy.DefaultMaxResponseSize[proxy.ClassInfo]),
+			Names:     Size(proxy.DefaultMaxResponseSize[proxy.ClassNames]),
+			FullIndex: Size(proxy.DefaultMaxResponseSize[proxy.ClassFullIndex]),
+			QuickSpec: Size(proxy.DefaultMaxResponseSize[proxy.ClassQuickSpec]),
+			Gem:       Size(proxy.DefaultMaxResponseSize[proxy.ClassGem]),
+			API:       Size(proxy.DefaultMaxResponseSize[proxy.ClassAPI]),
+		},
 		ClassTimeouts: map[string]ClassTimeoutConfig{
 			string(proxy.ClassGem): {Idle: Duration(60 * time.Second)},
 		},
@@ -331,6 +363,12 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 			proxy.ClassNames: zeroMeans(c.StaleWhileRevalidate.Names, -1), proxy.ClassFullIndex: zeroMeans(c.StaleWhileRevalidate.FullIndex, -1),
 			proxy.ClassAPI: zeroMeans(c.StaleWhileRevalidate.API, -1),
 		},
+		MaxResponseSize: map[proxy.Class]int64{
+			proxy.ClassVersions: int64(c.MaxResponseSize.Versions), proxy.ClassInfo: int64(c.MaxResponseSize.Info),
+			proxy.ClassNames: int64(c.MaxResponseSize.Names), proxy.ClassFullIndex: int64(c.MaxResponseSize.FullIndex),
+			proxy.ClassQuickSpec: int64(c.MaxResponseSize.QuickSpec), proxy.ClassGem: int64(c.MaxResponseSize.Gem),
+			proxy.ClassAPI: int64(c.MaxResponseSize.API),
+		},
 		Breaker: proxy.BreakerOptions{
 			Failures:   c.Breaker.Failures,
 			Backoff:    time.Duration(c.Breaker.Backoff),
@@ -414,6 +452,13 @@ func (c Config) Validate() error {
 		{"max_size", c.MaxSize, false},
 		{"memory_cache", c.MemoryCache, false},
 		{"max_body_size", c.MaxBodySize, true},
+		{"max_response_size.versions", c.MaxResponseSize.Versions, true},
+		{"max_response_size.info", c.MaxResponseSize.Info, true},
+		{"max_response_size.names", c.MaxResponseSize.Names, true},
+		{"max_response_size.full_index", c.MaxResponseSize.FullIndex, true},
+		{"max_response_size.quick_spec", c.MaxResponseSize.QuickSpec, true},
+		{"max_response_size.gem", c.MaxResponseSize.Gem, true},
+		{"max_response_size.api", c.MaxResponseSize.API, true},
 	}
 	for _, s := range sizes {
 		switch {

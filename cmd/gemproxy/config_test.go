@@ -225,6 +225,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `config FILE: memory_cache: invalid size "-1" (want bytes, or a number with B, KiB, MiB, GiB or TiB)`},
 		{name: "zero body size", file: "max_body_size = 0\n",
 			want: `config FILE: max_body_size: must be positive`},
+		{name: "zero response size", file: "[max_response_size]\ninfo = 0\n",
+			want: `config FILE: max_response_size.info: must be positive`},
 		{name: "zero concurrency", file: "upstream_concurrency = 0\n",
 			want: `config FILE: upstream_concurrency: must be positive`},
 		{name: "redirect host with a scheme", file: "upstream_redirect_hosts = [\"https://cdn.example/\"]\n",
@@ -387,6 +389,9 @@ func TestOptionsTranslation(t *testing.T) {
 					t.Errorf("TTL[%s] = %v, want %v", class, po.TTL[class], proxy.DefaultTTL[class])
 				}
 			}
+			if !reflect.DeepEqual(po.MaxResponseSize, proxy.DefaultMaxResponseSize) {
+				t.Errorf("MaxResponseSize = %v, want %v", po.MaxResponseSize, proxy.DefaultMaxResponseSize)
+			}
 			want := proxy.ServerOptions{ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16384, MaxConnections: 10000}
 			if po.Server != want {
 				t.Errorf("server options %+v, want %+v", po.Server, want)
@@ -420,11 +425,16 @@ upstream_concurrency = 4
 fill = "1h"
 [server]
 write_timeout = "5m"
+[max_response_size]
+api = "1MiB"
 `, check: func(t *testing.T, c Config) {
 			if co := c.CacheOptions(false); co.FillTimeout != time.Hour {
 				t.Errorf("FillTimeout = %v", co.FillTimeout)
 			}
 			po := mustProxyOptions(t, c)
+			if po.MaxResponseSize[proxy.ClassAPI] != 1<<20 || po.MaxResponseSize[proxy.ClassGem] != 500<<20 {
+				t.Errorf("MaxResponseSize = %v", po.MaxResponseSize)
+			}
 			if !po.KeepYanked || po.MaxBodySize != 1<<30 || po.Upstream.MaxConcurrent != 4 ||
 				po.Server.WriteTimeout != 5*time.Minute || po.Upstream.URL.Path != "/rubygems" {
 				t.Errorf("proxy options %+v", po)
