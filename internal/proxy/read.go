@@ -82,8 +82,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// maxTransientBody bounds a response held in memory without being stored
-// (error bodies, private answers).
+// maxTransientBody bounds a non-2xx body (an error, a 404, a 429) held in
+// memory; 2xx bodies are staged and bounded by the class's size limit.
 const maxTransientBody = 1 << 20
 
 // fillRequest carries what a fill needs from the request that started it.
