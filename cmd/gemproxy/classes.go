@@ -36,6 +36,9 @@ type ClassConfig struct {
 	FirstByteTimeout Duration `toml:"first_byte_timeout"`
 	// IdleTimeout bounds the wait between two reads of the upstream's body.
 	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxResponseSize bounds the upstream body accepted, counted after any
+	// Content-Encoding is decoded; a larger one is a 502, nothing stored.
+	MaxResponseSize Size `toml:"max_response_size"`
 }
 
 // classConfig renders a policy in file form.
@@ -48,6 +51,7 @@ func classConfig(pol proxy.Policy) ClassConfig {
 		RevalidateTimeout:    Duration(pol.RevalidateTimeout),
 		FirstByteTimeout:     Duration(pol.FirstByteTimeout),
 		IdleTimeout:          Duration(pol.IdleTimeout),
+		MaxResponseSize:      Size(pol.MaxResponseSize),
 	}
 }
 
@@ -61,6 +65,7 @@ func (cc ClassConfig) policy() proxy.Policy {
 		RevalidateTimeout:    time.Duration(cc.RevalidateTimeout),
 		FirstByteTimeout:     time.Duration(cc.FirstByteTimeout),
 		IdleTimeout:          time.Duration(cc.IdleTimeout),
+		MaxResponseSize:      int64(cc.MaxResponseSize),
 	}
 }
 
@@ -158,6 +163,9 @@ func (t ClassTables) validate() error {
 			case d.v == 0 && d.zeroBad:
 				return &keyError{key: key + d.name, problem: "must be positive"}
 			}
+		}
+		if cc.MaxResponseSize <= 0 {
+			return &keyError{key: key + "max_response_size", problem: "must be positive"}
 		}
 	}
 	return nil

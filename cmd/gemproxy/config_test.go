@@ -225,6 +225,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `config FILE: memory_cache: invalid size "-1" (want bytes, or a number with B, KiB, MiB, GiB or TiB)`},
 		{name: "zero body size", file: "max_body_size = 0\n",
 			want: `config FILE: max_body_size: must be positive`},
+		{name: "zero response size", file: "[class.info]\nmax_response_size = 0\n",
+			want: `config FILE: class.info.max_response_size: must be positive`},
 		{name: "zero concurrency", file: "upstream_concurrency = 0\n",
 			want: `config FILE: upstream_concurrency: must be positive`},
 		{name: "zero pass-through concurrency", file: "upstream_pass_through_concurrency = 0\n",
@@ -427,11 +429,16 @@ upstream_pass_through_concurrency = 8
 fill = "1h"
 [server]
 write_timeout = "5m"
+[class.api]
+max_response_size = "1MiB"
 `, check: func(t *testing.T, c Config) {
 			if co := c.CacheOptions(false); co.FillTimeout != time.Hour {
 				t.Errorf("FillTimeout = %v", co.FillTimeout)
 			}
 			po := mustProxyOptions(t, c)
+			if po.Policies[proxy.ClassAPI].MaxResponseSize != 1<<20 || po.Policies[proxy.ClassGem].MaxResponseSize != 500<<20 {
+				t.Errorf("max_response_size: api %d, gem %d", po.Policies[proxy.ClassAPI].MaxResponseSize, po.Policies[proxy.ClassGem].MaxResponseSize)
+			}
 			if !po.KeepYanked || po.MaxBodySize != 1<<30 || po.Upstream.MaxConcurrent != 4 || po.Upstream.MaxPassThrough != 8 ||
 				po.Server.WriteTimeout != 5*time.Minute || po.Upstream.URL.Path != "/rubygems" {
 				t.Errorf("proxy options %+v", po)

@@ -16,8 +16,8 @@ func policyTable() string {
 	defaults := classTables(proxy.DefaultPolicies())
 	for _, c := range proxy.Classes {
 		cc := defaults[string(c)]
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n", c, cc.TTL, cc.NegativeTTL, cc.MaxStale,
-			cc.StaleWhileRevalidate, cc.RevalidateTimeout, cc.FirstByteTimeout, cc.IdleTimeout)
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, cc.TTL, cc.NegativeTTL, cc.MaxStale,
+			cc.StaleWhileRevalidate, cc.RevalidateTimeout, cc.FirstByteTimeout, cc.IdleTimeout, cc.MaxResponseSize)
 	}
 	return b.String()
 }
@@ -29,7 +29,7 @@ func TestReadmePolicyTableEqualsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const begin, end = "|---|---|---|---|---|---|---|---|\n", "<!-- end policy-table -->"
+	const begin, end = "|---|---|---|---|---|---|---|---|---|\n", "<!-- end policy-table -->"
 	s := string(readme)
 	i := strings.Index(s, "<!-- policy-table:")
 	j := strings.Index(s, end)

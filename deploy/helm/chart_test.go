@@ -78,7 +78,7 @@ var configKeys = []string{
 
 // classKeys are the keys of every [class.CLASS] table.
 var classKeys = []string{"ttl", "negative_ttl", "max_stale", "stale_while_revalidate",
-	"revalidate_timeout", "first_byte_timeout", "idle_timeout"}
+	"revalidate_timeout", "first_byte_timeout", "idle_timeout", "max_response_size"}
 
 // cacheClasses are gemproxy's cache classes, the tables under [class].
 var cacheClasses = []string{"versions", "info", "names", "full_index", "quick_spec", "gem", "api"}
@@ -88,7 +88,11 @@ func init() {
 		configTables = append(configTables, "class."+c)
 		for _, k := range classKeys {
 			configKeys = append(configKeys, "class."+c+"."+k)
-			durationKeys = append(durationKeys, "class."+c+"."+k)
+			if k == "max_response_size" {
+				sizeKeys = append(sizeKeys, "class."+c+"."+k)
+			} else {
+				durationKeys = append(durationKeys, "class."+c+"."+k)
+			}
 		}
 	}
 }

@@ -53,6 +53,9 @@ type Entry struct {
 	Body []byte
 	// Gzip is the gzip body when kept in memory alongside Body.
 	Gzip []byte
+	// spill holds the body of a transient entry too large for memory
+	// (see Store.Transient); nil for stored entries.
+	spill *spillFile
 }
 
 // Fresh reports whether the entry may be served without asking upstream at now.

@@ -21,6 +21,9 @@ type Reader struct {
 	end  int64
 	// mem serves bodies already held in memory.
 	mem *bytes.Reader
+	// spill serves the body of a transient entry from its staging file
+	// (and keeps that file open while the Reader is in use).
+	spill *spillFile
 }
 
 // Open returns a Reader of e's identity body, or of its gzip form when gzip
@@ -32,6 +35,9 @@ func (s *Store) Open(e *Entry, gzip bool) (*Reader, error) {
 			return nil, fmt.Errorf("cache: %s has no gzip body", e.Key)
 		}
 		id, size, mem = e.GzipID, e.GzipSize, e.Gzip
+	}
+	if e.spill != nil {
+		return &Reader{size: size, end: size, spill: e.spill}, nil
 	}
 	r := &Reader{s: s, id: id, size: size, end: size}
 	if mem != nil || size == 0 {
@@ -68,6 +74,11 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	if r.mem != nil {
 		n, err := r.mem.Read(p)
+		r.off += int64(n)
+		return n, err
+	}
+	if r.spill != nil {
+		n, err := r.spill.f.ReadAt(p, r.off)
 		r.off += int64(n)
 		return n, err
 	}

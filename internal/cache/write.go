@@ -90,8 +90,9 @@ func (st *Staging) Discard() {
 	st.mem = bytes.Buffer{}
 }
 
-// reader returns the staged bytes from the start.
-func (st *Staging) reader() (io.Reader, error) {
+// Reader returns the staged bytes from the start, to be read before the
+// next Write, Commit or Discard.
+func (st *Staging) Reader() (io.Reader, error) {
 	if st.file == nil {
 		return bytes.NewReader(st.mem.Bytes()), nil
 	}
@@ -130,7 +131,7 @@ func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error)
 	}
 	var gz *Staging
 	if opts.Gzip {
-		r, err := st.reader()
+		r, err := st.Reader()
 		if err != nil {
 			return nil, err
 		}
@@ -140,7 +141,7 @@ func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error)
 		defer gz.Discard()
 		e.GzipSize = gz.size
 	}
-	r, err := st.reader()
+	r, err := st.Reader()
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +187,7 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 	gzSize := int64(0)
 	if gz != nil {
 		var err error
-		if gr, err = gz.reader(); err != nil {
+		if gr, err = gz.Reader(); err != nil {
 			return nil, err
 		}
 		gzSize = gz.size
@@ -474,7 +475,7 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 			if next.GzipID, err = chunks.NextSequence(); err != nil {
 				return err
 			}
-			gr, err := gz.reader()
+			gr, err := gz.Reader()
 			if err != nil {
 				return err
 			}
@@ -534,7 +535,7 @@ func (st *Staging) Bytes() ([]byte, error) {
 	if st.file == nil {
 		return st.mem.Bytes(), nil
 	}
-	r, err := st.reader()
+	r, err := st.Reader()
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,10 @@ type Policy struct {
 	FirstByteTimeout time.Duration
 	// IdleTimeout bounds the wait between two reads of the upstream's body.
 	IdleTimeout time.Duration
+	// MaxResponseSize bounds the upstream body a fill accepts, counted
+	// after any Content-Encoding is decoded; a larger one is a 502 and
+	// nothing is stored.
+	MaxResponseSize int64
 }
 
 // timeouts returns the upstream timeouts of the policy.
@@ -50,9 +54,9 @@ func (pol Policy) timeouts() Timeouts {
 const Unlimited = time.Duration(1<<63 - 1)
 
 // indexPolicy is the row shared by the index classes and the API: a minute
-// of freshness (PROTOCOL.md §1.3, the origin's own max-age), synchronous
-// revalidation with a 2 s deadline, stale copies served without limit when
-// the upstream fails.
+// of freshness (the origin's own max-age), synchronous revalidation with a
+// 2 s deadline, stale copies served without limit when the upstream fails,
+// and bodies up to 64 MiB (rubygems.org's /versions is about 20 MB).
 var indexPolicy = Policy{
 	TTL:               60 * time.Second,
 	NegativeTTL:       60 * time.Second,
@@ -60,6 +64,7 @@ var indexPolicy = Policy{
 	RevalidateTimeout: 2 * time.Second,
 	FirstByteTimeout:  30 * time.Second,
 	IdleTimeout:       30 * time.Second,
+	MaxResponseSize:   64 << 20,
 }
 
 // DefaultPolicies returns the default row of every class (a fresh map the
@@ -67,9 +72,11 @@ var indexPolicy = Policy{
 func DefaultPolicies() map[Class]Policy {
 	api := indexPolicy
 	api.MaxStale = 24 * time.Hour // API JSON changes meaning; a day at most
+	api.MaxResponseSize = 8 << 20
 	gem := indexPolicy
 	gem.TTL = 0                        // immutable
 	gem.IdleTimeout = 60 * time.Second // large bodies through slow mirrors
+	gem.MaxResponseSize = 500 << 20    // the origin's own push limit
 	spec := indexPolicy
 	spec.TTL = 0 // immutable
 	return map[Class]Policy{

@@ -30,8 +30,8 @@ type Options struct {
 	// MaxBodySize is the largest request body forwarded upstream. Default
 	// 500 MiB (the origin's limit).
 	MaxBodySize int64
-	// MaxUnverifiedSize is the largest gem served without being stored when
-	// its checksum is unknown. Default 128 MiB.
+	// MaxUnverifiedSize is the largest gem served (from a staging file)
+	// without being stored when its checksum is unknown. Default 128 MiB.
 	MaxUnverifiedSize int64
 	// Breaker configures the upstream circuit breaker.
 	Breaker BreakerOptions

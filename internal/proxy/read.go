@@ -95,8 +95,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// maxTransientBody bounds a response held in memory without being stored
-// (error bodies, private answers).
+// maxTransientBody bounds a non-2xx body (an error, a 404, a 429) held in
+// memory; 2xx bodies are staged and bounded by the class's size limit.
 const maxTransientBody = 1 << 20
 
 // fillRequest carries what a fill needs from the request that started it.
@@ -365,7 +365,8 @@ func (p *Proxy) checksumLookup(ctx context.Context, fr fillRequest) checksumFutu
 }
 
 // storeResponse turns an upstream response into an entry: stored when it
-// may be, transient otherwise. want, for a gem, yields the SHA-256 it must
+// may be, transient otherwise. A 2xx body is verified before any byte of
+// it is served, stored or not. want, for a gem, yields the SHA-256 it must
 // have.
 func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksumFuture) (*cache.Entry, error) {
 	if err := decodeContentEncoding(resp); err != nil {
@@ -391,56 +392,104 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 			body: body, contentType: resp.Header.Get("Content-Type")}
 	case status >= 500:
 		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered " + resp.Status}
-	case status != http.StatusOK || !storable(resp.Header):
+	case status == http.StatusPartialContent:
+		// Only refreshCompactIndex asks for a range, and it handles the 206.
+		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream answered 206 Partial Content to a request without Range"}
+	case status < 200 || status > 299:
 		return p.transient(fr, resp, status)
 	}
-	now := p.now()
-	st := p.store.Stage()
-	n, err := io.Copy(st, resp.Body)
+	st, err := p.stageBody(fr, resp)
 	if err != nil {
+		return nil, err
+	}
+	verified, err := p.verifyStaged(fr, resp.Header, st, want)
+	switch {
+	case err != nil:
+		st.Discard()
+		return nil, err
+	case !verified:
+		return p.unverifiedGem(fr, resp, st)
+	case status != http.StatusOK || !storable(resp.Header):
+		// 201 and 203 included: verified and served, but only a 200 is
+		// stored.
+		return p.unstored(fr, resp, st), nil
+	}
+	return p.commitResponse(fr, resp.Header, st)
+}
+
+// stageBody stages the body of a 2xx upstream answer, refusing it as soon
+// as it grows past the class's size limit (counted after any decoding),
+// and when it differs from its announced length.
+func (p *Proxy) stageBody(fr fillRequest, resp *http.Response) (*cache.Staging, error) {
+	limit := p.policy(fr.rt.Class).MaxResponseSize
+	if resp.ContentLength > limit {
+		return nil, p.errTooLarge(fr, limit)
+	}
+	st := p.store.Stage()
+	n, err := io.Copy(st, io.LimitReader(resp.Body, limit+1))
+	p.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
+	switch {
+	case err != nil:
 		st.Discard()
 		return nil, errUpstream("body read", err)
-	}
-	p.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
-	if resp.ContentLength >= 0 && n != resp.ContentLength {
+	case n > limit:
+		st.Discard()
+		return nil, p.errTooLarge(fr, limit)
+	case resp.ContentLength >= 0 && n != resp.ContentLength:
 		st.Discard()
 		return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent %d bytes, announced %d", n, resp.ContentLength)}
 	}
-	sha := st.SHA256()
-	if err := verifyBody(fr.rt, resp.Header, st); err != nil {
-		st.Discard()
+	return st, nil
+}
+
+// errTooLarge logs and describes an upstream body over the size limit of
+// its class.
+func (p *Proxy) errTooLarge(fr fillRequest, limit int64) error {
+	p.log.Warn("upstream answer over the size limit of its class; refused", "key", fr.key, "class", fr.rt.Class, "limit", limit)
+	return &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf(
+		"upstream answer for %s is larger than the %d-byte limit of class %s", fr.key, limit, fr.rt.Class)}
+}
+
+// verifyStaged checks a staged 2xx body before any byte of it is served:
+// verifyBody's checks, and a gem's SHA-256 against the compact index.
+// verified is false, without an error, for a gem whose checksum is unknown.
+func (p *Proxy) verifyStaged(fr fillRequest, h http.Header, st *cache.Staging, want checksumFuture) (verified bool, err error) {
+	if err := verifyBody(fr.rt, h, st); err != nil {
 		p.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
-		return nil, &upstreamError{status: http.StatusBadGateway, reason: "upstream body of " + fr.key + " is corrupt", err: err}
+		return false, &upstreamError{status: http.StatusBadGateway, reason: "upstream body of " + fr.key + " is corrupt", err: err}
 	}
-	if fr.rt.Class == ClassGem {
-		var wantSum [32]byte
-		known := false
-		if want != nil {
-			if wantSum, known, err = want(); err != nil {
-				st.Discard()
-				return nil, err
-			}
-		}
-		if !known {
-			p.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
-			p.log.Warn("gem checksum unknown; serving without storing", "key", fr.key)
-			return p.transientStaged(fr, resp.Header, st)
-		}
-		if sha != wantSum {
-			st.Discard()
-			p.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
-			return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf(
-				"upstream gem %s has SHA-256 %s, but the compact index says %s; not stored",
-				fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(wantSum[:]))}
+	if fr.rt.Class != ClassGem {
+		return true, nil
+	}
+	var wantSum [32]byte
+	known := false
+	if want != nil {
+		if wantSum, known, err = want(); err != nil {
+			return false, err
 		}
 	}
+	if !known {
+		return false, nil
+	}
+	if sha := st.SHA256(); sha != wantSum {
+		p.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
+		return false, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf(
+			"upstream gem %s has SHA-256 %s, but the compact index says %s; not stored",
+			fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(wantSum[:]))}
+	}
+	return true, nil
+}
+
+// commitResponse stores a verified 200 that may be stored.
+func (p *Proxy) commitResponse(fr fillRequest, h http.Header, st *cache.Staging) (*cache.Entry, error) {
+	now := p.now()
 	e := cache.Entry{
 		Key:       fr.key,
 		Class:     string(fr.rt.Class),
 		Status:    http.StatusOK,
 		StoredAt:  now,
 		Immutable: fr.rt.Immutable,
-		Header:    entryHeaders(fr.rt, http.StatusOK, resp.Header, st.MD5(), sha, p.policy(fr.rt.Class).TTL, now),
+		Header:    entryHeaders(fr.rt, http.StatusOK, h, st.MD5(), st.SHA256(), p.policy(fr.rt.Class).TTL, now),
 	}
 	if !e.Immutable {
 		e.FreshUntil = now.Add(p.policy(fr.rt.Class).TTL)
@@ -531,37 +580,53 @@ func isXMLError(contentType string, body []byte) bool {
 		bytes.HasPrefix(body, []byte("<?xml")) || bytes.HasPrefix(body, []byte("<Error>"))
 }
 
-// transient reads a response that is not stored into a one-off entry.
+// transient reads a non-2xx response (an error, a redirect not followed)
+// into a one-off entry.
 func (p *Proxy) transient(fr fillRequest, resp *http.Response, status int) (*cache.Entry, error) {
 	body, err := readLimited(resp.Body, maxTransientBody)
 	if err != nil {
 		return nil, errUpstream("read", err)
 	}
-	h := make([]cache.Field, 0, 8)
-	for _, name := range append([]string{"Retry-After", "Www-Authenticate", "Location", "Vary"}, storedUpstreamHeaders...) {
-		if v := strings.Join(resp.Header.Values(name), ", "); v != "" {
-			h = append(h, cache.Field{Name: name, Value: v})
-		}
-	}
-	return &cache.Entry{Key: fr.key, Status: status, Header: h, Body: body, Size: int64(len(body)), StoredAt: p.now()}, nil
+	return &cache.Entry{Key: fr.key, Status: status, Header: transientHeaders(resp.Header), Body: body, Size: int64(len(body)), StoredAt: p.now()}, nil
 }
 
-// transientStaged serves a staged gem whose checksum is unknown without
-// storing it, as long as it fits in memory.
-func (p *Proxy) transientStaged(fr fillRequest, h http.Header, st *cache.Staging) (*cache.Entry, error) {
-	defer st.Discard()
+// transientHeaders picks the upstream headers passed on with an answer
+// that is not stored: its own caching headers (private, no-store) among
+// them.
+func transientHeaders(h http.Header) []cache.Field {
+	fields := make([]cache.Field, 0, 8)
+	for _, name := range append([]string{"Retry-After", "Www-Authenticate", "Location", "Vary"}, storedUpstreamHeaders...) {
+		if v := strings.Join(h.Values(name), ", "); v != "" {
+			fields = append(fields, cache.Field{Name: name, Value: v})
+		}
+	}
+	return fields
+}
+
+// unverifiedGem serves a staged gem whose checksum the compact index does
+// not know, from its staging file and without storing it, as long as it
+// is no larger than MaxUnverifiedSize.
+func (p *Proxy) unverifiedGem(fr fillRequest, resp *http.Response, st *cache.Staging) (*cache.Entry, error) {
+	p.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
+	p.log.Warn("gem checksum unknown; serving without storing", "key", fr.key)
 	if st.Size() > p.opts.MaxUnverifiedSize {
+		st.Discard()
 		return nil, &upstreamError{status: http.StatusBadGateway, reason: "gem checksum unknown and too large to serve unverified"}
 	}
-	body, err := st.Bytes()
-	if err != nil {
-		return nil, err
-	}
+	return p.unstored(fr, resp, st), nil
+}
+
+// unstored turns a staged 2xx answer that is not stored into an entry for
+// the clients of this fill only, its body in memory when small and in its
+// staging file otherwise. A 200 that may be stored gets the headers it
+// would have had stored; anything else passes on the upstream's.
+func (p *Proxy) unstored(fr fillRequest, resp *http.Response, st *cache.Staging) *cache.Entry {
 	now := p.now()
-	return &cache.Entry{
-		Key: fr.key, Status: http.StatusOK, Body: body, Size: int64(len(body)), StoredAt: now,
-		Header: entryHeaders(fr.rt, http.StatusOK, h, st.MD5(), st.SHA256(), 0, now),
-	}, nil
+	e := cache.Entry{Key: fr.key, Status: resp.StatusCode, StoredAt: now, Header: transientHeaders(resp.Header)}
+	if resp.StatusCode == http.StatusOK && storable(resp.Header) {
+		e.Header = entryHeaders(fr.rt, http.StatusOK, resp.Header, st.MD5(), st.SHA256(), 0, now)
+	}
+	return p.store.Transient(st, e)
 }
 
 // readLimited reads at most limit bytes of r; more is an error.
@@ -630,15 +695,16 @@ func verifyBody(rt *Route, h http.Header, st *cache.Staging) error {
 			return fmt.Errorf("%w: MD5 differs from the upstream's ETag", errCorruptBody)
 		}
 	case rt.Class == ClassQuickSpec, rt.Class == ClassFullIndex:
-		body, err := st.Bytes()
+		// Streamed from the staging: a large body is never held in memory.
+		body, err := st.Reader()
 		if err != nil {
 			return err
 		}
 		var zr io.Reader
 		if rt.Class == ClassQuickSpec {
-			zr, err = zlib.NewReader(bytes.NewReader(body))
+			zr, err = zlib.NewReader(body)
 		} else {
-			zr, err = gzip.NewReader(bytes.NewReader(body))
+			zr, err = gzip.NewReader(body)
 		}
 		if err == nil {
 			_, err = io.Copy(io.Discard, zr)

@@ -11,8 +11,9 @@ import (
 
 // Fault describes a deterministic failure applied to requests whose URL path
 // starts with the prefix given to SetFault. Fields combine: Reset and Status
-// replace the response; Corrupt, Truncate, LieLength and Stall alter the
-// normal response (Corrupt first, then ContentEncoding). The zero Fault
+// replace the response; Corrupt, Truncate, LieLength, Stall, Header and
+// SendStatus alter the normal response (Corrupt first, then
+// ContentEncoding). The zero Fault
 // changes nothing.
 type Fault struct {
 	// Status, when non-zero, answers with this status instead of the normal
@@ -45,6 +46,13 @@ type Fault struct {
 	// them). Validators (ETag, digests) stay those of the identity body.
 	// Meant for identity responses (GzipCompactIndex off).
 	ContentEncoding string
+	// Header is set on the normal response, replacing the handler's values
+	// of the same names (e.g. Set-Cookie, Cache-Control: private, Vary: *).
+	Header http.Header
+	// SendStatus, when non-zero, sends the normal response (headers and
+	// body) with this status instead of the handler's (e.g. 203 or a 206
+	// without Content-Range). A 304 or 204 of the handler is kept.
+	SendStatus int
 	// Stall writes the first StallAfter bytes of the body (0 = none, just
 	// the headers), flushes, and blocks until the request context ends
 	// (the response is then aborted), Release is closed (the rest of the
@@ -69,9 +77,11 @@ func (f *Fault) early() bool { return f.Reset || f.Status != 0 }
 // stalls reports whether the fault stalls the body.
 func (f *Fault) stalls() bool { return f.Stall || f.StallAfter > 0 }
 
-// needsBody reports whether the fault alters the normal response body.
+// needsBody reports whether the fault alters the normal response, which
+// must then be recorded first.
 func (f *Fault) needsBody() bool {
-	return f.Truncate || f.LieLength > 0 || f.Corrupt || f.ContentEncoding != "" || f.stalls()
+	return f.Truncate || f.LieLength > 0 || f.Corrupt || f.ContentEncoding != "" || f.stalls() ||
+		len(f.Header) > 0 || f.SendStatus != 0
 }
 
 // encode applies ContentEncoding to body (see Fault.ContentEncoding).
@@ -154,11 +164,17 @@ func (s *Server) emitWithFault(w http.ResponseWriter, r *http.Request, rec *reco
 	for k, v := range rec.header {
 		w.Header()[k] = v
 	}
+	for k, v := range f.Header {
+		w.Header()[http.CanonicalHeaderKey(k)] = v
+	}
 	status := rec.status
 	body := rec.body.Bytes()
 	if status == http.StatusNotModified || status == http.StatusNoContent || status < 200 {
 		w.WriteHeader(status)
 		return
+	}
+	if f.SendStatus != 0 {
+		status = f.SendStatus
 	}
 	if f.Corrupt && len(body) > 0 {
 		body = bytes.Clone(body)

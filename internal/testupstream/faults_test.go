@@ -87,7 +87,8 @@ func TestFaultReset(t *testing.T) {
 	}
 }
 
-// TestFaultBodyAlterations checks Truncate, LieLength and Corrupt on several endpoints.
+// TestFaultBodyAlterations checks Truncate, LieLength, Corrupt, Header and
+// SendStatus on several endpoints.
 func TestFaultBodyAlterations(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -136,6 +137,13 @@ func TestFaultBodyAlterations(t *testing.T) {
 				t.Errorf("Content-Encoding %q on %d bytes, want br on the identity bytes", res.Header.Get("Content-Encoding"), len(got))
 			}
 		}},
+		{"header and status", Fault{Header: http.Header{"set-cookie": {"a=1"}, "Cache-Control": {"private"}}, SendStatus: 203}, false,
+			func(t *testing.T, full, got []byte, res *http.Response) {
+				if res.StatusCode != 203 || !bytes.Equal(got, full) || res.Header.Get("Set-Cookie") != "a=1" ||
+					strings.Join(res.Header.Values("Cache-Control"), ",") != "private" {
+					t.Errorf("got %d, %d of %d bytes, headers %v", res.StatusCode, len(got), len(full), res.Header)
+				}
+			}},
 	}
 	for _, tc := range tests {
 		for _, path := range []string{"/gems/f-1.0.0.gem", "/versions", "/info/f", "/api/v1/gems/f.json"} {
