@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -77,12 +78,13 @@ func TestShutdownFinishesGemDownload(t *testing.T) {
 type accessLine struct {
 	Endpoint string `json:"endpoint"`
 	Status   int    `json:"status"`
+	Cache    string `json:"cache"`
 }
 
 // accessLines returns the access lines of a gemproxy stderr in format.
 func accessLines(t *testing.T, format, stderr string) []accessLine {
 	t.Helper()
-	text := regexp.MustCompile(`^time=\S+ level=INFO msg=request method=GET endpoint=(\S+) status=(\d+) bytes=\d+ duration_s=\d+\.\d{6} cache=\S+$`)
+	text := regexp.MustCompile(`^time=\S+ level=INFO msg=request method=GET endpoint=(\S+) status=(\d+) bytes=\d+ duration_s=\d+\.\d{6} cache=(\S+)$`)
 	var out []accessLine
 	for line := range strings.Lines(stderr) {
 		var l accessLine
@@ -104,6 +106,7 @@ func accessLines(t *testing.T, format, stderr string) []accessLine {
 			}
 			l.Endpoint = m[1]
 			l.Status, _ = strconv.Atoi(m[2])
+			l.Cache = m[3]
 		}
 		out = append(out, l)
 	}
@@ -116,7 +119,9 @@ func accessLines(t *testing.T, format, stderr string) []accessLine {
 // in text and JSON, the buffered ones and the last one included; at log
 // level warn it holds none.
 func TestAccessLogKeepsEveryLineOnSIGTERM(t *testing.T) {
-	const n = 30
+	// n requests over gems distinct names: the first for each is a miss,
+	// the others hits.
+	const n, gems = 30, 5
 	cases := []struct {
 		format, level string
 		want          int
@@ -132,7 +137,7 @@ func TestAccessLogKeepsEveryLineOnSIGTERM(t *testing.T) {
 			s := startServer(t, nil, "--upstream", up.URL, "--data-dir", t.TempDir(), "--config", cfg,
 				"--log-format", tc.format, "--log-level", tc.level)
 			for i := range n {
-				if _, code, err := s.fetch(fmt.Sprintf("/api/v1/gems/gem%d.json", i%5)); err != nil || code != http.StatusOK {
+				if _, code, err := s.fetch(fmt.Sprintf("/api/v1/gems/gem%d.json", i%gems)); err != nil || code != http.StatusOK {
 					t.Fatalf("request %d: %d %v", i, code, err)
 				}
 			}
@@ -164,10 +169,16 @@ func TestAccessLogKeepsEveryLineOnSIGTERM(t *testing.T) {
 			if len(lines) != tc.want {
 				t.Fatalf("%d access lines for %d requests, want %d:\n%s", len(lines), n+1, tc.want, s.stderr)
 			}
+			results := map[string]int{}
 			for _, l := range lines {
-				if l != (accessLine{Endpoint: "api_gem", Status: http.StatusOK}) {
+				if l.Endpoint != "api_gem" || l.Status != http.StatusOK {
 					t.Fatalf("access line %+v, want api_gem 200:\n%s", l, s.stderr)
 				}
+				results[l.Cache]++
+			}
+			// The slow request is a miss too.
+			if want := map[string]int{"miss": gems + 1, "hit": n - gems}; tc.want > 0 && !maps.Equal(results, want) {
+				t.Fatalf("cache fields %v, want %v:\n%s", results, want, s.stderr)
 			}
 		})
 	}
