@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/proxy"
@@ -78,7 +79,12 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	if err != nil {
 		return fail(stderr, err)
 	}
-	popts.Logger, popts.Metrics, popts.MetricsHandler, popts.Version = log, m, m.Handler(reg), ver
+	// The access log is closed once the server has stopped, after the last
+	// request's line; the deferred call only covers the early returns.
+	access := newAccessLog(cfg, stderr)
+	closeAccess := sync.OnceValue(access.Close)
+	defer func() { _ = closeAccess() }()
+	popts.Logger, popts.AccessLog, popts.Metrics, popts.MetricsHandler, popts.Version = log, access, m, m.Handler(reg), ver
 	p, err := proxy.New(store, popts)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("proxy: %w", err))
@@ -140,6 +146,9 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 		<-served
 	}
 
+	if err := closeAccess(); err != nil {
+		log.Error("writing the access log failed", "err", err)
+	}
 	stopSweeper()
 	sweeper.Wait()
 	p.Wait() // background refreshes finish (bounded by the upstream timeouts)
@@ -159,6 +168,19 @@ func newLogger(c Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// newAccessLog builds the access log configured by c, writing to w, or
+// returns nil when the log level hides its INFO lines.
+func newAccessLog(c Config, w io.Writer) *accesslog.Logger {
+	if level, _ := parseLogLevel(c.LogLevel); level > slog.LevelInfo {
+		return nil
+	}
+	format := accesslog.Text
+	if strings.EqualFold(c.LogFormat, "json") {
+		format = accesslog.JSON
+	}
+	return accesslog.New(w, accesslog.Options{Format: format})
 }
 
 // classNames lists proxy.Classes as strings.

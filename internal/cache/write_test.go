@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -538,4 +539,42 @@ func TestCommitLargeBodyInBatches(t *testing.T) {
 	// Replacing it frees every chunk of the old bodies (checkStore verifies
 	// no chunk is left that no entry names).
 	put(t, s, Entry{Key: "/gems/huge.gem", Class: "gem", Status: 200, Immutable: true}, body[:100], CommitOptions{})
+}
+
+// versionsBody returns about n bytes shaped like rubygems.org's /versions:
+// a header, then one line per gem with its versions and the MD5 (hex) of
+// its /info file, which compresses about as well as the real file.
+func versionsBody(n int) []byte {
+	r := rand.New(rand.NewPCG(uint64(n), 5))
+	b := bytes.NewBufferString("created_at: 2024-04-01T00:00:05Z\n---\n")
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(b, "gem-%c%c%c-%d ", 'a'+r.IntN(26), 'a'+r.IntN(26), 'a'+r.IntN(26), i)
+		for v := range 1 + r.IntN(6) {
+			if v > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(b, "%d.%d.%d", r.IntN(8), r.IntN(20), r.IntN(30))
+		}
+		sum := md5.Sum(fmt.Appendf(nil, "%d", r.Uint64()))
+		fmt.Fprintf(b, " %x\n", sum)
+	}
+	return b.Bytes()
+}
+
+// BenchmarkAppendVersions appends one line to a 5 MB /versions stored
+// with its gzip form: the identity body grows by the line, the gzip form
+// is rebuilt from the whole body. gzip-B is the size of the gzip form.
+func BenchmarkAppendVersions(b *testing.B) {
+	s := newTestStore(b, Options{})
+	e := putKey(b, s, "/versions", versionsBody(5<<20), CommitOptions{Gzip: true, Appendable: true})
+	tail := []byte("gem-new 1.0.0 0123456789abcdef0123456789abcdef\n")
+	b.SetBytes(e.Size)
+	for b.Loop() {
+		next, err := s.Append(e, tail, keepMeta(e))
+		if err != nil {
+			b.Fatal(err)
+		}
+		e = next
+	}
+	b.ReportMetric(float64(e.GzipSize), "gzip-B")
 }

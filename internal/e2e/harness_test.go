@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/proxy"
@@ -143,6 +144,8 @@ type env struct {
 	store    *cache.Store
 	reg      *prometheus.Registry
 	logs     *bytes.Buffer
+	// access writes the access lines into logs.
+	access *accesslog.Logger
 }
 
 // start runs a test upstream (with real Marshal files, so gem install
@@ -162,11 +165,14 @@ func start(t *testing.T, upOpts testupstream.Options, tweak ...func(*proxy.Optio
 	eps := proxy.MetricEndpoints()
 	m := metrics.New(reg, metrics.Options{Endpoints: eps, Version: "e2e"})
 	logs := &bytes.Buffer{}
+	out := &lockedWriter{w: logs, mu: make(chan struct{}, 1)}
+	access := accesslog.New(out, accesslog.Options{})
 	opts := proxy.Options{
 		Upstream:       proxy.UpstreamOptions{URL: u},
 		Metrics:        m,
 		MetricsHandler: m.Handler(reg),
-		Logger:         slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:         slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AccessLog:      access,
 		Version:        "e2e",
 	}
 	for _, f := range tweak {
@@ -183,26 +189,35 @@ func start(t *testing.T, upOpts testupstream.Options, tweak ...func(*proxy.Optio
 	go p.App().Listener(ln)
 	t.Cleanup(func() {
 		p.App().ShutdownWithTimeout(5 * time.Second)
+		access.Close()
 		problems, err := store.Verify()
 		if err != nil || len(problems) > 0 {
 			t.Errorf("cache verify after test: %v %v", problems, err)
 		}
 		store.Close()
 	})
-	return &env{t: t, up: up, upURL: ts.URL, proxyURL: "http://" + ln.Addr().String(), p: p, store: store, reg: reg, logs: logs}
+	return &env{t: t, up: up, upURL: ts.URL, proxyURL: "http://" + ln.Addr().String(), p: p, store: store, reg: reg, logs: logs, access: access}
 }
 
-// lockedWriter lets concurrent handlers log into one buffer.
+// logText writes out the buffered access lines and returns everything
+// gemproxy logged so far.
+func (e *env) logText() string {
+	if err := e.access.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.logs.String()
+}
+
+// lockedWriter lets concurrent handlers and the access log's flusher log
+// into one buffer.
 type lockedWriter struct {
+	// mu is a semaphore of capacity 1.
 	mu chan struct{}
 	w  io.Writer
 }
 
 // Write serialises writes.
 func (l *lockedWriter) Write(p []byte) (int, error) {
-	if l.mu == nil {
-		l.mu = make(chan struct{}, 1)
-	}
 	l.mu <- struct{}{}
 	defer func() { <-l.mu }()
 	return l.w.Write(p)

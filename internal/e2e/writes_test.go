@@ -727,7 +727,7 @@ func credentialsNeverLeakThroughProxy(t *testing.T, f flavour) {
 	ownBodies = append(ownBodies, gemRun(apiKey(keyFull), "push", gem16, "--otp", otpRight))
 
 	metricsBody := string(e.get("/metrics"))
-	logs := e.logs.String()
+	logs := e.logText()
 	for _, want := range []string{"endpoint=push", "endpoint=yank", "endpoint=owners", "endpoint=api_key", "level=DEBUG"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the debug log lacks %q: the search below would prove nothing", want)

@@ -3,7 +3,7 @@ package proxy
 // Hit-path benchmarks: warm cache entries served through the Fiber app's
 // handler with a prepared, reused fasthttp.RequestCtx (no network, no
 // app.Test). Each iteration runs the whole handler (routing, lookup,
-// headers, metrics, access-log check) and serialises the response to
+// headers, metrics; no access log) and serialises the response to
 // io.Discard, so streamed bodies are copied out of the cache too.
 //
 //	go test -run '^$' -bench 'BenchmarkHit' -benchmem ./internal/proxy
@@ -109,7 +109,7 @@ func newBenchProxy(b *testing.B) *benchProxy {
 	p, err := New(store, Options{
 		Upstream: UpstreamOptions{URL: u},
 		Metrics:  m,
-		// Level warn, as in bench/run.sh: the access log is checked, not written.
+		// Level warn and no AccessLog, as in bench/run.sh.
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Version:  "bench",
 		Policies: policies,

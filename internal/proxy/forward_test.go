@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
@@ -389,12 +390,19 @@ func TestCredentialsNeverLogged(t *testing.T) {
 	})
 	var logs bytes.Buffer
 	var mu sync.Mutex
+	out := &syncWriter{w: &logs, mu: &mu}
+	access := accesslog.New(out, accesslog.Options{})
+	defer access.Close()
 	tp := newTestProxy(t, up.URL, func(o *Options) {
-		o.Logger = slog.New(slog.NewTextHandler(&syncWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.AccessLog = access
 	})
 	_, body := tp.do(t, "POST", "/api/v1/gems", "Authorization", key, "OTP", otp)
 	_, body2 := tp.do(t, "GET", "/api/v1/profile/me.json", "Authorization", basic)
 	tp.store.Sweep()
+	if err := access.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	var metrics bytes.Buffer
 	mfs, _ := tp.reg.Gather()
 	for _, mf := range mfs {

@@ -18,6 +18,7 @@ import (
 	fiberrecover "github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/utils"
 
+	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/cache"
 )
 
@@ -231,7 +232,8 @@ func detach(c *fiber.Ctx, fr *fillRequest) {
 
 // observe records metrics and the access log line of one request.
 func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.Time) {
-	d := time.Since(start)
+	end := time.Now()
+	d := end.Sub(start)
 	status := c.Response().StatusCode()
 	if rl.bytes == 0 && method != http.MethodHead && !c.Response().IsBodyStream() {
 		rl.bytes = int64(len(c.Response().Body())) // answers gemproxy wrote itself
@@ -243,12 +245,8 @@ func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.
 	if rl.source != 0 && rl.bytes > 0 {
 		p.m.ResponseBytes(rl.source).Add(float64(rl.bytes))
 	}
-	if p.log.Enabled(c.UserContext(), slog.LevelInfo) {
-		p.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request",
-			slog.String("method", method), slog.String("endpoint", rl.endpoint),
-			slog.Int("status", status), slog.Int64("bytes", rl.bytes),
-			slog.Duration("duration", d), slog.String("cache", rl.outcome.String()))
-	}
+	p.access.Log(accesslog.Entry{Time: end, Method: method, Endpoint: rl.endpoint, Status: status,
+		Bytes: rl.bytes, Duration: d, Cache: rl.outcome.String()})
 }
 
 // readError answers a failed read of endpoint: the upstream's failure with

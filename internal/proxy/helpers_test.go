@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
@@ -112,11 +113,15 @@ func newTestProxy(t *testing.T, upstreamURL string, tweak ...func(*Options)) *te
 	reg := prometheus.NewRegistry()
 	eps := MetricEndpoints()
 	m := metrics.New(reg, metrics.Options{Endpoints: eps, Version: "test"})
+	// Every request's access line is formatted, as in production.
+	access := accesslog.New(io.Discard, accesslog.Options{})
+	t.Cleanup(func() { _ = access.Close() })
 	opts := Options{
-		Upstream: UpstreamOptions{URL: u},
-		Metrics:  m,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Version:  "test",
+		Upstream:  UpstreamOptions{URL: u},
+		Metrics:   m,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AccessLog: access,
+		Version:   "test",
 	}
 	for _, f := range tweak {
 		f(&opts)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 )
@@ -41,8 +42,11 @@ type Options struct {
 	// KeepYanked keeps a yanked version's .gem and gemspec in the cache after
 	// a yank through gemproxy. Default false.
 	KeepYanked bool
-	// Logger receives the access log and errors. Default slog.Default().
+	// Logger receives every log line but the access log. Default
+	// slog.Default().
 	Logger *slog.Logger
+	// AccessLog receives one line per request; nil writes no access log.
+	AccessLog *accesslog.Logger
 	// Metrics receives the measurements. Default: unregistered metrics
 	// that nothing exposes.
 	Metrics *metrics.Metrics
@@ -59,6 +63,7 @@ type Proxy struct {
 	router *Router
 	up     *upstream
 	log    *slog.Logger
+	access *accesslog.Logger
 	m      *metrics.Metrics
 	app    *fiber.App
 	// draining is set by Drain: /readyz answers 503.
@@ -116,6 +121,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		store:      store,
 		router:     NewRouter(),
 		log:        opts.Logger,
+		access:     opts.AccessLog,
 		m:          opts.Metrics,
 		now:        time.Now,
 		refreshing: make(map[string]*refresh),
