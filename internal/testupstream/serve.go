@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
 // S3AccessDenied is the body S3 (behind Fastly) answers for missing or
@@ -163,7 +165,7 @@ func (s *Server) serveBytes(w http.ResponseWriter, r *http.Request, body []byte,
 	}
 	if gz && r.Header.Get("Range") == "" && acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
-		writeBody(w, r, http.StatusOK, gzipBytes(body, time.Time{}, gzip.DefaultCompression))
+		writeBody(w, r, http.StatusOK, rubyfmt.Gzip(body, time.Time{}, gzip.DefaultCompression))
 		return http.StatusOK
 	}
 	writeBody(w, r, http.StatusOK, body)

@@ -1,4 +1,4 @@
-package testupstream
+package rubyfmt
 
 import (
 	"archive/tar"
@@ -16,9 +16,9 @@ import (
 // (Gem::Version#_segments).
 var versionSegmentRE = regexp.MustCompile(`[0-9]+|[a-zA-Z]+`)
 
-// isPrerelease reports whether v is a prerelease (contains a letter), as
+// IsPrerelease reports whether v is a prerelease (contains a letter), as
 // Gem::Version#prerelease?.
-func isPrerelease(v string) bool {
+func IsPrerelease(v string) bool {
 	return strings.IndexFunc(v, func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }) >= 0
 }
 
@@ -63,8 +63,8 @@ func canonicalSegments(v string) []vseg {
 	return append(out, trim(append([]vseg{}, segs[split:]...))...)
 }
 
-// compareVersions compares two version strings as Gem::Version#<=> does.
-func compareVersions(a, b string) int {
+// CompareVersions compares two version strings as Gem::Version#<=> does.
+func CompareVersions(a, b string) int {
 	if a == b {
 		return 0
 	}
@@ -103,7 +103,7 @@ func compareVersions(a, b string) int {
 
 // ErrNotAGem is returned by ParseGem when the bytes are not a tar-format gem
 // with a readable metadata.gz.
-var ErrNotAGem = errors.New("testupstream: not a gem package")
+var ErrNotAGem = errors.New("rubyfmt: not a gem package")
 
 // ParseGem reads the gemspec (metadata.gz) of a .gem file and returns the
 // fields a GemSpec carries: name, version, platform (original platform
@@ -158,7 +158,7 @@ func parseGemspecYAML(src string) (GemSpec, error) {
 	} else {
 		spec.Version = v.scalar()
 	}
-	spec.Platform = platformOf(root.get("platform").scalar())
+	spec.Platform = NormalizePlatform(root.get("platform").scalar())
 	if spec.Name == "" || spec.Version == "" {
 		return GemSpec{}, fmt.Errorf("%w: gemspec without name or version", ErrNotAGem)
 	}
@@ -219,7 +219,7 @@ func yamlRequirement(n *ynode) string {
 		return ">= 0"
 	}
 	if n.kind == yScalar {
-		return requirementString(n.str)
+		return RequirementString(n.str)
 	}
 	reqs := n.get("requirements")
 	if reqs == nil || reqs.kind != ySeq || len(reqs.vals) == 0 {

@@ -1,4 +1,4 @@
-package testupstream
+package rubyfmt
 
 import (
 	"fmt"
@@ -377,7 +377,7 @@ func parseYAML(src string) (n *ynode, err error) {
 type yamlError string
 
 // Error implements error.
-func (e yamlError) Error() string { return "testupstream: yaml: " + string(e) }
+func (e yamlError) Error() string { return "rubyfmt: yaml: " + string(e) }
 
 // fail aborts parsing.
 func (p *yparser) fail(format string, args ...any) {
