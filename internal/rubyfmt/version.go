@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // versionSegmentRE splits a version into numeric and alphabetic segments
@@ -149,63 +151,62 @@ func parseGemspecYAML(src string) (GemSpec, error) {
 	if err != nil {
 		return GemSpec{}, err
 	}
-	if root.kind != yMap {
+	if root == nil || root.Kind != yaml.MappingNode {
 		return GemSpec{}, fmt.Errorf("%w: gemspec is not a mapping", ErrNotAGem)
 	}
-	spec := GemSpec{Name: root.get("name").scalar()}
-	if v := root.get("version"); v != nil && v.kind == yMap {
-		spec.Version = v.get("version").scalar()
+	field := func(k string) *yaml.Node { return yamlGet(root, k) }
+	spec := GemSpec{Name: yamlScalarValue(field("name"))}
+	if v := field("version"); v != nil && v.Kind == yaml.MappingNode {
+		spec.Version = yamlScalarValue(yamlGet(v, "version"))
 	} else {
-		spec.Version = v.scalar()
+		spec.Version = yamlScalarValue(v)
 	}
-	spec.Platform = NormalizePlatform(root.get("platform").scalar())
+	spec.Platform = NormalizePlatform(yamlScalarValue(field("platform")))
 	if spec.Name == "" || spec.Version == "" {
 		return GemSpec{}, fmt.Errorf("%w: gemspec without name or version", ErrNotAGem)
 	}
-	spec.Summary = strings.TrimSpace(root.get("summary").scalar())
-	spec.Authors = yamlStrings(root.get("authors"))
-	spec.Licenses = yamlStrings(root.get("licenses"))
+	spec.Summary = strings.TrimSpace(yamlScalarValue(field("summary")))
+	spec.Authors = yamlStrings(field("authors"))
+	spec.Licenses = yamlStrings(field("licenses"))
 	if spec.Licenses == nil {
-		if l := root.get("license").scalar(); l != "" {
+		if l := yamlScalarValue(field("license")); l != "" {
 			spec.Licenses = []string{l}
 		}
 	}
-	if d := root.get("date").scalar(); len(d) >= 10 {
+	if d := yamlScalarValue(field("date")); len(d) >= 10 {
 		if t, err := time.Parse("2006-01-02", d[:10]); err == nil {
 			spec.Date = t
 		}
 	}
-	spec.RequiredRuby = yamlRequirement(root.get("required_ruby_version"))
-	spec.RequiredRubygems = yamlRequirement(root.get("required_rubygems_version"))
-	if deps := root.get("dependencies"); deps != nil && deps.kind == ySeq {
-		for _, d := range deps.vals {
-			typ := d.get("type").scalar()
-			if typ != "" && typ != ":runtime" {
-				continue
-			}
-			req := d.get("requirement")
-			if req == nil || req.kind == yNull {
-				req = d.get("version_requirements")
-			}
-			spec.Deps = append(spec.Deps, Dep{Name: d.get("name").scalar(), Requirement: yamlRequirement(req)})
+	spec.RequiredRuby = yamlRequirement(field("required_ruby_version"))
+	spec.RequiredRubygems = yamlRequirement(field("required_rubygems_version"))
+	for _, d := range yamlItems(field("dependencies")) {
+		typ := yamlScalarValue(yamlGet(d, "type"))
+		if typ != "" && typ != ":runtime" {
+			continue
 		}
+		req := yamlGet(d, "requirement")
+		if isNull(req) {
+			req = yamlGet(d, "version_requirements")
+		}
+		spec.Deps = append(spec.Deps, Dep{Name: yamlScalarValue(yamlGet(d, "name")), Requirement: yamlRequirement(req)})
 	}
 	return spec, nil
 }
 
-// yamlStrings returns a sequence (or single scalar) as a string slice.
-func yamlStrings(n *ynode) []string {
-	if n == nil {
+// yamlStrings returns a sequence (or single scalar) as a string slice,
+// without its null and non-scalar items; nil when n is neither.
+func yamlStrings(n *yaml.Node) []string {
+	switch {
+	case isNull(n):
 		return nil
-	}
-	switch n.kind {
-	case yScalar:
-		return []string{n.str}
-	case ySeq:
+	case n.Kind == yaml.ScalarNode:
+		return []string{n.Value}
+	case n.Kind == yaml.SequenceNode:
 		out := []string{}
-		for _, v := range n.vals {
-			if v.kind == yScalar {
-				out = append(out, v.str)
+		for _, v := range yamlItems(n) {
+			if v.Kind == yaml.ScalarNode && !isNull(v) {
+				out = append(out, v.Value)
 			}
 		}
 		return out
@@ -214,27 +215,23 @@ func yamlStrings(n *ynode) []string {
 }
 
 // yamlRequirement renders a Gem::Requirement node as Gem::Requirement#to_s.
-func yamlRequirement(n *ynode) string {
-	if n == nil || n.kind == yNull {
+func yamlRequirement(n *yaml.Node) string {
+	if isNull(n) {
 		return ">= 0"
 	}
-	if n.kind == yScalar {
-		return RequirementString(n.str)
-	}
-	reqs := n.get("requirements")
-	if reqs == nil || reqs.kind != ySeq || len(reqs.vals) == 0 {
-		return ">= 0"
+	if n.Kind == yaml.ScalarNode {
+		return RequirementString(n.Value)
 	}
 	var parts []string
-	for _, r := range reqs.vals {
-		if r.kind != ySeq || len(r.vals) != 2 {
+	for _, r := range yamlItems(yamlGet(n, "requirements")) {
+		pair := yamlItems(r)
+		if len(pair) != 2 {
 			continue
 		}
-		op := r.vals[0].scalar()
-		v := r.vals[1]
-		ver := v.scalar()
-		if v.kind == yMap {
-			ver = v.get("version").scalar()
+		op, v := yamlScalarValue(pair[0]), pair[1]
+		ver := yamlScalarValue(v)
+		if v.Kind == yaml.MappingNode {
+			ver = yamlScalarValue(yamlGet(v, "version"))
 		}
 		parts = append(parts, op+" "+ver)
 	}

@@ -3,14 +3,15 @@ package rubyfmt
 import (
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // This file holds a minimal YAML emitter that quotes scalars the way Psych 4
-// (Ruby 3.1) + libyaml do, and a minimal block-YAML parser able to read the
-// gemspecs found in real .gem files (Psych and Syck era).
+// (Ruby 3.1) + libyaml do, and the accessors ParseGem reads gemspecs with
+// (Psych and Syck era) once go.yaml.in/yaml/v3 has parsed them.
 
 // yamlBestWidth is libyaml's default preferred line width.
 const yamlBestWidth = 80
@@ -286,623 +287,68 @@ func yamlLiteral(s string, indent int) string {
 	return b.String()
 }
 
-// ---------------------------------------------------------------------------
-// Parser
-
-// ynodeKind is the kind of a parsed YAML node.
-type ynodeKind int
-
-// YAML node kinds.
-const (
-	yNull   ynodeKind = iota // null / missing value
-	yScalar                  // string scalar
-	yMap                     // block or flow mapping
-	ySeq                     // block or flow sequence
-)
-
-// ynode is a parsed YAML node.
-type ynode struct {
-	kind ynodeKind // node kind
-	str  string    // scalar value
-	keys []string  // mapping keys, parallel to vals
-	vals []*ynode  // mapping values or sequence items
+// parseYAML parses a single YAML document and returns its root node (nil
+// for an empty document). Tags, Ruby's !ruby/object:... included, stay on
+// the nodes and are ignored by the accessors below.
+func parseYAML(src string) (*yaml.Node, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		return nil, fmt.Errorf("rubyfmt: yaml: %w", err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, nil
+	}
+	return resolve(doc.Content[0]), nil
 }
 
-// get returns the value of mapping key k, or nil.
-func (n *ynode) get(k string) *ynode {
-	if n == nil || n.kind != yMap {
+// resolve follows an alias (*anchor) to the node it names.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// isNull reports whether n is missing or a null scalar ("", "~", "null").
+func isNull(n *yaml.Node) bool {
+	n = resolve(n)
+	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// yamlGet returns the value of mapping key k in n, or nil.
+func yamlGet(n *yaml.Node, k string) *yaml.Node {
+	n = resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode {
 		return nil
 	}
-	for i, key := range n.keys {
-		if key == k {
-			return n.vals[i]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if resolve(n.Content[i]).Value == k {
+			return resolve(n.Content[i+1])
 		}
 	}
 	return nil
 }
 
-// scalar returns the scalar string of n ("" for anything else).
-func (n *ynode) scalar() string {
-	if n == nil || n.kind != yScalar {
+// yamlScalarValue returns the string of scalar n ("" for null and for
+// anything that is not a scalar).
+func yamlScalarValue(n *yaml.Node) string {
+	n = resolve(n)
+	if isNull(n) || n.Kind != yaml.ScalarNode {
 		return ""
 	}
-	return n.str
+	return n.Value
 }
 
-// yline is one source line: its indentation and trimmed content.
-type yline struct {
-	indent int    // leading spaces
-	text   string // content without indentation and trailing blanks
-	raw    string // the original line
-}
-
-// yparser parses the block-YAML subset used by gemspecs.
-type yparser struct {
-	lines   []yline           // source lines
-	pos     int               // current line
-	anchors map[string]*ynode // &anchor -> node
-	depth   int               // recursion depth guard
-}
-
-// parseYAML parses a single YAML document.
-func parseYAML(src string) (n *ynode, err error) {
-	p := &yparser{anchors: map[string]*ynode{}}
-	for _, raw := range strings.Split(strings.ReplaceAll(src, "\r\n", "\n"), "\n") {
-		t := strings.TrimLeft(raw, " ")
-		p.lines = append(p.lines, yline{indent: len(raw) - len(t), text: strings.TrimRight(t, " \t"), raw: raw})
+// yamlItems returns the items of sequence n, aliases resolved (nil if n is
+// not a sequence).
+func yamlItems(n *yaml.Node) []*yaml.Node {
+	n = resolve(n)
+	if n == nil || n.Kind != yaml.SequenceNode {
+		return nil
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(yamlError); ok {
-				n, err = nil, e
-				return
-			}
-			panic(r)
-		}
-	}()
-	p.skip()
-	if p.pos < len(p.lines) && strings.HasPrefix(p.lines[p.pos].text, "---") {
-		rest := strings.TrimSpace(strings.TrimPrefix(p.lines[p.pos].text, "---"))
-		rest = stripProps(p, rest, nil)
-		if rest != "" {
-			p.lines[p.pos] = yline{indent: 4, text: rest}
-			return p.block(-1), nil
-		}
-		p.pos++
+	out := make([]*yaml.Node, len(n.Content))
+	for i, it := range n.Content {
+		out[i] = resolve(it)
 	}
-	return p.child(-1, false), nil
-}
-
-// yamlError is the panic value used for parse errors.
-type yamlError string
-
-// Error implements error.
-func (e yamlError) Error() string { return "rubyfmt: yaml: " + string(e) }
-
-// fail aborts parsing.
-func (p *yparser) fail(format string, args ...any) {
-	panic(yamlError(fmt.Sprintf("line %d: ", p.pos+1) + fmt.Sprintf(format, args...)))
-}
-
-// skip advances past blank and comment lines.
-func (p *yparser) skip() {
-	for p.pos < len(p.lines) {
-		t := p.lines[p.pos].text
-		if t == "" || strings.HasPrefix(t, "#") {
-			p.pos++
-			continue
-		}
-		if t == "..." {
-			p.pos = len(p.lines)
-		}
-		return
-	}
-}
-
-// child parses the node on the following lines indented more than parent
-// (or, when seqSame, a sequence at exactly parent's indentation).
-func (p *yparser) child(parent int, seqSame bool) *ynode {
-	p.skip()
-	if p.pos >= len(p.lines) {
-		return &ynode{kind: yNull}
-	}
-	l := p.lines[p.pos]
-	if l.indent > parent || (seqSame && l.indent == parent && isSeqItem(l.text)) {
-		return p.block(l.indent)
-	}
-	return &ynode{kind: yNull}
-}
-
-// isSeqItem reports whether t starts a block sequence entry.
-func isSeqItem(t string) bool { return t == "-" || strings.HasPrefix(t, "- ") }
-
-// mapKey splits "key: value" / "key:" into key and the rest; ok is false if
-// t is not a mapping entry.
-func mapKey(t string) (key, rest string, ok bool) {
-	if t == "" || strings.HasPrefix(t, "- ") || t == "-" {
-		return "", "", false
-	}
-	if t[0] == '"' || t[0] == '\'' {
-		q := t[0]
-		for i := 1; i < len(t); i++ {
-			if t[i] == q {
-				if q == '\'' && i+1 < len(t) && t[i+1] == '\'' {
-					i++
-					continue
-				}
-				if q == '"' && t[i-1] == '\\' {
-					continue
-				}
-				after := t[i+1:]
-				if after == ":" || strings.HasPrefix(after, ": ") {
-					k, err := unquote(t[:i+1])
-					if err != nil {
-						return "", "", false
-					}
-					return k, strings.TrimSpace(strings.TrimPrefix(after, ":")), true
-				}
-				return "", "", false
-			}
-		}
-		return "", "", false
-	}
-	if strings.ContainsAny(t[:1], "[{!&*|>%@`") {
-		return "", "", false
-	}
-	if i := strings.Index(t, ": "); i > 0 {
-		return t[:i], strings.TrimSpace(t[i+2:]), true
-	}
-	if strings.HasSuffix(t, ":") && len(t) > 1 {
-		return t[:len(t)-1], "", true
-	}
-	return "", "", false
-}
-
-// block parses the node starting at the current line, whose indentation is ind.
-func (p *yparser) block(ind int) *ynode {
-	p.depth++
-	defer func() { p.depth-- }()
-	if p.depth > 200 {
-		p.fail("nesting too deep")
-	}
-	p.skip()
-	l := p.lines[p.pos]
-	if isSeqItem(l.text) {
-		return p.seq(l.indent)
-	}
-	if _, _, ok := mapKey(l.text); ok {
-		return p.mapping(l.indent)
-	}
-	p.pos++
-	return p.scalarRest(l.text, ind)
-}
-
-// seq parses a block sequence whose dashes are at column ind.
-func (p *yparser) seq(ind int) *ynode {
-	n := &ynode{kind: ySeq}
-	for {
-		p.skip()
-		if p.pos >= len(p.lines) {
-			return n
-		}
-		l := p.lines[p.pos]
-		if l.indent != ind || !isSeqItem(l.text) {
-			return n
-		}
-		rest := strings.TrimLeft(l.text[1:], " ")
-		col := ind + (len(l.text) - len(rest))
-		n.vals = append(n.vals, p.inline(rest, col, ind, false))
-	}
-}
-
-// mapping parses a block mapping whose keys are at column ind.
-func (p *yparser) mapping(ind int) *ynode {
-	n := &ynode{kind: yMap}
-	for {
-		p.skip()
-		if p.pos >= len(p.lines) {
-			return n
-		}
-		l := p.lines[p.pos]
-		if l.indent != ind {
-			if l.indent > ind {
-				p.fail("unexpected indentation")
-			}
-			return n
-		}
-		k, rest, ok := mapKey(l.text)
-		if !ok {
-			return n
-		}
-		col := ind + len(l.text) - len(rest)
-		n.keys = append(n.keys, k)
-		n.vals = append(n.vals, p.inline(rest, col, ind, true))
-	}
-}
-
-// stripProps removes leading tags (!x) and anchors (&x) from rest; the
-// anchor name, if any, is stored into *anchor.
-func stripProps(p *yparser, rest string, anchor *string) string {
-	for rest != "" && (rest[0] == '!' || rest[0] == '&') {
-		end := strings.IndexByte(rest, ' ')
-		tok := rest
-		if end >= 0 {
-			tok = rest[:end]
-			rest = strings.TrimLeft(rest[end:], " ")
-		} else {
-			rest = ""
-		}
-		if tok[0] == '&' && anchor != nil {
-			*anchor = tok[1:]
-		}
-	}
-	return rest
-}
-
-// inline parses the value that follows "key:" or "- " on the current line
-// (rest, starting at column col); parent is the indentation of the owning
-// key or dash. The current line is consumed.
-func (p *yparser) inline(rest string, col, parent int, inMap bool) *ynode {
-	var anchor string
-	rest = stripProps(p, rest, &anchor)
-	n := p.inlineValue(rest, col, parent, inMap)
-	if anchor != "" {
-		p.anchors[anchor] = n
-	}
-	return n
-}
-
-// inlineValue implements inline after properties were stripped.
-func (p *yparser) inlineValue(rest string, col, parent int, inMap bool) *ynode {
-	switch {
-	case rest == "" || strings.HasPrefix(rest, "#"):
-		p.pos++
-		return p.child(parent, inMap)
-	case rest[0] == '*':
-		p.pos++
-		if a, ok := p.anchors[rest[1:]]; ok {
-			return a
-		}
-		p.fail("unknown alias %s", rest)
-	case rest[0] == '|' || rest[0] == '>':
-		p.pos++
-		return p.blockScalar(rest, parent)
-	case rest[0] == '[' || rest[0] == '{':
-		p.pos++
-		return parseFlow(p, rest)
-	case !inMap && isSeqItem(rest):
-		p.lines[p.pos] = yline{indent: col, text: rest}
-		return p.seq(col)
-	case !inMap:
-		if _, _, ok := mapKey(rest); ok {
-			p.lines[p.pos] = yline{indent: col, text: rest}
-			return p.mapping(col)
-		}
-	}
-	p.pos++
-	return p.scalarRest(rest, parent)
-}
-
-// scalarRest parses a flow scalar (plain or quoted) that starts with first
-// and may continue on lines indented more than parent.
-func (p *yparser) scalarRest(first string, parent int) *ynode {
-	text := first
-	if first[0] == '"' || first[0] == '\'' {
-		for !quoteClosed(text) {
-			if p.pos >= len(p.lines) {
-				p.fail("unterminated quoted scalar")
-			}
-			t := strings.TrimSpace(p.lines[p.pos].raw)
-			if t == "" {
-				text += "\n"
-			} else if strings.HasSuffix(text, "\n") {
-				text += t
-			} else {
-				text += " " + t
-			}
-			p.pos++
-		}
-		s, err := unquote(strings.TrimSpace(stripComment(text, true)))
-		if err != nil {
-			p.fail("%v", err)
-		}
-		return &ynode{kind: yScalar, str: s}
-	}
-	text = stripComment(text, false)
-	for p.pos < len(p.lines) {
-		l := p.lines[p.pos]
-		if l.text != "" && (l.indent <= parent || strings.HasPrefix(l.text, "#")) {
-			break
-		}
-		if l.text == "" {
-			// Blank line inside a multi-line plain scalar becomes a newline.
-			j := p.pos
-			for j < len(p.lines) && p.lines[j].text == "" {
-				j++
-			}
-			if j >= len(p.lines) || p.lines[j].indent <= parent {
-				break
-			}
-			text += strings.Repeat("\n", j-p.pos)
-			p.pos = j
-			continue
-		}
-		if strings.HasSuffix(text, "\n") {
-			text += stripComment(l.text, false)
-		} else {
-			text += " " + stripComment(l.text, false)
-		}
-		p.pos++
-	}
-	if text == "~" || text == "null" || text == "Null" || text == "NULL" {
-		return &ynode{kind: yNull}
-	}
-	return &ynode{kind: yScalar, str: text}
-}
-
-// quoteClosed reports whether the quoted scalar in s is terminated.
-func quoteClosed(s string) bool {
-	q := s[0]
-	for i := 1; i < len(s); i++ {
-		switch {
-		case q == '"' && s[i] == '\\':
-			i++
-		case s[i] == q:
-			if q == '\'' && i+1 < len(s) && s[i+1] == '\'' {
-				i++
-				continue
-			}
-			return true
-		}
-	}
-	return false
-}
-
-// stripComment removes a trailing " # comment" from a plain (or, when
-// quoted, from after the closing quote of a) scalar.
-func stripComment(s string, quoted bool) string {
-	start := 0
-	if quoted {
-		q := s[0]
-		for i := 1; i < len(s); i++ {
-			if q == '"' && s[i] == '\\' {
-				i++
-				continue
-			}
-			if s[i] == q {
-				if q == '\'' && i+1 < len(s) && s[i+1] == '\'' {
-					i++
-					continue
-				}
-				start = i
-				break
-			}
-		}
-	}
-	if i := strings.Index(s[start:], " #"); i >= 0 {
-		return strings.TrimRight(s[:start+i], " ")
-	}
-	return s
-}
-
-// unquote decodes a single- or double-quoted YAML scalar.
-func unquote(s string) (string, error) {
-	if len(s) < 2 || s[len(s)-1] != s[0] {
-		return "", fmt.Errorf("bad quoted scalar %q", s)
-	}
-	body := s[1 : len(s)-1]
-	if s[0] == '\'' {
-		return strings.ReplaceAll(body, "''", "'"), nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(body); i++ {
-		c := body[i]
-		if c != '\\' {
-			b.WriteByte(c)
-			continue
-		}
-		i++
-		if i >= len(body) {
-			return "", fmt.Errorf("bad escape in %q", s)
-		}
-		switch body[i] {
-		case '0':
-			b.WriteByte(0)
-		case 'a':
-			b.WriteByte('\a')
-		case 'b':
-			b.WriteByte('\b')
-		case 't', '\t':
-			b.WriteByte('\t')
-		case 'n':
-			b.WriteByte('\n')
-		case 'v':
-			b.WriteByte('\v')
-		case 'f':
-			b.WriteByte('\f')
-		case 'r':
-			b.WriteByte('\r')
-		case 'e':
-			b.WriteByte(0x1B)
-		case ' ', '"', '/', '\\':
-			b.WriteByte(body[i])
-		case 'N':
-			b.WriteRune(0x85)
-		case '_':
-			b.WriteRune(0xA0)
-		case 'L':
-			b.WriteRune(0x2028)
-		case 'P':
-			b.WriteRune(0x2029)
-		case 'x', 'u', 'U':
-			n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[body[i]]
-			if i+1+n > len(body) {
-				return "", fmt.Errorf("bad escape in %q", s)
-			}
-			v, err := strconv.ParseUint(body[i+1:i+1+n], 16, 32)
-			if err != nil {
-				return "", fmt.Errorf("bad escape in %q", s)
-			}
-			if body[i] == 'x' {
-				b.WriteByte(byte(v))
-			} else {
-				b.WriteRune(rune(v))
-			}
-			i += n
-		default:
-			return "", fmt.Errorf("bad escape \\%c in %q", body[i], s)
-		}
-	}
-	return b.String(), nil
-}
-
-// blockScalar reads a literal (|) or folded (>) block scalar whose header is
-// hdr; content lines are those indented more than parent.
-func (p *yparser) blockScalar(hdr string, parent int) *ynode {
-	literal := hdr[0] == '|'
-	chomp := byte(0)
-	explicit := 0
-	for _, c := range []byte(strings.TrimSpace(stripComment(hdr[1:], false))) {
-		switch {
-		case c == '-' || c == '+':
-			chomp = c
-		case c >= '1' && c <= '9':
-			explicit = int(c - '0')
-		}
-	}
-	var lines []string
-	contentIndent := -1
-	if explicit > 0 {
-		contentIndent = parent + explicit
-		if parent < 0 {
-			contentIndent = explicit
-		}
-	}
-	for p.pos < len(p.lines) {
-		l := p.lines[p.pos]
-		if l.text == "" {
-			lines = append(lines, "")
-			p.pos++
-			continue
-		}
-		if l.indent <= parent {
-			break
-		}
-		if contentIndent < 0 {
-			contentIndent = l.indent
-		}
-		if l.indent < contentIndent {
-			break
-		}
-		lines = append(lines, strings.TrimRight(l.raw[contentIndent:], "\r"))
-		p.pos++
-	}
-	// Trailing blank lines belong to chomping.
-	trailing := 0
-	for len(lines) > 0 && strings.TrimSpace(lines[len(lines)-1]) == "" {
-		lines = lines[:len(lines)-1]
-		trailing++
-	}
-	var body string
-	if literal {
-		body = strings.Join(lines, "\n")
-	} else {
-		var b strings.Builder
-		for i, l := range lines {
-			if i > 0 {
-				prev := lines[i-1]
-				switch {
-				case l == "" || prev == "":
-					b.WriteString("\n")
-				case strings.HasPrefix(l, " ") || strings.HasPrefix(prev, " "):
-					b.WriteString("\n")
-				default:
-					b.WriteString(" ")
-				}
-			}
-			b.WriteString(l)
-		}
-		body = b.String()
-	}
-	if len(lines) > 0 {
-		switch chomp {
-		case '-':
-		case '+':
-			body += strings.Repeat("\n", trailing+1)
-		default:
-			body += "\n"
-		}
-	}
-	return &ynode{kind: yScalar, str: body}
-}
-
-// parseFlow parses a one-line flow collection of scalars ("[]", "{}",
-// "[a, 'b']", "{k: v}").
-func parseFlow(p *yparser, s string) *ynode {
-	s = strings.TrimSpace(stripComment(s, false))
-	open, closing := s[0], byte(']')
-	if open == '{' {
-		closing = '}'
-	}
-	if len(s) < 2 || s[len(s)-1] != closing {
-		p.fail("unsupported flow collection %q", s)
-	}
-	inner := strings.TrimSpace(s[1 : len(s)-1])
-	n := &ynode{kind: ySeq}
-	if open == '{' {
-		n.kind = yMap
-	}
-	if inner == "" {
-		return n
-	}
-	for _, item := range splitFlow(inner) {
-		item = strings.TrimSpace(item)
-		if open == '{' {
-			k, v, ok := mapKey(item)
-			if !ok {
-				p.fail("bad flow mapping entry %q", item)
-			}
-			n.keys = append(n.keys, k)
-			n.vals = append(n.vals, flowScalar(v))
-		} else {
-			n.vals = append(n.vals, flowScalar(item))
-		}
-	}
-	return n
-}
-
-// splitFlow splits a flow collection body on top-level commas.
-func splitFlow(s string) []string {
-	var out []string
-	var quote byte
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '"' || c == '\'':
-			quote = c
-		case c == ',':
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
-}
-
-// flowScalar converts one flow item into a scalar node.
-func flowScalar(s string) *ynode {
-	s = strings.TrimSpace(s)
-	if s == "" || s == "~" || s == "null" {
-		return &ynode{kind: yNull}
-	}
-	if s[0] == '"' || s[0] == '\'' {
-		if u, err := unquote(s); err == nil {
-			return &ynode{kind: yScalar, str: u}
-		}
-	}
-	return &ynode{kind: yScalar, str: s}
+	return out
 }
