@@ -50,7 +50,7 @@ func (pol Policy) timeouts() Timeouts {
 const Unlimited = time.Duration(1<<63 - 1)
 
 // indexPolicy is the row shared by the index classes and the API: a minute
-// of freshness (PROTOCOL.md §1.3, the origin's own max-age), synchronous
+// of freshness (docs/protocol.md §3.7, the origin's own max-age), synchronous
 // revalidation with a 2 s deadline, stale copies served without limit when
 // the upstream fails.
 var indexPolicy = Policy{

@@ -13,7 +13,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
-// Plain-text bodies the upstream answers (PROTOCOL §1.2, §4), exported so
+// Plain-text bodies the upstream answers (docs/protocol.md §3.6, §6), exported so
 // tests can compare against them.
 const (
 	// TextInfoNotFound is the 404 body of /info/NAME for an unknown gem.
@@ -50,8 +50,8 @@ const (
 	TextUnableToRemoveOwner = "Unable to remove owner."
 	// TextBasicDenied is the 401 body of a failed HTTP Basic challenge.
 	TextBasicDenied = "HTTP Basic: Access denied.\n"
-	// TextAPIKeyRetired is the 410 body of GET /api/v1/api_key (PROTOCOL
-	// §4.2 quotes it truncated; this is its first two sentences).
+	// TextAPIKeyRetired is the 410 body of GET /api/v1/api_key, cut after
+	// its first two sentences (docs/protocol.md §6.2).
 	TextAPIKeyRetired = "This endpoint has been retired. `gem signin` (GET /api/v1/api_key) is no longer supported."
 	// TextDeprecated is the 403 body of the deprecated v0 routes.
 	TextDeprecated = "This version of the Gemcutter plugin has been deprecated.Please install the latest version using: gem update gemcutter"
@@ -287,7 +287,7 @@ func licenses(v *version) []string {
 	return v.spec.Licenses
 }
 
-// gemPayload renders the Gem object of §5.1 for version v of g.
+// gemPayload renders the Gem object (docs/protocol.md §7.1) for version v of g.
 func (s *Server) gemPayload(g *gemSnapshot, v *version) omap {
 	return omap{
 		{"name", g.name},
@@ -317,7 +317,7 @@ func (s *Server) gemPayload(g *gemSnapshot, v *version) omap {
 	}
 }
 
-// versionPayload renders the Version object of §5.2.
+// versionPayload renders the Version object (docs/protocol.md §7.2).
 func (s *Server) versionPayload(v *version) omap {
 	var ruby any
 	if r := rubyfmt.RequirementString(v.spec.RequiredRuby); r != "" {

@@ -11,8 +11,8 @@
 // are package rubyfmt's; GemSpec, Dep and BuildGem are re-exported here so
 // that a test needs one import to build and publish gems.
 //
-// The protocol facts it reproduces are those of /work/shared/PROTOCOL.md
-// sections 1, 2 and 4: byte formats of the compact index, the validators
+// The protocol facts it reproduces are those of docs/protocol.md §3, §4
+// and §6: byte formats of the compact index, the validators
 // (ETag = quoted MD5, Digest/Repr-Digest = SHA-256 of the full body),
 // If-None-Match answered before Range, 206 tails, 416 for unsatisfiable
 // ranges, S3-style 403 XML bodies for missing artifacts, and the exact

@@ -30,7 +30,7 @@ const (
 )
 
 // serveCompact serves a compact-index file with the exact headers of
-// PROTOCOL §2.4.
+// docs/protocol.md §4.4.
 func (s *Server) serveCompact(w http.ResponseWriter, r *http.Request, rp *rep) {
 	h := w.Header()
 	h.Set("Content-Type", contentTypeText)

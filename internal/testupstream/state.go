@@ -553,7 +553,7 @@ func (s *Server) lookupVersion(full string) *version {
 }
 
 // PublishCorpus publishes every gem of a corpus directory laid out like
-// /work/shared/corpus: gems/*.gem plus INDEX.tsv (tab-separated, header
+// the shared corpus (../shared/corpus or $GEMPROXY_CORPUS): gems/*.gem plus INDEX.tsv (tab-separated, header
 // row; columns file, name, version, platform, runtime_dependencies as
 // "a (~> 1.0);b (>= 0)", ..., sha256). Name, version and dependencies come
 // from INDEX.tsv, the platform from the file name (e.g. x86_64-linux-gnu,
