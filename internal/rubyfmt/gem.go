@@ -140,7 +140,8 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 // validVersion matches Gem::Version::VERSION_PATTERN.
 var validVersion = regexp.MustCompile(`^[0-9]+(?:\.[0-9a-zA-Z]+)*(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$`)
 
-// Validate checks the fields BuildGem and Publish rely on.
+// Validate checks the fields BuildGem relies on (testupstream checks
+// every published spec with it too).
 func (g GemSpec) Validate() error {
 	if !validName.MatchString(g.Name) {
 		return fmt.Errorf("rubyfmt: invalid gem name %q", g.Name)
