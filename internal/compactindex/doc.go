@@ -9,7 +9,7 @@
 // each parser has a fuzz test that checks it against a straightforward
 // reference implementation.
 //
-// The formats are described in PROTOCOL.md §2: /versions lines are
+// The formats are described in docs/protocol.md §4: /versions lines are
 // "NAME SP VERSIONS SP INFO_MD5", /info lines are
 // "VERSION[-PLATFORM] SP DEPS|REQS" with "checksum:SHA256HEX" among REQS.
 package compactindex

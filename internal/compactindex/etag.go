@@ -4,7 +4,7 @@ import "strings"
 
 // ETagMatches reports whether an If-None-Match header value matches the
 // representation whose ETag is the quoted md5hex, using the lenient rules
-// Bundler needs (PROTOCOL.md §2.5, §2.6):
+// Bundler needs (docs/protocol.md §5.1, §5.4):
 //
 //   - the value is a comma-separated list; whitespace around members is
 //     ignored;

@@ -24,6 +24,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/proxy"
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
@@ -130,8 +131,8 @@ func forEachFlavour(t *testing.T, body func(t *testing.T, f flavour)) {
 
 // noRuby leaves the Marshal files (quick gemspecs) to testupstream's
 // built-in placeholders, for tests that do not run RubyGems.
-func noRuby(testupstream.MarshalInput) (testupstream.MarshalOutput, error) {
-	return testupstream.MarshalOutput{}, nil
+func noRuby(rubyfmt.MarshalInput) (rubyfmt.MarshalOutput, error) {
+	return rubyfmt.MarshalOutput{}, nil
 }
 
 // env is one gemproxy in front of one test upstream.
@@ -153,7 +154,7 @@ type env struct {
 func start(t *testing.T, upOpts testupstream.Options, tweak ...func(*proxy.Options)) *env {
 	t.Helper()
 	if upOpts.Marshal == nil {
-		upOpts.Marshal = testupstream.RubyMarshal
+		upOpts.Marshal = rubyfmt.RubyMarshal
 	}
 	up, ts := testupstream.Start(t, upOpts)
 	store, err := cache.Open(t.TempDir(), cache.Options{})

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
@@ -52,7 +53,7 @@ var (
 // writeOptions configures a test upstream with the write-test accounts.
 func writeOptions() testupstream.Options {
 	return testupstream.Options{
-		Marshal:    testupstream.RubyMarshal,
+		Marshal:    rubyfmt.RubyMarshal,
 		Owner:      devUser,
 		OTP:        otpRight,
 		BasicUsers: map[string]string{devUser: basicPassword},

@@ -21,7 +21,7 @@ import (
 const maxAppendTail = 64 << 20
 
 // refreshCompactIndex brings a stale /versions or /info/NAME up to date the
-// way Bundler does (PROTOCOL.md §2.6): a Range request for the last byte
+// way Bundler does (docs/protocol.md §5.5): a Range request for the last byte
 // onwards with If-None-Match; a verified 206 is appended in place, a 304
 // renews, anything else falls back to a full fetch.
 func (p *Proxy) refreshCompactIndex(ctx context.Context, fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
@@ -225,7 +225,7 @@ func (p *Proxy) invalidateStaleInfos(versions *cache.Entry, from int64) {
 }
 
 // invalidateInfos marks stale each cached /info/NAME whose MD5 differs from
-// the last checksum lines lists for NAME (PROTOCOL.md §2.6 coherence), and
+// the last checksum lines lists for NAME (docs/protocol.md §5.6), and
 // each cached 404 for a name that now exists.
 func (p *Proxy) invalidateInfos(lines []byte) {
 	latest := make(map[string]string)

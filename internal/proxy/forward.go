@@ -191,7 +191,7 @@ func (pc *prefixCapture) bytes() []byte {
 }
 
 // invalidateAfterWrite drops or marks stale what a successful push, yank or
-// owner change makes outdated (PROTOCOL.md §4.4).
+// owner change makes outdated (docs/protocol.md §6.4).
 func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string, reqBody, respBody []byte) {
 	var name, version, platform string
 	switch rt.Endpoint {

@@ -123,7 +123,7 @@ func (p *Proxy) errorHandler(c *fiber.Ctx, err error) error {
 }
 
 // dependencyAPIGone is the origin's answer to /api/v1/dependencies since
-// 2024 (PROTOCOL.md §1.2), served locally so Bundler 2.3 falls through
+// 2024 (docs/protocol.md §3.5), served locally so Bundler 2.3 falls through
 // without an upstream round trip.
 const dependencyAPIGone = "The dependency API has gone away. See https://blog.rubygems.org/2023/02/22/dependency-api-deprecation.html for more information"
 

@@ -84,7 +84,7 @@ func lastModified(h http.Header, storedAt time.Time) string {
 }
 
 // storable reports whether an upstream response may be stored for everyone
-// (PROTOCOL.md §1.4): not private, no-store or no-cache, no Set-Cookie, and
+// (docs/protocol.md §3.8): not private, no-store or no-cache, no Set-Cookie, and
 // no Vary on Authorization or Cookie.
 func storable(h http.Header) bool {
 	if len(h.Values("Set-Cookie")) > 0 {

@@ -54,7 +54,7 @@ func (pol Policy) timeouts() Timeouts {
 const Unlimited = time.Duration(1<<63 - 1)
 
 // indexPolicy is the row shared by the index classes and the API: a minute
-// of freshness (the origin's own max-age), synchronous revalidation with a
+// of freshness (docs/protocol.md §3.7, the origin's own max-age), synchronous revalidation with a
 // 2 s deadline, stale copies served without limit when the upstream fails,
 // and bodies up to 64 MiB (rubygems.org's /versions is about 20 MB).
 var indexPolicy = Policy{

@@ -385,7 +385,7 @@ func (p *Proxy) storeResponse(fr fillRequest, resp *http.Response, want checksum
 		}
 		return p.storeNotFound(fr, resp.Header, body)
 	case status == http.StatusTooManyRequests:
-		// Passed on as the origin sent it (PROTOCOL.md §6); a stale copy,
+		// Passed on as the origin sent it (docs/protocol.md §8); a stale copy,
 		// when there is one, is served instead.
 		body, _ := readLimited(resp.Body, maxTransientBody)
 		return nil, &upstreamError{status: status, reason: "upstream rate limit (429)", retryAfter: resp.Header.Get("Retry-After"),

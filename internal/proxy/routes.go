@@ -107,7 +107,7 @@ type segment struct {
 	rest bool
 }
 
-// Content types forced on binary artefacts (PROTOCOL.md §1.1).
+// Content types forced on binary artefacts (docs/protocol.md §3.2-§3.4).
 const (
 	contentTypeBinary    = "application/octet-stream"
 	contentTypeTextPlain = "text/plain; charset=utf-8"
@@ -145,7 +145,7 @@ var routeTable = []Route{
 	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/webauthn_verification/*", Handling: PassThrough},
 	{Endpoint: "api_private", Methods: readMethods, Pattern: "/api/v1/gems/:name/trusted_publishers*", Handling: PassThrough},
 
-	// Anonymous API reads (PROTOCOL.md §1.2), stored only when the upstream
+	// Anonymous API reads (docs/protocol.md §3.6), stored only when the upstream
 	// marks them public.
 	{Endpoint: "api_gem", Methods: readMethods, Pattern: "/api/v1/gems/:name.json|.yaml", Class: ClassAPI},
 	{Endpoint: "api_reverse_dependencies", Methods: readMethods, Pattern: "/api/v1/gems/:name/reverse_dependencies.json|.yaml", Class: ClassAPI, Query: []string{"only"}},
@@ -174,7 +174,7 @@ var routeTable = []Route{
 	{Endpoint: "api_attestations", Methods: readMethods, Pattern: "/api/v1/attestations/:file.json", Class: ClassAPI},
 	{Endpoint: "api_other", Methods: readMethods, Pattern: "/api/*", Handling: PassThrough},
 
-	// Writes (PROTOCOL.md §4.2), forwarded unchanged.
+	// Writes (docs/protocol.md §6.2), forwarded unchanged.
 	{Endpoint: "push", Methods: []string{"POST"}, Pattern: "/api/v1/gems", Handling: Write},
 	{Endpoint: "yank", Methods: []string{"DELETE"}, Pattern: "/api/v1/gems/yank", Handling: Write},
 	{Endpoint: "owners", Methods: anyWrite, Pattern: "/api/v1/gems/:name/owners*", Handling: Write},
@@ -463,7 +463,7 @@ func isAlnum(r rune) bool {
 const maxParamLen = 255
 
 // ValidParam reports whether s is an acceptable gem name, version, handle or
-// file name: 1-255 bytes of [A-Za-z0-9._-], not "." or ".." (PROTOCOL.md §7).
+// file name: 1-255 bytes of [A-Za-z0-9._-], not "." or ".." (docs/protocol.md §9).
 func ValidParam(s string) bool {
 	if s == "" || len(s) > maxParamLen || s == "." || s == ".." {
 		return false

@@ -67,7 +67,7 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 			resp.Header.SetBytesV("Content-Range", v)
 			return p.writeBody(c, e, false, start, end)
 		case !rt.CompactIndex && start >= size:
-			// Never 416 for compact-index files (PROTOCOL.md §2.6): they get the full body.
+			// Never 416 for compact-index files (docs/protocol.md §5.4): they get the full body.
 			resp.SetStatusCode(http.StatusRequestedRangeNotSatisfiable)
 			resp.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 			resp.Header.Del(fiber.HeaderCacheControl) // the entry's lifetime is not the error's
@@ -166,7 +166,7 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 // else gzip is not acceptable. Names and the q parameter are matched in
 // any case and spaces around ";" and "=" are allowed. A bare "gzip" is
 // Bundler's explicit retry header, whose answer it does not decode
-// (PROTOCOL.md §2.5): it gets identity. It allocates nothing.
+// (docs/protocol.md §5.3): it gets identity. It allocates nothing.
 func acceptsGzip(ae []byte) bool {
 	v := utils.UnsafeString(ae)
 	if v == "" || v == "gzip" {

@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
-// Plain-text bodies the upstream answers (PROTOCOL §1.2, §4), exported so
+// Plain-text bodies the upstream answers (docs/protocol.md §3.6, §6), exported so
 // tests can compare against them.
 const (
 	// TextInfoNotFound is the 404 body of /info/NAME for an unknown gem.
@@ -48,8 +50,8 @@ const (
 	TextUnableToRemoveOwner = "Unable to remove owner."
 	// TextBasicDenied is the 401 body of a failed HTTP Basic challenge.
 	TextBasicDenied = "HTTP Basic: Access denied.\n"
-	// TextAPIKeyRetired is the 410 body of GET /api/v1/api_key (PROTOCOL
-	// §4.2 quotes it truncated; this is its first two sentences).
+	// TextAPIKeyRetired is the 410 body of GET /api/v1/api_key, cut after
+	// its first two sentences (docs/protocol.md §6.2).
 	TextAPIKeyRetired = "This endpoint has been retired. `gem signin` (GET /api/v1/api_key) is no longer supported."
 	// TextDeprecated is the 403 body of the deprecated v0 routes.
 	TextDeprecated = "This version of the Gemcutter plugin has been deprecated.Please install the latest version using: gem update gemcutter"
@@ -83,7 +85,7 @@ func (q *reqState) encode(status int, ext string, v any) {
 	var b []byte
 	if ext == "yaml" {
 		q.w.Header().Set("Content-Type", contentTypeYAML)
-		b = []byte(toYAML(v))
+		b = []byte(rubyfmt.ToYAML(v))
 	} else {
 		q.w.Header().Set("Content-Type", contentTypeJSON)
 		b, _ = json.Marshal(v)
@@ -217,7 +219,7 @@ func (s *Server) snapshotGemLocked(name string) *gemSnapshot {
 // platform before others, then platform name).
 func sortVersionsDesc(vs []*version) {
 	sort.SliceStable(vs, func(i, j int) bool {
-		if c := compareVersions(vs[i].spec.Version, vs[j].spec.Version); c != 0 {
+		if c := rubyfmt.CompareVersions(vs[i].spec.Version, vs[j].spec.Version); c != 0 {
 			return c > 0
 		}
 		pi, pj := vs[i].spec.Platform == "ruby", vs[j].spec.Platform == "ruby"
@@ -232,12 +234,12 @@ func sortVersionsDesc(vs []*version) {
 // release (ruby platform preferred), else the newest prerelease.
 func (g *gemSnapshot) mostRecent() *version {
 	for _, v := range g.versions {
-		if !isPrerelease(v.spec.Version) && v.spec.Platform == "ruby" {
+		if !rubyfmt.IsPrerelease(v.spec.Version) && v.spec.Platform == "ruby" {
 			return v
 		}
 	}
 	for _, v := range g.versions {
-		if !isPrerelease(v.spec.Version) {
+		if !rubyfmt.IsPrerelease(v.spec.Version) {
 			return v
 		}
 	}
@@ -272,7 +274,7 @@ func (s *Server) specSHA(v *version) any {
 func depsPayload(v *version) omap {
 	runtime := []any{}
 	for _, d := range v.spec.Deps {
-		runtime = append(runtime, omap{{"name", d.Name}, {"requirements", requirementString(d.Requirement)}})
+		runtime = append(runtime, omap{{"name", d.Name}, {"requirements", rubyfmt.RequirementString(d.Requirement)}})
 	}
 	return omap{{"development", []any{}}, {"runtime", runtime}}
 }
@@ -285,7 +287,7 @@ func licenses(v *version) []string {
 	return v.spec.Licenses
 }
 
-// gemPayload renders the Gem object of §5.1 for version v of g.
+// gemPayload renders the Gem object (docs/protocol.md §7.1) for version v of g.
 func (s *Server) gemPayload(g *gemSnapshot, v *version) omap {
 	return omap{
 		{"name", g.name},
@@ -294,8 +296,8 @@ func (s *Server) gemPayload(g *gemSnapshot, v *version) omap {
 		{"version_created_at", isoMillis(v.created)},
 		{"version_downloads", v.downloads.Load()},
 		{"platform", v.spec.Platform},
-		{"authors", strings.Join(v.spec.authors(), ", ")},
-		{"info", v.spec.summary()},
+		{"authors", strings.Join(v.spec.EffectiveAuthors(), ", ")},
+		{"info", v.spec.EffectiveSummary()},
 		{"licenses", licenses(v)},
 		{"metadata", omap{}},
 		{"yanked", false}, // only indexed versions are rendered
@@ -315,25 +317,25 @@ func (s *Server) gemPayload(g *gemSnapshot, v *version) omap {
 	}
 }
 
-// versionPayload renders the Version object of §5.2.
+// versionPayload renders the Version object (docs/protocol.md §7.2).
 func (s *Server) versionPayload(v *version) omap {
 	var ruby any
-	if r := requirementString(v.spec.RequiredRuby); r != "" {
+	if r := rubyfmt.RequirementString(v.spec.RequiredRuby); r != "" {
 		ruby = r
 	}
 	return omap{
-		{"authors", strings.Join(v.spec.authors(), ", ")},
-		{"built_at", isoMillis(v.spec.date())},
+		{"authors", strings.Join(v.spec.EffectiveAuthors(), ", ")},
+		{"built_at", isoMillis(v.spec.EffectiveDate())},
 		{"created_at", isoMillis(v.created)},
-		{"description", v.spec.summary()},
+		{"description", v.spec.EffectiveSummary()},
 		{"downloads_count", v.downloads.Load()},
 		{"metadata", omap{}},
 		{"number", v.spec.Version},
-		{"summary", v.spec.summary()},
+		{"summary", v.spec.EffectiveSummary()},
 		{"platform", v.spec.Platform},
-		{"rubygems_version", requirementString(v.spec.requiredRubygems())},
+		{"rubygems_version", rubyfmt.RequirementString(v.spec.EffectiveRequiredRubygems())},
 		{"ruby_version", ruby},
-		{"prerelease", isPrerelease(v.spec.Version)},
+		{"prerelease", rubyfmt.IsPrerelease(v.spec.Version)},
 		{"licenses", licenses(v)},
 		{"requirements", []any{}},
 		{"sha", v.sha256},
@@ -450,7 +452,7 @@ func staleCheck(q *reqState, etag string, mod time.Time) bool {
 // encodeBytes returns the encoded body of v.
 func encodeBytes(ext string, v any) []byte {
 	if ext == "yaml" {
-		return []byte(toYAML(v))
+		return []byte(rubyfmt.ToYAML(v))
 	}
 	b, _ := json.Marshal(v)
 	return b
@@ -501,7 +503,7 @@ func (s *Server) apiV2Version(q *reqState, name, ver, ext string) {
 		q.text(http.StatusNotFound, TextV2GemNotFound)
 		return
 	}
-	plat := platformOf(q.r.URL.Query().Get("platform"))
+	plat := rubyfmt.NormalizePlatform(q.r.URL.Query().Get("platform"))
 	var v *version
 	for _, c := range g.versions {
 		if c.spec.Version == ver && c.spec.Platform == plat {

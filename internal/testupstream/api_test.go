@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
 // TestArtifacts checks .gem, quick gemspec and specs files: headers, conditionals, ranges, 403 XML after yank, the /downloads redirect and HEAD /.
@@ -80,10 +82,10 @@ func TestArtifacts(t *testing.T) {
 
 // TestMarshalFuncIsUsed checks that a MarshalFunc is called once per publish batch and once per index generation for the specs files.
 func TestMarshalFuncIsUsed(t *testing.T) {
-	var calls []MarshalInput
-	fake := func(in MarshalInput) (MarshalOutput, error) {
+	var calls []rubyfmt.MarshalInput
+	fake := func(in rubyfmt.MarshalInput) (rubyfmt.MarshalOutput, error) {
 		calls = append(calls, in)
-		out := MarshalOutput{QuickSpecs: map[string][]byte{}}
+		out := rubyfmt.MarshalOutput{QuickSpecs: map[string][]byte{}}
 		for _, g := range in.Gems {
 			out.QuickSpecs[g.FullName] = []byte("quick:" + g.FullName)
 		}
@@ -111,19 +113,8 @@ func TestMarshalFuncIsUsed(t *testing.T) {
 		t.Fatalf("specs files: %d marshal calls (want one, cached)", len(calls))
 	}
 	idx := calls[1].Index
-	if len(idx.Specs) != 1 || idx.Specs[0] != (SpecTuple{"x", "1", "ruby"}) || len(idx.Prerelease) != 1 || idx.Prerelease[0].Version != "2.a" {
+	if len(idx.Specs) != 1 || idx.Specs[0] != (rubyfmt.SpecTuple{Name: "x", Version: "1", Platform: "ruby"}) || len(idx.Prerelease) != 1 || idx.Prerelease[0].Version != "2.a" {
 		t.Errorf("index = %+v", idx)
-	}
-}
-
-// TestGoSpecsIndexBytes pins the Go Marshal encoder to Ruby's exact bytes.
-func TestGoSpecsIndexBytes(t *testing.T) {
-	// Marshal.dump([["a", Gem::Version.new("1.0"), "ruby"], ["a", <same version>, <same platform>]])
-	// with minimize_specs sharing, byte for byte what Ruby 3.1 produces.
-	got := marshalTuples([]SpecTuple{{"a", "1.0", "ruby"}, {"a", "1.0", "ruby"}})
-	want := []byte("\x04\b[\a[\bI\"\x06a\x06:\x06ETU:\x11Gem::Version[\x06I\"\b1.0\x06;\x00TI\"\truby\x06;\x00T[\b@\a@\b@\v")
-	if !bytes.Equal(got, want) {
-		t.Errorf("marshal = %q\nwant      %q", got, want)
 	}
 }
 

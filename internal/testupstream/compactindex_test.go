@@ -28,7 +28,7 @@ func newCIFixture(t *testing.T, opts Options) *ciFixture {
 	f := &ciFixture{up: up, url: ts.URL, clk: clk, gems: map[string][]byte{}}
 	for _, spec := range []GemSpec{
 		{Name: "a", Version: "1.0.0"},
-		{Name: "b", Version: "2.0.0", Deps: []Dep{{"c", ">= 1.0, < 3"}, {"a", "~> 1.0"}}, RequiredRuby: ">= 2.3"},
+		{Name: "b", Version: "2.0.0", Deps: []Dep{{Name: "c", Requirement: ">= 1.0, < 3"}, {Name: "a", Requirement: "~> 1.0"}}, RequiredRuby: ">= 2.3"},
 		{Name: "b", Version: "3.0.0.pre1"},
 		{Name: "a", Version: "1.0.0", Platform: "x86_64-linux"},
 	} {

@@ -1,8 +1,10 @@
 package testupstream
 
 import (
+	"bufio"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -32,4 +34,28 @@ func SharedDir(tb testing.TB, envVar, name, marker string) string {
 		tb.Skipf("%s not found at %s; set %s to run this test: %v", name, dir, envVar, err)
 	}
 	return dir
+}
+
+// CorpusRows returns the rows of the corpus' INDEX.tsv, each a map from
+// column name (file, name, version, sha256, ...) to value; it skips or
+// fails tb as CorpusDir does when the corpus is absent.
+func CorpusRows(tb testing.TB) []map[string]string {
+	tb.Helper()
+	f, err := os.Open(filepath.Join(CorpusDir(tb), "INDEX.tsv"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan()
+	cols := strings.Split(sc.Text(), "\t")
+	var rows []map[string]string
+	for sc.Scan() {
+		row := map[string]string{}
+		for i, v := range strings.Split(sc.Text(), "\t") {
+			row[cols[i]] = v
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }

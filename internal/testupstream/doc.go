@@ -1,5 +1,5 @@
 // Package testupstream is test-support code that behaves like rubygems.org:
-// it builds real .gem files (BuildGem) and serves them together with the
+// it serves real .gem files (built by package rubyfmt) together with the
 // compact index (/versions, /info/NAME, /names), the legacy full index
 // (specs.4.8.gz, quick/Marshal.4.8/*.gemspec.rz), the JSON/YAML API and the
 // authenticated write endpoints (push, yank, owners, API keys), with
@@ -7,10 +7,12 @@
 // bodies, corrupted bytes, stalls) and a request log.
 //
 // It lives in non-_test files so that tests of other packages and benchmark
-// programs can import it. It uses the standard library only.
+// programs can import it. The Ruby formats (gems, gemspec YAML, Marshal)
+// are package rubyfmt's; GemSpec, Dep and BuildGem are re-exported here so
+// that a test needs one import to build and publish gems.
 //
-// The protocol facts it reproduces are those of /work/shared/PROTOCOL.md
-// sections 1, 2 and 4: byte formats of the compact index, the validators
+// The protocol facts it reproduces are those of docs/protocol.md §3, §4
+// and §6: byte formats of the compact index, the validators
 // (ETag = quoted MD5, Digest/Repr-Digest = SHA-256 of the full body),
 // If-None-Match answered before Range, 206 tails, 416 for unsatisfiable
 // ranges, S3-style 403 XML bodies for missing artifacts, and the exact

@@ -3,8 +3,6 @@ package testupstream
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
-	"strings"
 )
 
 // kv is one ordered key/value pair of an omap.
@@ -13,9 +11,15 @@ type kv struct {
 	v any    // value: omap, []any, []string, string, int, int64, bool or nil
 }
 
-// omap is an ordered map that encodes to JSON and YAML with its keys in
-// insertion order, as Ruby hashes do.
+// omap is an ordered map that encodes to JSON and YAML (it is a
+// rubyfmt.Hash) with its keys in insertion order, as Ruby hashes do.
 type omap []kv
+
+// Len implements rubyfmt.Hash.
+func (m omap) Len() int { return len(m) }
+
+// Entry implements rubyfmt.Hash.
+func (m omap) Entry(i int) (string, any) { return m[i].k, m[i].v }
 
 // MarshalJSON implements json.Marshaler.
 func (m omap) MarshalJSON() ([]byte, error) {
@@ -70,136 +74,4 @@ func (m omap) merge(o omap) omap {
 		}
 	}
 	return out
-}
-
-// toYAML renders v as Ruby's to_yaml (Psych) renders the equivalent
-// Hash/Array of JSON-like values.
-func toYAML(v any) string {
-	var b strings.Builder
-	b.WriteString("---")
-	switch x := v.(type) {
-	case omap:
-		if len(x) == 0 {
-			b.WriteString(" {}\n")
-			return b.String()
-		}
-		b.WriteString("\n")
-		yamlMap(&b, x, 0)
-	case []any:
-		if len(x) == 0 {
-			b.WriteString(" []\n")
-			return b.String()
-		}
-		b.WriteString("\n")
-		yamlSeq(&b, x, 0)
-	default:
-		b.WriteString(" " + yamlValue(v, 4, 2) + "\n")
-	}
-	return b.String()
-}
-
-// yamlValue renders a scalar value.
-func yamlValue(v any, col, indent int) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return yamlScalar(x, col, indent)
-	case bool:
-		return strconv.FormatBool(x)
-	case int:
-		return strconv.Itoa(x)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	default:
-		js, _ := json.Marshal(x)
-		return yamlScalar(string(js), col, indent)
-	}
-}
-
-// asSeq converts slice-like values to []any.
-func asSeq(v any) ([]any, bool) {
-	switch x := v.(type) {
-	case []any:
-		return x, true
-	case []string:
-		out := make([]any, len(x))
-		for i, s := range x {
-			out[i] = s
-		}
-		return out, true
-	case []omap:
-		out := make([]any, len(x))
-		for i, s := range x {
-			out[i] = s
-		}
-		return out, true
-	}
-	return nil, false
-}
-
-// yamlMap writes the entries of m with keys at column indent.
-func yamlMap(b *strings.Builder, m omap, indent int) {
-	pad := strings.Repeat(" ", indent)
-	for _, e := range m {
-		if atLineStart(b) {
-			b.WriteString(pad)
-		}
-		key := yamlScalar(e.k, indent, indent+2)
-		b.WriteString(key + ":")
-		yamlAfter(b, e.v, indent, indent+len(key)+2, false)
-	}
-}
-
-// yamlSeq writes the items of s with dashes at column indent.
-func yamlSeq(b *strings.Builder, s []any, indent int) {
-	pad := strings.Repeat(" ", indent)
-	for _, it := range s {
-		if atLineStart(b) {
-			b.WriteString(pad)
-		}
-		b.WriteString("-")
-		yamlAfter(b, it, indent, indent+2, true)
-	}
-}
-
-// yamlAfter writes the value following "key:" (inSeq false) or "-" (inSeq
-// true) whose owner sits at column indent; col is the value's column.
-func yamlAfter(b *strings.Builder, v any, indent, col int, inSeq bool) {
-	if m, ok := v.(omap); ok {
-		switch {
-		case len(m) == 0:
-			b.WriteString(" {}\n")
-		case inSeq:
-			b.WriteString(" ")
-			yamlMap(b, m, indent+2)
-		default:
-			b.WriteString("\n")
-			yamlMap(b, m, indent+2)
-		}
-		return
-	}
-	if s, ok := asSeq(v); ok {
-		switch {
-		case len(s) == 0:
-			b.WriteString(" []\n")
-		case inSeq:
-			b.WriteString(" ")
-			yamlSeq(b, s, indent+2)
-		default:
-			b.WriteString("\n")
-			yamlSeq(b, s, indent)
-		}
-		return
-	}
-	if v == nil {
-		b.WriteString("\n")
-		return
-	}
-	b.WriteString(" " + yamlValue(v, col, indent+2) + "\n")
-}
-
-// atLineStart reports whether b is empty or ends with a newline.
-func atLineStart(b *strings.Builder) bool {
-	return b.Len() == 0 || strings.HasSuffix(b.String(), "\n")
 }

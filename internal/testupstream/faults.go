@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
 // Fault describes a deterministic failure applied to requests whose URL path
@@ -88,7 +90,7 @@ func (f *Fault) needsBody() bool {
 func (f *Fault) encode(body []byte) []byte {
 	for _, coding := range strings.Split(f.ContentEncoding, ",") {
 		if c := strings.ToLower(strings.TrimSpace(coding)); c == "gzip" || c == "x-gzip" {
-			body = gzipBytes(body, time.Time{}, gzip.DefaultCompression)
+			body = rubyfmt.Gzip(body, time.Time{}, gzip.DefaultCompression)
 		}
 	}
 	return body

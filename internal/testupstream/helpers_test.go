@@ -2,6 +2,7 @@ package testupstream
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
@@ -69,4 +70,18 @@ func md5hex(b []byte) string {
 func sha256b64(b []byte) string {
 	s := sha256.Sum256(b)
 	return base64.StdEncoding.EncodeToString(s[:])
+}
+
+// gunzip decompresses b.
+func gunzip(t *testing.T, b []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("gunzip: %v", err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("gunzip: %v", err)
+	}
+	return out
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
 // S3AccessDenied is the body S3 (behind Fastly) answers for missing or
@@ -28,7 +30,7 @@ const (
 )
 
 // serveCompact serves a compact-index file with the exact headers of
-// PROTOCOL §2.4.
+// docs/protocol.md §4.4.
 func (s *Server) serveCompact(w http.ResponseWriter, r *http.Request, rp *rep) {
 	h := w.Header()
 	h.Set("Content-Type", contentTypeText)
@@ -163,7 +165,7 @@ func (s *Server) serveBytes(w http.ResponseWriter, r *http.Request, body []byte,
 	}
 	if gz && r.Header.Get("Range") == "" && acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
-		writeBody(w, r, http.StatusOK, gzipBytes(body, time.Time{}, gzip.DefaultCompression))
+		writeBody(w, r, http.StatusOK, rubyfmt.Gzip(body, time.Time{}, gzip.DefaultCompression))
 		return http.StatusOK
 	}
 	writeBody(w, r, http.StatusOK, body)

@@ -68,7 +68,7 @@ func (k KeyInfo) has(scope string) bool {
 // lookalike with no API keys.
 type Options struct {
 	// Marshal produces the Ruby Marshal files; nil means Go-encoded specs
-	// files and placeholder quick gemspecs (see MarshalFunc, RubyMarshal).
+	// files and placeholder quick gemspecs (see MarshalFunc, rubyfmt.RubyMarshal).
 	Marshal MarshalFunc
 	// Keys maps raw API keys (the Authorization header value) to their
 	// owner, MFA flag and scopes. Keys created through POST /api/v1/api_key

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
 // state is the gem database of a Server; guarded by Server.mu.
@@ -148,7 +150,7 @@ func versionsHeader(t time.Time) string {
 
 // compactNumber returns VER or VER-PLAT.
 func compactNumber(spec GemSpec) string {
-	if p := platformOf(spec.Platform); p != "ruby" {
+	if p := rubyfmt.NormalizePlatform(spec.Platform); p != "ruby" {
 		return spec.Version + "-" + p
 	}
 	return spec.Version
@@ -165,14 +167,14 @@ func (s *Server) infoLine(v *version) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(d.Name + ":" + compactRequirement(d.Requirement))
+		b.WriteString(d.Name + ":" + rubyfmt.CompactRequirement(d.Requirement))
 	}
 	b.WriteString("|checksum:" + v.sha256)
-	if r := requirementString(v.spec.RequiredRuby); r != ">= 0" {
-		b.WriteString(",ruby:" + compactRequirement(r))
+	if r := rubyfmt.RequirementString(v.spec.RequiredRuby); r != ">= 0" {
+		b.WriteString(",ruby:" + rubyfmt.CompactRequirement(r))
 	}
-	if r := requirementString(v.spec.requiredRubygems()); r != ">= 0" {
-		b.WriteString(",rubygems:" + compactRequirement(r))
+	if r := rubyfmt.RequirementString(v.spec.EffectiveRequiredRubygems()); r != ">= 0" {
+		b.WriteString(",rubygems:" + rubyfmt.CompactRequirement(r))
 	}
 	if !s.opts.InfoV1 {
 		b.WriteString(",created_at:" + v.created.Format("2006-01-02T15:04:05Z"))
@@ -227,8 +229,8 @@ func (s *Server) publish(items []Item, owner string) error {
 	seen := map[string]bool{}
 	for _, it := range items {
 		spec := it.Spec
-		spec.Platform = platformOf(spec.Platform)
-		if err := spec.validate(); err != nil {
+		spec.Platform = rubyfmt.NormalizePlatform(spec.Platform)
+		if err := spec.Validate(); err != nil {
 			return err
 		}
 		gem := it.Gem
@@ -257,9 +259,9 @@ func (s *Server) publish(items []Item, owner string) error {
 
 	var merr error
 	if s.opts.Marshal != nil && len(vs) > 0 {
-		in := MarshalInput{Gems: make([]MarshalGem, len(vs))}
+		in := rubyfmt.MarshalInput{Gems: make([]rubyfmt.MarshalGem, len(vs))}
 		for i, v := range vs {
-			in.Gems[i] = MarshalGem{FullName: v.full, Gem: v.gem}
+			in.Gems[i] = rubyfmt.MarshalGem{FullName: v.full, Gem: v.gem}
 		}
 		out, err := s.opts.Marshal(in)
 		for _, v := range vs {
@@ -467,7 +469,7 @@ type specsCache struct {
 }
 
 // specsIndexLocked builds the tuple lists. s.mu must be held.
-func (s *Server) specsIndexLocked() SpecsIndex {
+func (s *Server) specsIndexLocked() rubyfmt.SpecsIndex {
 	var all []*version
 	for _, v := range s.st.order {
 		if v.indexed() {
@@ -479,7 +481,7 @@ func (s *Server) specsIndexLocked() SpecsIndex {
 		if a.Name != b.Name {
 			return a.Name < b.Name
 		}
-		if c := compareVersions(a.Version, b.Version); c != 0 {
+		if c := rubyfmt.CompareVersions(a.Version, b.Version); c != 0 {
 			return c < 0
 		}
 		pa, pb := a.Platform != "ruby", b.Platform != "ruby"
@@ -488,11 +490,11 @@ func (s *Server) specsIndexLocked() SpecsIndex {
 		}
 		return a.Platform < b.Platform
 	})
-	var idx SpecsIndex
+	var idx rubyfmt.SpecsIndex
 	latest := map[string]int{} // name\x00platform -> index in idx.Latest
 	for _, v := range all {
-		t := SpecTuple{Name: v.spec.Name, Version: v.spec.Version, Platform: v.spec.Platform}
-		if isPrerelease(v.spec.Version) {
+		t := rubyfmt.SpecTuple{Name: v.spec.Name, Version: v.spec.Version, Platform: v.spec.Platform}
+		if rubyfmt.IsPrerelease(v.spec.Version) {
 			idx.Prerelease = append(idx.Prerelease, t)
 			continue
 		}
@@ -523,8 +525,8 @@ func (s *Server) specsFiles() (map[string]*rep, error) {
 	var specs, latest, pre []byte
 	var err error
 	if s.opts.Marshal != nil {
-		var out MarshalOutput
-		out, err = s.opts.Marshal(MarshalInput{Index: &idx})
+		var out rubyfmt.MarshalOutput
+		out, err = s.opts.Marshal(rubyfmt.MarshalInput{Index: &idx})
 		specs, latest, pre = out.Specs, out.LatestSpecs, out.PrereleaseSpecs
 		if err != nil {
 			s.mu.Lock()
@@ -532,7 +534,7 @@ func (s *Server) specsFiles() (map[string]*rep, error) {
 			s.mu.Unlock()
 		}
 	} else {
-		specs, latest, pre = GoSpecsIndex(idx)
+		specs, latest, pre = rubyfmt.GoSpecsIndex(idx)
 	}
 	s.specs.gen, s.specs.valid, s.specs.err = gen, true, err
 	s.specs.files = map[string]*rep{
@@ -551,7 +553,7 @@ func (s *Server) lookupVersion(full string) *version {
 }
 
 // PublishCorpus publishes every gem of a corpus directory laid out like
-// /work/shared/corpus: gems/*.gem plus INDEX.tsv (tab-separated, header
+// the shared corpus (../shared/corpus or $GEMPROXY_CORPUS): gems/*.gem plus INDEX.tsv (tab-separated, header
 // row; columns file, name, version, platform, runtime_dependencies as
 // "a (~> 1.0);b (>= 0)", ..., sha256). Name, version and dependencies come
 // from INDEX.tsv, the platform from the file name (e.g. x86_64-linux-gnu,
@@ -623,7 +625,7 @@ func (s *Server) PublishCorpus(dir string) error {
 		if d, err := time.Parse("2006-01-02", field("date")); err == nil {
 			spec.Date = d
 		}
-		if meta, err := ParseGem(gem); err == nil {
+		if meta, err := rubyfmt.ParseGem(gem); err == nil {
 			spec.RequiredRuby = meta.RequiredRuby
 			spec.RequiredRubygems = meta.RequiredRubygems
 			spec.Authors = meta.Authors
@@ -639,7 +641,7 @@ func (s *Server) PublishCorpus(dir string) error {
 		if a.Name != b.Name {
 			return a.Name < b.Name
 		}
-		if c := compareVersions(a.Version, b.Version); c != 0 {
+		if c := rubyfmt.CompareVersions(a.Version, b.Version); c != 0 {
 			return c < 0
 		}
 		return a.Platform < b.Platform

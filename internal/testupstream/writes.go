@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
 )
 
 // PrincipalHeader is set on every authenticated (private) API response to
@@ -167,9 +169,9 @@ func (s *Server) push(q *reqState) {
 		q.text(http.StatusUnprocessableEntity, TextCannotProcess+err.Error()+"\n")
 		return
 	}
-	spec, err := ParseGem(gem)
+	spec, err := rubyfmt.ParseGem(gem)
 	if err == nil {
-		err = spec.validate()
+		err = spec.Validate()
 	}
 	if err != nil {
 		q.text(http.StatusUnprocessableEntity, TextCannotProcess+err.Error()+"\n")

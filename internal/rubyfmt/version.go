@@ -1,4 +1,4 @@
-package testupstream
+package rubyfmt
 
 import (
 	"archive/tar"
@@ -10,15 +10,17 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // versionSegmentRE splits a version into numeric and alphabetic segments
 // (Gem::Version#_segments).
 var versionSegmentRE = regexp.MustCompile(`[0-9]+|[a-zA-Z]+`)
 
-// isPrerelease reports whether v is a prerelease (contains a letter), as
+// IsPrerelease reports whether v is a prerelease (contains a letter), as
 // Gem::Version#prerelease?.
-func isPrerelease(v string) bool {
+func IsPrerelease(v string) bool {
 	return strings.IndexFunc(v, func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }) >= 0
 }
 
@@ -63,8 +65,8 @@ func canonicalSegments(v string) []vseg {
 	return append(out, trim(append([]vseg{}, segs[split:]...))...)
 }
 
-// compareVersions compares two version strings as Gem::Version#<=> does.
-func compareVersions(a, b string) int {
+// CompareVersions compares two version strings as Gem::Version#<=> does.
+func CompareVersions(a, b string) int {
 	if a == b {
 		return 0
 	}
@@ -103,7 +105,7 @@ func compareVersions(a, b string) int {
 
 // ErrNotAGem is returned by ParseGem when the bytes are not a tar-format gem
 // with a readable metadata.gz.
-var ErrNotAGem = errors.New("testupstream: not a gem package")
+var ErrNotAGem = errors.New("rubyfmt: not a gem package")
 
 // ParseGem reads the gemspec (metadata.gz) of a .gem file and returns the
 // fields a GemSpec carries: name, version, platform (original platform
@@ -149,63 +151,62 @@ func parseGemspecYAML(src string) (GemSpec, error) {
 	if err != nil {
 		return GemSpec{}, err
 	}
-	if root.kind != yMap {
+	if root == nil || root.Kind != yaml.MappingNode {
 		return GemSpec{}, fmt.Errorf("%w: gemspec is not a mapping", ErrNotAGem)
 	}
-	spec := GemSpec{Name: root.get("name").scalar()}
-	if v := root.get("version"); v != nil && v.kind == yMap {
-		spec.Version = v.get("version").scalar()
+	field := func(k string) *yaml.Node { return yamlGet(root, k) }
+	spec := GemSpec{Name: yamlScalarValue(field("name"))}
+	if v := field("version"); v != nil && v.Kind == yaml.MappingNode {
+		spec.Version = yamlScalarValue(yamlGet(v, "version"))
 	} else {
-		spec.Version = v.scalar()
+		spec.Version = yamlScalarValue(v)
 	}
-	spec.Platform = platformOf(root.get("platform").scalar())
+	spec.Platform = NormalizePlatform(yamlScalarValue(field("platform")))
 	if spec.Name == "" || spec.Version == "" {
 		return GemSpec{}, fmt.Errorf("%w: gemspec without name or version", ErrNotAGem)
 	}
-	spec.Summary = strings.TrimSpace(root.get("summary").scalar())
-	spec.Authors = yamlStrings(root.get("authors"))
-	spec.Licenses = yamlStrings(root.get("licenses"))
+	spec.Summary = strings.TrimSpace(yamlScalarValue(field("summary")))
+	spec.Authors = yamlStrings(field("authors"))
+	spec.Licenses = yamlStrings(field("licenses"))
 	if spec.Licenses == nil {
-		if l := root.get("license").scalar(); l != "" {
+		if l := yamlScalarValue(field("license")); l != "" {
 			spec.Licenses = []string{l}
 		}
 	}
-	if d := root.get("date").scalar(); len(d) >= 10 {
+	if d := yamlScalarValue(field("date")); len(d) >= 10 {
 		if t, err := time.Parse("2006-01-02", d[:10]); err == nil {
 			spec.Date = t
 		}
 	}
-	spec.RequiredRuby = yamlRequirement(root.get("required_ruby_version"))
-	spec.RequiredRubygems = yamlRequirement(root.get("required_rubygems_version"))
-	if deps := root.get("dependencies"); deps != nil && deps.kind == ySeq {
-		for _, d := range deps.vals {
-			typ := d.get("type").scalar()
-			if typ != "" && typ != ":runtime" {
-				continue
-			}
-			req := d.get("requirement")
-			if req == nil || req.kind == yNull {
-				req = d.get("version_requirements")
-			}
-			spec.Deps = append(spec.Deps, Dep{Name: d.get("name").scalar(), Requirement: yamlRequirement(req)})
+	spec.RequiredRuby = yamlRequirement(field("required_ruby_version"))
+	spec.RequiredRubygems = yamlRequirement(field("required_rubygems_version"))
+	for _, d := range yamlItems(field("dependencies")) {
+		typ := yamlScalarValue(yamlGet(d, "type"))
+		if typ != "" && typ != ":runtime" {
+			continue
 		}
+		req := yamlGet(d, "requirement")
+		if isNull(req) {
+			req = yamlGet(d, "version_requirements")
+		}
+		spec.Deps = append(spec.Deps, Dep{Name: yamlScalarValue(yamlGet(d, "name")), Requirement: yamlRequirement(req)})
 	}
 	return spec, nil
 }
 
-// yamlStrings returns a sequence (or single scalar) as a string slice.
-func yamlStrings(n *ynode) []string {
-	if n == nil {
+// yamlStrings returns a sequence (or single scalar) as a string slice,
+// without its null and non-scalar items; nil when n is neither.
+func yamlStrings(n *yaml.Node) []string {
+	switch {
+	case isNull(n):
 		return nil
-	}
-	switch n.kind {
-	case yScalar:
-		return []string{n.str}
-	case ySeq:
+	case n.Kind == yaml.ScalarNode:
+		return []string{n.Value}
+	case n.Kind == yaml.SequenceNode:
 		out := []string{}
-		for _, v := range n.vals {
-			if v.kind == yScalar {
-				out = append(out, v.str)
+		for _, v := range yamlItems(n) {
+			if v.Kind == yaml.ScalarNode && !isNull(v) {
+				out = append(out, v.Value)
 			}
 		}
 		return out
@@ -214,27 +215,23 @@ func yamlStrings(n *ynode) []string {
 }
 
 // yamlRequirement renders a Gem::Requirement node as Gem::Requirement#to_s.
-func yamlRequirement(n *ynode) string {
-	if n == nil || n.kind == yNull {
+func yamlRequirement(n *yaml.Node) string {
+	if isNull(n) {
 		return ">= 0"
 	}
-	if n.kind == yScalar {
-		return requirementString(n.str)
-	}
-	reqs := n.get("requirements")
-	if reqs == nil || reqs.kind != ySeq || len(reqs.vals) == 0 {
-		return ">= 0"
+	if n.Kind == yaml.ScalarNode {
+		return RequirementString(n.Value)
 	}
 	var parts []string
-	for _, r := range reqs.vals {
-		if r.kind != ySeq || len(r.vals) != 2 {
+	for _, r := range yamlItems(yamlGet(n, "requirements")) {
+		pair := yamlItems(r)
+		if len(pair) != 2 {
 			continue
 		}
-		op := r.vals[0].scalar()
-		v := r.vals[1]
-		ver := v.scalar()
-		if v.kind == yMap {
-			ver = v.get("version").scalar()
+		op, v := yamlScalarValue(pair[0]), pair[1]
+		ver := yamlScalarValue(v)
+		if v.Kind == yaml.MappingNode {
+			ver = yamlScalarValue(yamlGet(v, "version"))
 		}
 		parts = append(parts, op+" "+ver)
 	}

@@ -1,20 +1,19 @@
-package testupstream
+package rubyfmt
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
-	"strings"
+	"strconv"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // tarEntry is one member of a tar stream.
@@ -282,53 +281,6 @@ func TestParseGemRejectsGarbage(t *testing.T) {
 	}
 }
 
-// corpusRows reads INDEX.tsv of the corpus as maps, or skips.
-func corpusRows(t *testing.T) []map[string]string {
-	t.Helper()
-	f, err := os.Open(filepath.Join(CorpusDir(t), "INDEX.tsv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Scan()
-	cols := strings.Split(sc.Text(), "\t")
-	var rows []map[string]string
-	for sc.Scan() {
-		row := map[string]string{}
-		for i, v := range strings.Split(sc.Text(), "\t") {
-			row[cols[i]] = v
-		}
-		rows = append(rows, row)
-	}
-	return rows
-}
-
-// TestParseGemCorpus parses every corpus gem and compares with INDEX.tsv.
-func TestParseGemCorpus(t *testing.T) {
-	for _, row := range corpusRows(t) {
-		gem, err := os.ReadFile(filepath.Join(CorpusDir(t), "gems", row["file"]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec, err := ParseGem(gem)
-		if err != nil {
-			t.Errorf("%s: %v", row["file"], err)
-			continue
-		}
-		if spec.Name != row["name"] || spec.Version != row["version"] || spec.Platform != row["metadata_platform"] {
-			t.Errorf("%s: parsed %s %s %s", row["file"], spec.Name, spec.Version, spec.Platform)
-		}
-		var deps []string
-		for _, d := range spec.Deps {
-			deps = append(deps, d.Name+" ("+d.Requirement+")")
-		}
-		if got := strings.Join(deps, ";"); got != row["runtime_dependencies"] {
-			t.Errorf("%s: deps %q, INDEX.tsv %q", row["file"], got, row["runtime_dependencies"])
-		}
-	}
-}
-
 // TestYAMLScalar checks Psych-compatible scalar quoting.
 func TestYAMLScalar(t *testing.T) {
 	tests := []struct{ in, want string }{
@@ -408,7 +360,7 @@ metadata: {}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := root.get("description").scalar(); d != "    Sass makes CSS fun again.\n    Second line.\n" {
+	if d := yamlScalarValue(yamlGet(root, "description")); d != "    Sass makes CSS fun again.\n    Second line.\n" {
 		t.Errorf("block scalar = %q", d)
 	}
 }
@@ -430,11 +382,11 @@ func TestCompareVersions(t *testing.T) {
 		{"10", "9", 1},
 	}
 	for _, tc := range tests {
-		if got := compareVersions(tc.a, tc.b); got != tc.want {
-			t.Errorf("compareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		if got := CompareVersions(tc.a, tc.b); got != tc.want {
+			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
-		if got := compareVersions(tc.b, tc.a); got != -tc.want {
-			t.Errorf("compareVersions(%q, %q) = %d, want %d", tc.b, tc.a, got, -tc.want)
+		if got := CompareVersions(tc.b, tc.a); got != -tc.want {
+			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.b, tc.a, got, -tc.want)
 		}
 	}
 }
@@ -449,19 +401,28 @@ func TestRequirementForms(t *testing.T) {
 		{">=2.5,<3.5.dev", ">= 2.5, < 3.5.dev", "< 3.5.dev&>= 2.5"},
 	}
 	for _, tc := range tests {
-		if got := requirementString(tc.in); got != tc.str {
-			t.Errorf("requirementString(%q) = %q, want %q", tc.in, got, tc.str)
+		if got := RequirementString(tc.in); got != tc.str {
+			t.Errorf("RequirementString(%q) = %q, want %q", tc.in, got, tc.str)
 		}
-		if got := compactRequirement(tc.in); got != tc.compact {
-			t.Errorf("compactRequirement(%q) = %q, want %q", tc.in, got, tc.compact)
+		if got := CompactRequirement(tc.in); got != tc.compact {
+			t.Errorf("CompactRequirement(%q) = %q, want %q", tc.in, got, tc.compact)
 		}
 	}
 }
 
+// pairs is a Hash for tests: keys and values alternate.
+type pairs []any
+
+// Len implements Hash.
+func (p pairs) Len() int { return len(p) / 2 }
+
+// Entry implements Hash.
+func (p pairs) Entry(i int) (string, any) { return p[2*i].(string), p[2*i+1] }
+
 // TestToYAML checks the API YAML emitter.
 func TestToYAML(t *testing.T) {
-	v := []any{omap{{"name", "x"}, {"n", 1}, {"ok", true}, {"nil", nil}, {"list", []string{"a"}}, {"empty", []any{}},
-		{"deps", omap{{"development", []any{}}, {"runtime", []any{omap{{"name", "y"}, {"requirements", ">= 0"}}}}}}}}
+	v := []any{pairs{"name", "x", "n", 1, "ok", true, "nil", nil, "list", []string{"a"}, "empty", []any{},
+		"deps", pairs{"development", []any{}, "runtime", []any{pairs{"name", "y", "requirements", ">= 0"}}}}}
 	want := `---
 - name: x
   "n": 1
@@ -476,11 +437,25 @@ func TestToYAML(t *testing.T) {
     - name: "y"
       requirements: ">= 0"
 `
-	if got := toYAML(v); got != want {
-		t.Errorf("toYAML =\n%s\nwant\n%s", got, want)
+	if got := ToYAML(v); got != want {
+		t.Errorf("ToYAML =\n%s\nwant\n%s", got, want)
 	}
-	root, err := parseYAML(want)
-	if err != nil || root.kind != ySeq || root.vals[0].get("deps").get("runtime").vals[0].get("requirements").scalar() != ">= 0" {
-		t.Errorf("toYAML output does not parse back: %v", err)
+	var back []struct {
+		Deps struct {
+			Runtime []struct{ Requirements string }
+		}
+	}
+	if err := yaml.Unmarshal([]byte(want), &back); err != nil || len(back) != 1 || len(back[0].Deps.Runtime) != 1 || back[0].Deps.Runtime[0].Requirements != ">= 0" {
+		t.Errorf("ToYAML output does not parse back: %v %+v", err, back)
+	}
+}
+
+// BenchmarkBuildGem measures building one small gem.
+func BenchmarkBuildGem(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := BuildGem(GemSpec{Name: "bench", Version: "1." + strconv.Itoa(i)}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
