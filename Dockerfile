@@ -4,7 +4,8 @@
 # nonroot user (65532:65532), serving on :9292 with its cache under
 # /var/lib/gemproxy.
 #
-#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t gemproxy .
+#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" \
+#     --build-arg REVISION="$(git rev-parse HEAD)" -t gemproxy .
 #   docker run -p 9292:9292 -v gemproxy-cache:/var/lib/gemproxy gemproxy
 #
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 ...
@@ -24,11 +25,12 @@ RUN go mod download && go mod verify
 COPY cmd/ cmd/
 COPY internal/ internal/
 ARG VERSION=dev
+ARG REVISION=
 ARG TARGETOS
 ARG TARGETARCH
 RUN --mount=type=cache,target=/root/.cache/go-build \
     GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/gemproxy ./cmd/gemproxy
+    go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/gemproxy ./cmd/gemproxy
 # The data directory, created here because distroless has no shell: owned
 # by nonroot, so that a Docker volume mounted on it (which copies the image
 # directory's ownership) is writable.

@@ -85,8 +85,16 @@ func resolvedVersion() string {
 	return version
 }
 
-// buildRevision is the VCS revision the go command stamped, or "".
+// revision is the VCS revision, set at link time by `make build` and the
+// image (-X main.revision=...), since both build without VCS stamping.
+var revision = ""
+
+// buildRevision is the revision set at link time, else the one the go
+// command stamped, else "".
 func buildRevision() string {
+	if revision != "" {
+		return revision
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return ""

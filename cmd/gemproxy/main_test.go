@@ -24,6 +24,10 @@ import (
 // testVersion is stamped into the test binary with -ldflags -X.
 const testVersion = "v0.0.0-test"
 
+// testRevision is the revision the test binary is linked with, as `make
+// build` links the real one.
+const testRevision = "0123abcd"
+
 // binary is the gemproxy binary built by TestMain.
 var binary string
 
@@ -39,7 +43,7 @@ func TestMain(m *testing.M) {
 	// binary takes about a second to start here, which would triple the
 	// suite's time. The wiring's concurrency lives in internal packages,
 	// which their own tests run under -race.
-	build := exec.Command("go", "build", "-o", binary, "-ldflags", "-X main.version="+testVersion, ".")
+	build := exec.Command("go", "build", "-o", binary, "-ldflags", "-X main.version="+testVersion+" -X main.revision="+testRevision, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		_ = os.RemoveAll(dir)
@@ -367,7 +371,7 @@ func TestServeLifecycle(t *testing.T) {
 	}
 	metricsBody, code, err := srv.fetch("/metrics")
 	if err != nil || code != http.StatusOK || !strings.Contains(metricsBody, `gemproxy_build_info{`) ||
-		!strings.Contains(metricsBody, `version="`+testVersion+`"`) || !strings.Contains(metricsBody, `gemproxy_cache_entries{class="gem"} 0`) {
+		!strings.Contains(metricsBody, `version="`+testVersion+`"`) || !strings.Contains(metricsBody, `revision="`+testRevision+`"`) || !strings.Contains(metricsBody, `gemproxy_cache_entries{class="gem"} 0`) {
 		t.Errorf("/metrics: %d %v\n%.2000s", code, err, metricsBody)
 	}
 
