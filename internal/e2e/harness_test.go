@@ -28,21 +28,6 @@ import (
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
-// requireTools skips the test unless every tool is on PATH; under CI
-// their absence is a failure.
-func requireTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			msg := tool + " not found: install Debian's ruby and ruby-bundler (make test does so as root) to run the end-to-end tests"
-			if os.Getenv("CI") != "" {
-				t.Fatal(msg + " (failing because CI is set)")
-			}
-			t.Skip(msg)
-		}
-	}
-}
-
 // flavour is one generation of the RubyGems and Bundler clients: how to
 // run its gem and bundle.
 type flavour struct {
@@ -85,7 +70,7 @@ const debianGems = "/usr/share/rubygems-integration/all"
 // GEM_PATH: without debianGems there, that is Ruby 3.1's default 2.3.7.
 func debianFlavour(t *testing.T) flavour {
 	t.Helper()
-	requireTools(t, "ruby", "gem", "bundle")
+	rubyfmt.RequireTools(t, "ruby", "gem", "bundle")
 	return flavour{gem: []string{"gem"}, bundle: []string{"bundle"}, rubygems: "3.3.15", bundler: "2.3.15",
 		gemPath: []string{debianGems}}
 }
@@ -98,7 +83,7 @@ func debianFlavour(t *testing.T) flavour {
 // names.
 func modernFlavour(t *testing.T) flavour {
 	t.Helper()
-	requireTools(t, "ruby")
+	rubyfmt.RequireTools(t, "ruby")
 	shared := testupstream.SharedDir(t, "GEMPROXY_CLIENTS", "clients", filepath.Join(modernClients, "bundler", "exe", "bundle"))
 	dir, err := filepath.Abs(filepath.Join(shared, modernClients))
 	if err != nil {

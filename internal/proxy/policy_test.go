@@ -105,14 +105,8 @@ func TestReleaseVisibleOnceTTLPassed(t *testing.T) {
 // background and its answer is served from then on.
 func TestSlowUpstreamServesStaleAtDeadline(t *testing.T) {
 	iu := &indexUpstream{files: map[string][]byte{"/versions": []byte(testVersions), "/info/rack": []byte(testInfo)}}
-	release := make(chan struct{})
-	var slow atomic.Bool
-	srv := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		if slow.Load() {
-			<-release
-		}
-		iu.ServeHTTP(w, r)
-	})
+	gate := &slowGate{release: make(chan struct{})}
+	srv := newCountingUpstream(t, gate.wrap(iu.ServeHTTP))
 	const deadline = 300 * time.Millisecond
 	tp := newTestProxy(t, srv.URL, func(o *Options) {
 		o.TunePolicy(ClassInfo, func(pol *Policy) { pol.RevalidateTimeout = deadline })
@@ -120,7 +114,7 @@ func TestSlowUpstreamServesStaleAtDeadline(t *testing.T) {
 	tp.do(t, "GET", "/info/rack")
 	grown := testInfo + "3.0.0 |checksum:cc\n"
 	iu.set("/info/rack", []byte(grown))
-	slow.Store(true)
+	gate.slow.Store(true)
 	tp.clock.Advance(2 * time.Minute)
 
 	start := time.Now()
@@ -142,8 +136,8 @@ func TestSlowUpstreamServesStaleAtDeadline(t *testing.T) {
 	if n := srv.count("/info/rack"); n != 2 {
 		t.Fatalf("upstream /info/rack requests = %d, want 2 (the fill and one coalesced refresh)", n)
 	}
-	slow.Store(false)
-	close(release)
+	gate.slow.Store(false)
+	close(gate.release)
 	waitFor(t, func() bool { e := tp.store.Peek("/info/rack"); return e != nil && e.Size == int64(len(grown)) })
 	resp, body = tp.do(t, "GET", "/info/rack")
 	if string(body) != grown || resp.Header.Get("X-Cache") != "HIT" {
@@ -155,24 +149,18 @@ func TestSlowUpstreamServesStaleAtDeadline(t *testing.T) {
 // never served, deadline or not: the request waits for the upstream.
 func TestLateRevalidationPastMaxStaleWaits(t *testing.T) {
 	up := &switchable{body: `{"v":1}`}
-	release := make(chan struct{})
-	var slow atomic.Bool
-	srv := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		if slow.Load() {
-			<-release
-		}
-		up.ServeHTTP(w, r)
-	})
+	gate := &slowGate{release: make(chan struct{})}
+	srv := newCountingUpstream(t, gate.wrap(up.ServeHTTP))
 	tp := newTestProxy(t, srv.URL, func(o *Options) {
 		o.TunePolicy(ClassAPI, func(pol *Policy) { pol.RevalidateTimeout = 50 * time.Millisecond; pol.MaxStale = time.Minute })
 	})
 	tp.do(t, "GET", "/api/v1/gems/rack.json")
 	up.set(0, `{"v":2}`)
-	slow.Store(true)
+	gate.slow.Store(true)
 	tp.clock.Advance(time.Hour)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		close(release)
+		close(gate.release)
 	}()
 	start := time.Now()
 	resp, body := tp.do(t, "GET", "/api/v1/gems/rack.json")
@@ -191,5 +179,22 @@ func TestNewWithoutMetrics(t *testing.T) {
 	tp := newTestProxy(t, srv.URL, func(o *Options) { o.Metrics = nil })
 	if resp, body := tp.do(t, "GET", "/api/v1/gems/rack.json"); resp.StatusCode != 200 || string(body) != `{"v":1}` {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+// slowGate holds upstream answers while slow is set, until release is
+// closed: an upstream that is slow, not down.
+type slowGate struct {
+	slow    atomic.Bool
+	release chan struct{}
+}
+
+// wrap returns h behind the gate.
+func (g *slowGate) wrap(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if g.slow.Load() {
+			<-g.release
+		}
+		h(w, r)
 	}
 }
