@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string
 	case "cache":
 		return cacheCommand(rest, stdout, stderr, lookupEnv)
 	case "prefetch":
-		return prefetch(rest, stdout, stderr, lookupEnv)
+		return prefetchCommand(rest, stdout, stderr, lookupEnv)
 	case "version":
 		if len(rest) > 0 {
 			return fail(stderr, errors.New("version takes no arguments"))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
@@ -51,7 +52,7 @@ func (p *Proxy) Fetch(ctx context.Context, path string) (e *cache.Entry, hit boo
 	case err != nil:
 		return nil, false, err
 	case e.Status != http.StatusOK:
-		return nil, false, fmt.Errorf("upstream answered %d %s%s", e.Status, http.StatusText(e.Status), reasonSuffix(e.Body))
+		return nil, false, fmt.Errorf("upstream answered %d %s%s", e.Status, http.StatusText(e.Status), reasonSuffix(p.reasonBody(e)))
 	case e.ID == 0:
 		return nil, false, errNotStored
 	}
@@ -60,6 +61,21 @@ func (p *Proxy) Fetch(ctx context.Context, path string) (e *cache.Entry, hit boo
 
 // maxReasonLen bounds the part of an error body Fetch quotes.
 const maxReasonLen = 200
+
+// reasonBody returns the start of the body of an error entry, from memory
+// or from the cache file; nil when it cannot be read.
+func (p *Proxy) reasonBody(e *cache.Entry) []byte {
+	if e.Body != nil || e.Size == 0 {
+		return e.Body
+	}
+	r, err := p.store.Open(e, false)
+	if err != nil {
+		return nil
+	}
+	defer r.Close()
+	b, _ := io.ReadAll(io.LimitReader(r, maxReasonLen))
+	return b
+}
 
 // reasonSuffix is ": " and the first line of an error body, or "" when the
 // body has no text.

@@ -52,7 +52,7 @@ func TestFetchStoresWhatAClientWould(t *testing.T) {
 	}
 
 	failures := []struct{ path, want string }{
-		{"/gems/missing-1.0.0.gem", "upstream answered 404 Not Found"},
+		{"/gems/missing-1.0.0.gem", "upstream answered 404 Not Found: This file could not be found"},
 		{"/gems/nosum-1.0.0.gem", errNotStored.Error()},
 		{"/api/v1/gems.json", errNotCached.Error()},
 		{"/versions?x=1", errNotCached.Error()},

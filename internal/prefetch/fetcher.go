@@ -1,0 +1,126 @@
+package prefetch
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gemproxy/gemproxy/internal/proxy"
+)
+
+// Fetcher puts one path (/gems/FILE.gem, /info/NAME, /versions, /names)
+// into a gemproxy's cache.
+type Fetcher interface {
+	// Fetch gets path into the cache and describes its body. The error
+	// does not repeat path.
+	Fetch(ctx context.Context, path string) (Result, error)
+}
+
+// Result describes the body of a fetched path.
+type Result struct {
+	// Hit reports that the cache held it already.
+	Hit bool
+	// Size is the body's length.
+	Size int64
+	// SHA256 is the body's SHA-256.
+	SHA256 [32]byte
+}
+
+// proxyFetcher fetches through a proxy over a data directory, in process.
+type proxyFetcher struct {
+	p *proxy.Proxy
+}
+
+// NewProxyFetcher returns a Fetcher running p's read path for each path
+// (see proxy.Proxy.Fetch): the same verification and storage as for a
+// client, with no server.
+func NewProxyFetcher(p *proxy.Proxy) Fetcher { return proxyFetcher{p: p} }
+
+// Fetch runs p.Fetch.
+func (f proxyFetcher) Fetch(ctx context.Context, path string) (Result, error) {
+	e, hit, err := f.p.Fetch(ctx, path)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Hit: hit, Size: e.Size, SHA256: e.SHA256}, nil
+}
+
+// Timeouts of the HTTP client of a running gemproxy.
+const (
+	// connectTimeout bounds the TCP and TLS handshakes.
+	connectTimeout = 10 * time.Second
+	// requestTimeout bounds one download, request to last byte. A miss is
+	// answered once the server's fill is done, which its default
+	// upstream_timeouts.fill bounds to 10m.
+	requestTimeout = 15 * time.Minute
+)
+
+// maxReasonBytes bounds the part of an error response read for its reason.
+const maxReasonBytes = 1 << 10
+
+// httpFetcher fetches through a running gemproxy.
+type httpFetcher struct {
+	client *http.Client
+	// prefix is the server's base URL without a trailing slash.
+	prefix    string
+	userAgent string
+}
+
+// NewHTTPFetcher returns a Fetcher of a running gemproxy at base, whose
+// client keeps up to jobs connections and sends userAgent. A response is
+// a hit when its X-Cache header says HIT.
+func NewHTTPFetcher(base *url.URL, jobs int, userAgent string) Fetcher {
+	client := &http.Client{
+		Timeout: requestTimeout,
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: connectTimeout,
+			MaxIdleConnsPerHost: jobs,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
+		},
+	}
+	return httpFetcher{client: client, prefix: strings.TrimRight(base.String(), "/"), userAgent: userAgent}
+}
+
+// Fetch GETs path from the server and hashes the body.
+func (f httpFetcher) Fetch(ctx context.Context, path string) (Result, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.prefix+path, nil)
+	if err != nil {
+		return Result{}, err
+	}
+	req.Header.Set("User-Agent", f.userAgent)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL would repeat the path
+		}
+		return Result{}, fmt.Errorf("request failed: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxReasonBytes))
+		reason, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+		if reason == "" {
+			return Result{}, fmt.Errorf("HTTP %s", resp.Status)
+		}
+		return Result{}, fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(reason))
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return Result{}, fmt.Errorf("download failed after %d bytes: %w", n, err)
+	}
+	r := Result{Hit: resp.Header.Get("X-Cache") == "HIT", Size: n}
+	h.Sum(r.SHA256[:0])
+	return r, nil
+}
