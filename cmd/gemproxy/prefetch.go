@@ -133,7 +133,7 @@ func prefetchCommand(args []string, stdout, stderr io.Writer, lookupEnv func(str
 		if err != nil {
 			return fail(stderr, err)
 		}
-		opts.Fetcher = prefetch.NewProxyFetcher(p)
+		opts.Fetcher = prefetch.NewProxyFetcher(p, store)
 		closeCache = func() error { return closePrefetchCache(p, store, out) }
 	}
 

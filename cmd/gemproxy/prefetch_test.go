@@ -432,8 +432,8 @@ func TestPrefetchSkipsOtherSources(t *testing.T) {
 
 // TestPrefetchCorpus prefetches the real lockfiles of the corpus apps from
 // an upstream serving the corpus gems: all 51 gems are verified against the
-// compact index and stored with their /info files, and a second run finds
-// them all cached.
+// compact index and stored with the /info files Bundler reads for them,
+// and a second run finds them all cached.
 func TestPrefetchCorpus(t *testing.T) {
 	dir := testupstream.CorpusDir(t)
 	up, ts := testupstream.Start(t, testupstream.Options{})
@@ -484,7 +484,24 @@ func TestPrefetchCorpus(t *testing.T) {
 	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 51, 0, 51, size, indexFiles(len(names)), 0, 0)
+	// Besides the lockfiles' gems, the /info files of the dependencies of
+	// their other versions, which Bundler reads too: as many as the
+	// upstream was asked for, more than the lockfiles name.
+	infos := make(map[string]bool)
+	for _, p := range up.Paths() {
+		if name, ok := strings.CutPrefix(p, "/info/"); ok {
+			infos[name] = true
+		}
+	}
+	for name := range names {
+		if !infos[name] {
+			t.Errorf("/info/%s was not fetched", name)
+		}
+	}
+	if len(infos) <= len(names) {
+		t.Errorf("%d /info files fetched, want more than the %d names of the lockfiles", len(infos), len(names))
+	}
+	checkSummary(t, r.stdout, 51, 0, 51, size, indexFiles(len(infos)), 0, 0)
 	for file := range files {
 		if n := up.Requests("/gems/" + file); n != 1 {
 			t.Errorf("upstream got %d requests for %s, want 1", n, file)
@@ -496,7 +513,7 @@ func TestPrefetchCorpus(t *testing.T) {
 	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 51, 51, 0, size, indexFiles(len(names)), 0, 0)
+	checkSummary(t, r.stdout, 51, 51, 0, size, indexFiles(len(infos)), 0, 0)
 	if n := gemRequests(up) - before; n != 0 {
 		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
 	}

@@ -1,6 +1,7 @@
 package prefetch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/proxy"
 )
 
@@ -31,25 +33,56 @@ type Result struct {
 	Size int64
 	// SHA256 is the body's SHA-256.
 	SHA256 [32]byte
+	// Body is the body of an /info file, whose dependencies Run fetches
+	// next; nil for other paths.
+	Body []byte
 }
+
+// isInfo reports whether path is an /info file, whose body a Fetcher
+// returns.
+func isInfo(path string) bool { return strings.HasPrefix(path, "/info/") }
 
 // proxyFetcher fetches through a proxy over a data directory, in process.
 type proxyFetcher struct {
 	p *proxy.Proxy
+	// store is p's cache, read for the bodies of /info files.
+	store *cache.Store
 }
 
 // NewProxyFetcher returns a Fetcher running p's read path for each path
 // (see proxy.Proxy.Fetch): the same verification and storage as for a
-// client, with no server.
-func NewProxyFetcher(p *proxy.Proxy) Fetcher { return proxyFetcher{p: p} }
+// client, with no server. store is p's cache.
+func NewProxyFetcher(p *proxy.Proxy, store *cache.Store) Fetcher {
+	return proxyFetcher{p: p, store: store}
+}
 
-// Fetch runs p.Fetch.
+// Fetch runs p.Fetch, and reads the body of an /info file.
 func (f proxyFetcher) Fetch(ctx context.Context, path string) (Result, error) {
 	e, hit, err := f.p.Fetch(ctx, path)
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Hit: hit, Size: e.Size, SHA256: e.SHA256}, nil
+	r := Result{Hit: hit, Size: e.Size, SHA256: e.SHA256}
+	switch {
+	case !isInfo(path):
+	case e.Body != nil:
+		r.Body = e.Body
+	default:
+		if r.Body, err = f.readBody(e); err != nil {
+			return Result{}, fmt.Errorf("stored, but reading it back failed: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// readBody reads e's body from the cache.
+func (f proxyFetcher) readBody(e *cache.Entry) ([]byte, error) {
+	rd, err := f.store.Open(e, false)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return io.ReadAll(rd)
 }
 
 // Timeouts of the HTTP client of a running gemproxy.
@@ -116,11 +149,19 @@ func (f httpFetcher) Fetch(ctx context.Context, path string) (Result, error) {
 		return Result{}, fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(reason))
 	}
 	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
+	var body bytes.Buffer
+	w := io.Writer(h)
+	if isInfo(path) {
+		w = io.MultiWriter(h, &body)
+	}
+	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return Result{}, fmt.Errorf("download failed after %d bytes: %w", n, err)
 	}
 	r := Result{Hit: resp.Header.Get("X-Cache") == "HIT", Size: n}
 	h.Sum(r.SHA256[:0])
+	if isInfo(path) {
+		r.Body = body.Bytes()
+	}
 	return r, nil
 }

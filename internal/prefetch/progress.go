@@ -123,6 +123,14 @@ func (p *Progress) startTicks() (stop func()) {
 	}
 }
 
+// addTotal adds n files to do.
+func (p *Progress) addTotal(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total += n
+	p.draw()
+}
+
 // step counts one finished file of n bytes and redraws the terminal line.
 func (p *Progress) step(n int64) {
 	p.mu.Lock()

@@ -1,10 +1,12 @@
 // Package prefetch warms a gemproxy cache with everything Bundler needs to
 // install lockfiles offline: every .gem file of their rubygems.org GEM
-// sections, the compact index's /info file of each of those gems, and
-// /versions and /names. It reads and merges the lockfiles (Plan), fetches
-// through a Fetcher (a proxy over a data directory in process, or a
-// running gemproxy over HTTP), checks gems against the lockfiles'
-// CHECKSUMS, and reports progress and failures (Progress).
+// sections, /versions and /names, and the compact index's /info file of
+// each of those gems and, transitively, of every dependency an /info file
+// names (Bundler reads those of all versions, not only the locked ones).
+// It reads and merges the lockfiles (Plan), fetches through a Fetcher (a
+// proxy over a data directory in process, or a running gemproxy over
+// HTTP), checks gems against the lockfiles' CHECKSUMS, and reports
+// progress and failures (Progress).
 package prefetch
 
 import (
@@ -14,6 +16,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 )
 
 // Options configures Run.
@@ -74,9 +78,9 @@ func (it item) name() string {
 	return it.path
 }
 
-// items lists what pl fetches: /versions and /names first, then the gems
+// items lists what pl fetches first: /versions and /names, then the gems
 // (each of which looks up its /info file to be verified), then the /info
-// files.
+// files of the gems' names.
 func (pl Plan) items() []item {
 	index := pl.indexPaths()
 	out := make([]item, 0, len(index)+len(pl.Gems))
@@ -92,61 +96,75 @@ func (pl Plan) items() []item {
 	return out
 }
 
-// Run fetches everything pl lists with at most opts.Jobs at a time,
-// writes the skipped gems, the progress and the failures on opts.Out, and
-// returns the counts. Once ctx is done no new fetch starts.
+// runner is the state of one Run.
+type runner struct {
+	opts Options
+	mu   sync.Mutex
+	sum  Summary
+	// failures groups the failures by cause.
+	failures failureLog
+	// infos holds the names whose /info file is fetched or queued.
+	infos map[string]bool
+}
+
+// Run fetches everything pl lists with at most opts.Jobs at a time, then,
+// round after round, the /info files of the dependencies the /info files
+// fetched name (of any version: Bundler asks for them all). It writes the
+// skipped gems, the progress and the failures on opts.Out, and returns the
+// counts. Once ctx is done no new fetch starts.
 func Run(ctx context.Context, pl Plan, opts Options) Summary {
 	start := time.Now()
 	out := opts.Out
 	for _, s := range pl.Skipped {
 		out.printf("%s: skipped: %s\n", s.File, s.Reason)
 	}
+	r := &runner{opts: opts, sum: Summary{Skipped: len(pl.Skipped)}, infos: make(map[string]bool)}
+	for _, t := range pl.Gems {
+		r.infos[t.Name] = true
+	}
 	items := pl.items()
-	var mu sync.Mutex
-	sum := Summary{Skipped: len(pl.Skipped)}
-	var failures failureLog
 	out.start(len(items))
 	stopTicks := out.startTicks()
+	for len(items) > 0 && ctx.Err() == nil {
+		items = r.round(ctx, items)
+		out.addTotal(len(items))
+	}
+	stopTicks()
+	out.finish()
+	r.failures.report(out)
+	r.sum.NotAttempted += len(items)
+	r.sum.Elapsed = time.Since(start)
+	return r.sum
+}
+
+// round fetches items with at most opts.Jobs at a time and returns the
+// /info files of the dependencies not fetched yet that their /info files
+// name. Items not started because ctx is done count as not attempted.
+func (r *runner) round(ctx context.Context, items []item) (next []item) {
 	work := make(chan item)
 	var wg sync.WaitGroup
-	for range min(opts.Jobs, len(items)) {
+	for range min(r.opts.Jobs, len(items)) {
 		wg.Go(func() {
 			for it := range work {
 				if ctx.Err() != nil {
-					mu.Lock()
-					sum.NotAttempted++
-					mu.Unlock()
+					r.count(it, Result{}, context.Canceled, true)
 					continue
 				}
-				r, err := fetchItem(ctx, opts.Fetcher, it)
-				mu.Lock()
-				switch {
-				case err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled):
-					sum.NotAttempted++
-				case err != nil:
-					sum.Failed++
-					failures.add(it.name(), err)
-				case it.gem == nil:
-					sum.Index++
-				case r.Hit:
-					sum.Cached++
-				default:
-					sum.Fetched++
+				res, err := fetchItem(ctx, r.opts.Fetcher, it)
+				r.count(it, res, err, ctx.Err() != nil && errors.Is(err, context.Canceled))
+				if err == nil && res.Body != nil {
+					deps := r.newInfos(res.Body)
+					r.mu.Lock()
+					next = append(next, deps...)
+					r.mu.Unlock()
 				}
-				if err == nil && it.gem != nil {
-					sum.Bytes += r.Size
-				}
-				mu.Unlock()
-				out.step(r.Size)
+				r.opts.Out.step(res.Size)
 			}
 		})
 	}
 	sent := 0
 feed:
 	for _, it := range items {
-		if ctx.Err() != nil {
-			break
-		}
 		select {
 		case work <- it:
 			sent++
@@ -156,12 +174,48 @@ feed:
 	}
 	close(work)
 	wg.Wait()
-	stopTicks()
-	out.finish()
-	failures.report(out)
-	sum.NotAttempted += len(items) - sent
-	sum.Elapsed = time.Since(start)
-	return sum
+	r.mu.Lock()
+	r.sum.NotAttempted += len(items) - sent
+	r.mu.Unlock()
+	return next
+}
+
+// count records the outcome of one item; interrupted marks one not
+// attempted because of an interrupt.
+func (r *runner) count(it item, res Result, err error, interrupted bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case interrupted:
+		r.sum.NotAttempted++
+	case err != nil:
+		r.sum.Failed++
+		r.failures.add(it.name(), err)
+	case it.gem == nil:
+		r.sum.Index++
+	case res.Hit:
+		r.sum.Cached++
+	default:
+		r.sum.Fetched++
+	}
+	if err == nil && it.gem != nil {
+		r.sum.Bytes += res.Size
+	}
+}
+
+// newInfos returns the /info items of the dependencies named in an /info
+// body whose /info file is not fetched or queued yet, and marks them.
+func (r *runner) newInfos(info []byte) []item {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []item
+	compactindex.InfoDependencies(info, func(name []byte) {
+		if !r.infos[string(name)] {
+			r.infos[string(name)] = true
+			out = append(out, item{path: "/info/" + string(name)})
+		}
+	})
+	return out
 }
 
 // fetchItem fetches it and checks a gem against its lockfile checksum.

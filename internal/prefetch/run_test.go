@@ -32,7 +32,11 @@ func (f *fakeFetcher) Fetch(_ context.Context, path string) (Result, error) {
 	if !ok {
 		return Result{}, f.err
 	}
-	return Result{Hit: f.hits[path], Size: int64(len(body)), SHA256: sha256.Sum256([]byte(body))}, nil
+	r := Result{Hit: f.hits[path], Size: int64(len(body)), SHA256: sha256.Sum256([]byte(body))}
+	if isInfo(path) {
+		r.Body = []byte(body)
+	}
+	return r, nil
 }
 
 // sumHex is the hex SHA-256 of s.
@@ -77,6 +81,36 @@ func TestRunCountsAndChecks(t *testing.T) {
 	}
 	if line := sum.String(); !regexp.MustCompile(`^prefetched 2 gems \(1 already cached, 1 fetched, 11 bytes\) and 4 index files in \S+; 2 failed, 1 skipped$`).MatchString(line) {
 		t.Errorf("summary line %q", line)
+	}
+}
+
+// TestRunFollowsInfoDependencies checks the /info files of the
+// dependencies of every version are fetched, round after round, each once
+// however often and circularly they are named.
+func TestRunFollowsInfoDependencies(t *testing.T) {
+	f := &fakeFetcher{bodies: map[string]string{
+		"/versions": "v", "/names": "n", "/gems/a-1.gem": "gem a",
+		"/info/a": "---\n0.9 c:>= 0,a:>= 0|checksum:x\n1.0 b:>= 0|\n",
+		"/info/b": "---\n1.0 c:>= 0|\n",
+		"/info/c": "---\n1.0 a:~> 1,d:>= 0|\n",
+	}, err: errors.New("HTTP 404 Not Found")}
+	pl := Plan{Gems: []*Target{{File: "a-1.gem", Name: "a"}}}
+	var out bytes.Buffer
+	sum := Run(t.Context(), pl, Options{Fetcher: f, Jobs: 2, Out: newProgress(&out, 0, time.Now)})
+	if sum.Index != 5 || sum.Failed != 1 || sum.Fetched != 1 {
+		t.Errorf("summary %+v, want 5 index files, 1 gem, 1 failure", sum)
+	}
+	if want := "/info/d: HTTP 404 Not Found\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+	asked := make(map[string]int)
+	for _, p := range f.asked {
+		asked[p]++
+	}
+	for _, p := range []string{"/info/a", "/info/b", "/info/c", "/info/d"} {
+		if asked[p] != 1 {
+			t.Errorf("%s fetched %d times, want once", p, asked[p])
+		}
 	}
 }
 
