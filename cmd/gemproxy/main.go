@@ -5,7 +5,7 @@
 //	gemproxy cache stats|verify   inspect the cache of a stopped server
 //	gemproxy cache purge --all | PATH-PREFIX
 //	gemproxy prefetch [--url URL] LOCKFILE...
-//	                              warm the cache with every gem of lockfiles
+//	                              store what Bundler needs to install lockfiles offline
 //
 // Settings come from defaults, then the TOML file (--config or
 // GEMPROXY_CONFIG; every key is documented in config.example.toml), then
@@ -142,7 +142,7 @@ Usage:
   gemproxy cache stats [flags]                      entries, bytes, hits, oldest, newest per class
   gemproxy cache verify [flags]                     check every entry; exit 1 on problems
   gemproxy cache purge [flags] --all | PATH-PREFIX  remove every entry, or those under PATH-PREFIX
-  gemproxy prefetch [flags] LOCKFILE...             warm the cache with every gem of the lockfiles
+  gemproxy prefetch [flags] LOCKFILE...             store what Bundler needs to install the lockfiles offline
 
 Flags of serve:
 `)
