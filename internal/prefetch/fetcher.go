@@ -86,13 +86,14 @@ func (f proxyFetcher) readBody(e *cache.Entry) ([]byte, error) {
 }
 
 // Timeouts of the HTTP client of a running gemproxy.
-const (
-	// connectTimeout bounds the TCP and TLS handshakes.
-	connectTimeout = 10 * time.Second
+var (
+	// connectTimeout bounds the TCP and TLS handshakes, as the proxy's
+	// own upstream client does by default.
+	connectTimeout = proxy.DefaultUpstreamOptions().ConnectTimeout
 	// requestTimeout bounds one download, request to last byte. A miss is
-	// answered once the server's fill is done, which its default
-	// upstream_timeouts.fill bounds to 10m.
-	requestTimeout = 15 * time.Minute
+	// answered once the server's fill is done, which the default fill
+	// timeout bounds: this leaves five minutes more for the transfer.
+	requestTimeout = cache.DefaultOptions().FillTimeout + 5*time.Minute
 )
 
 // maxReasonBytes bounds the part of an error response read for its reason.
