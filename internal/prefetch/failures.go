@@ -11,8 +11,10 @@ const maxExamples = 3
 // failureLog groups failures by cause (the error's text), in the order
 // each cause first appeared. It is not safe for concurrent use.
 type failureLog struct {
+	// causes lists each cause once, in order of first appearance.
 	causes []string
-	names  map[string][]string
+	// names maps a cause to the names of the files it failed.
+	names map[string][]string
 }
 
 // add records that name failed with err.

@@ -44,6 +44,7 @@ func isInfo(path string) bool { return strings.HasPrefix(path, "/info/") }
 
 // proxyFetcher fetches through a proxy over a data directory, in process.
 type proxyFetcher struct {
+	// p runs the read path.
 	p *proxy.Proxy
 	// store is p's cache, read for the bodies of /info files.
 	store *cache.Store
@@ -101,9 +102,11 @@ const maxReasonBytes = 1 << 10
 
 // httpFetcher fetches through a running gemproxy.
 type httpFetcher struct {
+	// client keeps the connections to the server.
 	client *http.Client
 	// prefix is the server's base URL without a trailing slash.
-	prefix    string
+	prefix string
+	// userAgent is sent with every request.
 	userAgent string
 }
 

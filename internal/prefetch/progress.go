@@ -36,8 +36,10 @@ const (
 // seconds. It is safe for concurrent use; as an io.Writer it takes whole
 // lines (a logger's output).
 type Progress struct {
+	// mu guards the fields below and the writes to w.
 	mu sync.Mutex
-	w  io.Writer
+	// w is where everything is written (stderr).
+	w io.Writer
 	// width is the terminal's width; 0 when w is not a terminal.
 	width int
 	// now is the clock.

@@ -98,9 +98,12 @@ func (pl Plan) items() []item {
 
 // runner is the state of one Run.
 type runner struct {
+	// opts are Run's options.
 	opts Options
-	mu   sync.Mutex
-	sum  Summary
+	// mu guards sum, failures and infos.
+	mu sync.Mutex
+	// sum is the counts so far.
+	sum Summary
 	// failures groups the failures by cause.
 	failures failureLog
 	// infos holds the names whose /info file is fetched or queued.

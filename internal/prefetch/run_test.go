@@ -16,11 +16,16 @@ import (
 // fakeFetcher answers from a map of path to body; a path missing from it
 // fails with err. It records the paths asked.
 type fakeFetcher struct {
+	// bodies maps the paths that succeed to their bodies.
 	bodies map[string]string
-	hits   map[string]bool
-	err    error
-	mu     sync.Mutex
-	asked  []string
+	// hits lists the paths answered as cache hits.
+	hits map[string]bool
+	// err is the error of the other paths.
+	err error
+	// mu guards asked.
+	mu sync.Mutex
+	// asked lists the paths fetched, in order.
+	asked []string
 }
 
 // Fetch answers path from f.bodies.
