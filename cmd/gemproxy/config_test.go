@@ -376,7 +376,7 @@ func TestOptionsTranslation(t *testing.T) {
 		{name: "defaults", check: func(t *testing.T, c Config) {
 			co := c.CacheOptions(false)
 			if co.MaxSize != 10<<30 || co.MaxNegativeEntries != 10000 || co.MemoryBudget != 64<<20 || co.MemoryBodyLimit != 0 ||
-				co.FillTimeout != 10*time.Minute || co.LockTimeout != time.Second || co.ReadOnly {
+				co.FillTimeout != 10*time.Minute || co.LockTimeout != 0 || co.ReadOnly { // LockTimeout: the cache's default
 				t.Errorf("cache options %+v", co)
 			}
 			po := mustProxyOptions(t, c)

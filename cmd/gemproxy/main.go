@@ -5,7 +5,7 @@
 //	gemproxy cache stats|verify   inspect the cache of a stopped server
 //	gemproxy cache purge --all | PATH-PREFIX
 //	gemproxy prefetch [--url URL] LOCKFILE...
-//	                              warm the cache with every gem of lockfiles
+//	                              store what Bundler needs to install lockfiles offline
 //
 // Settings come from defaults, then the TOML file (--config or
 // GEMPROXY_CONFIG; every key is documented in config.example.toml), then
@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string
 	case "cache":
 		return cacheCommand(rest, stdout, stderr, lookupEnv)
 	case "prefetch":
-		return prefetch(rest, stdout, stderr, lookupEnv)
+		return prefetchCommand(rest, stdout, stderr, lookupEnv)
 	case "version":
 		if len(rest) > 0 {
 			return fail(stderr, errors.New("version takes no arguments"))
@@ -150,7 +150,7 @@ Usage:
   gemproxy cache stats [flags]                      entries, bytes, hits, oldest, newest per class
   gemproxy cache verify [flags]                     check every entry; exit 1 on problems
   gemproxy cache purge [flags] --all | PATH-PREFIX  remove every entry, or those under PATH-PREFIX
-  gemproxy prefetch [flags] LOCKFILE...             warm the cache with every gem of the lockfiles
+  gemproxy prefetch [flags] LOCKFILE...             store what Bundler needs to install the lockfiles offline
 
 Flags of serve:
 `)

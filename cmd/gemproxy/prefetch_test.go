@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -195,18 +194,29 @@ func startGemproxy(t *testing.T, upstream string) string {
 }
 
 // checkSummary checks stdout is exactly the summary line with these counts.
-func checkSummary(t *testing.T, stdout string, prefetched, cached, fetched, bytes, failed, skipped int) {
+func checkSummary(t *testing.T, stdout string, prefetched, cached, fetched, bytes, index, failed, skipped int) {
 	t.Helper()
-	summary := regexp.MustCompile(`^prefetched (\d+) gems? \((\d+) already cached, (\d+) fetched, (\d+) bytes\) in \S+; (\d+) failed, (\d+) skipped\n$`)
+	summary := regexp.MustCompile(`^prefetched (\d+) gems? \((\d+) already cached, (\d+) fetched, (\d+) bytes\) and (\d+) index files? in \S+; (\d+) failed, (\d+) skipped\n$`)
 	m := summary.FindStringSubmatch(stdout)
 	if m == nil {
 		t.Fatalf("stdout is not one summary line: %q", stdout)
 	}
-	want := []string{fmt.Sprint(prefetched), fmt.Sprint(cached), fmt.Sprint(fetched), fmt.Sprint(bytes), fmt.Sprint(failed), fmt.Sprint(skipped)}
+	want := []string{fmt.Sprint(prefetched), fmt.Sprint(cached), fmt.Sprint(fetched), fmt.Sprint(bytes), fmt.Sprint(index), fmt.Sprint(failed), fmt.Sprint(skipped)}
 	if got := m[1:]; strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("summary %q: got prefetched/cached/fetched/bytes/failed/skipped %v, want %v", stdout, got, want)
+		t.Errorf("summary %q: got prefetched/cached/fetched/bytes/index/failed/skipped %v, want %v", stdout, got, want)
 	}
 }
+
+// progressLine is a plain progress line, written every few seconds when
+// stderr is not a terminal (a slow run shows them).
+var progressLine = regexp.MustCompile(`(?m)^prefetch: \d+/\d+ files, .*\n`)
+
+// withoutProgress removes the plain progress lines from stderr.
+func withoutProgress(stderr string) string { return progressLine.ReplaceAllString(stderr, "") }
+
+// indexFiles is the number of compact-index files prefetch stores for
+// gems of n distinct names: /versions, /names and an /info file each.
+func indexFiles(n int) int { return 2 + n }
 
 // testGems are the specs most tests publish: two pure-Ruby gems and a
 // platform gem.
@@ -228,10 +238,10 @@ func TestPrefetchThroughServer(t *testing.T) {
 	lock := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: specsOf(gems...)}}, sumsOf(gems[0], gems[2])))
 
 	r := runInProcess(t, nil, "prefetch", "--url", base, "--jobs", "2", lock)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("first run: exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), 0, 0)
+	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), indexFiles(3), 0, 0)
 	for _, g := range gems {
 		if n := up.Requests("/gems/" + g.file()); n != 1 {
 			t.Errorf("upstream got %d requests for %s, want 1", n, g.file())
@@ -240,10 +250,10 @@ func TestPrefetchThroughServer(t *testing.T) {
 
 	before := gemRequests(up)
 	r = runInProcess(t, map[string]string{envURL: base + "/"}, "prefetch", lock)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 3, 3, 0, totalSize(gems...), 0, 0)
+	checkSummary(t, r.stdout, 3, 3, 0, totalSize(gems...), indexFiles(3), 0, 0)
 	if n := gemRequests(up) - before; n != 0 {
 		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
 	}
@@ -261,20 +271,20 @@ func TestPrefetchDataDir(t *testing.T) {
 	args := []string{"prefetch", "--data-dir", dataDir, "--upstream", ts.URL, lockA, lockB}
 
 	r := runInProcess(t, nil, args...)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("first run: exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), 0, 0)
+	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), indexFiles(3), 0, 0)
 	if n := gemRequests(up); n != 3 {
 		t.Errorf("upstream got %d /gems/ requests, want 3", n)
 	}
 
 	before := gemRequests(up)
 	r = runInProcess(t, map[string]string{"GEMPROXY_DATA_DIR": dataDir, "GEMPROXY_UPSTREAM": ts.URL}, "prefetch", lockA, lockB)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 3, 3, 0, totalSize(gems...), 0, 0)
+	checkSummary(t, r.stdout, 3, 3, 0, totalSize(gems...), indexFiles(3), 0, 0)
 	if n := gemRequests(up) - before; n != 0 {
 		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
 	}
@@ -290,6 +300,11 @@ func TestPrefetchDataDir(t *testing.T) {
 			t.Errorf("%s: cached entry %+v", g.file(), e)
 		}
 	}
+	for _, key := range []string{"/versions", "/names", "/info/alpha", "/info/beta", "/info/gamma"} {
+		if e := store.Peek(key); e == nil || e.Status != http.StatusOK {
+			t.Errorf("%s: cached entry %+v, want a 200", key, e)
+		}
+	}
 	if problems, err := store.Verify(); err != nil || len(problems) != 0 {
 		t.Errorf("cache verify: %v %v", problems, err)
 	}
@@ -297,8 +312,8 @@ func TestPrefetchDataDir(t *testing.T) {
 
 // TestPrefetchFailuresExit1 runs the binary in both modes with a lockfile
 // whose CHECKSUMS disagree with one gem and that names a gem the upstream
-// does not have: one line per failed gem on stderr, the others prefetched,
-// exit status 1.
+// does not have (nor its /info file): one line per failure on stderr, the
+// others prefetched, exit status 1.
 func TestPrefetchFailuresExit1(t *testing.T) {
 	up, ts := testupstream.Start(t, testupstream.Options{})
 	gems := publish(t, up, testGems()...)
@@ -311,9 +326,11 @@ func TestPrefetchFailuresExit1(t *testing.T) {
 	modes := []struct {
 		name string
 		args []string
+		// notFound is how the mode reports the upstream's 404.
+		notFound string
 	}{
-		{name: "url", args: []string{"--url", startGemproxy(t, ts.URL)}},
-		{name: "data dir", args: []string{"--data-dir", t.TempDir(), "--upstream", ts.URL}},
+		{name: "url", args: []string{"--url", startGemproxy(t, ts.URL)}, notFound: `HTTP 404 Not Found`},
+		{name: "data dir", args: []string{"--data-dir", t.TempDir(), "--upstream", ts.URL}, notFound: `upstream answered 404 Not Found`},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -321,13 +338,22 @@ func TestPrefetchFailuresExit1(t *testing.T) {
 			if r.code != 1 {
 				t.Errorf("exit %d, want 1", r.code)
 			}
-			checkSummary(t, r.stdout, 2, 0, 2, gems[0].size+gems[2].size, 2, 0)
+			checkSummary(t, r.stdout, 2, 0, 2, gems[0].size+gems[2].size, indexFiles(3), 3, 0)
 			mismatch := fmt.Sprintf("%s: sha256 %s, but the CHECKSUMS section of %s says %s\n", gems[1].file(), gems[1].sha256, lock, wrong)
 			if !strings.Contains(r.stderr, mismatch) {
 				t.Errorf("stderr lacks %q:\n%s", mismatch, r.stderr)
 			}
-			if !regexp.MustCompile(`(?m)^missing-9\.9\.9\.gem: HTTP 404 Not Found\b.*$`).MatchString(r.stderr) {
-				t.Errorf("stderr lacks the 404 of missing-9.9.9.gem:\n%s", r.stderr)
+			// The upstream's two 404s give two reasons, so two lines.
+			for _, line := range []string{
+				`missing-9\.9\.9\.gem: ` + mode.notFound + `: This file could not be found`,
+				`/info/missing: ` + mode.notFound + `: This gem could not be found`,
+			} {
+				if !regexp.MustCompile(`(?m)^` + line + `$`).MatchString(r.stderr) {
+					t.Errorf("stderr lacks a line matching %s:\n%s", line, r.stderr)
+				}
+			}
+			if n := strings.Count(withoutProgress(r.stderr), "\n"); n != 3 {
+				t.Errorf("stderr has %d lines, want 3:\n%s", n, r.stderr)
 			}
 		})
 	}
@@ -336,7 +362,8 @@ func TestPrefetchFailuresExit1(t *testing.T) {
 // TestPrefetchUpstreamTrouble checks, in data-dir mode, that the proxy's
 // verification applies (a corrupt gem is refused against /info) and that a
 // gem served without being stored (its checksum unknown) is a failure;
-// and, in URL mode, that a server that is down fails every gem.
+// and, in URL mode, that a server that is down fails every file, reported
+// once as one cause with a count and examples.
 func TestPrefetchUpstreamTrouble(t *testing.T) {
 	up, ts := testupstream.Start(t, testupstream.Options{})
 	gems := publish(t, up, testGems()...)
@@ -348,18 +375,18 @@ func TestPrefetchUpstreamTrouble(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("exit %d, want 1", r.code)
 	}
-	checkSummary(t, r.stdout, 1, 0, 1, gems[2].size, 2, 0)
+	checkSummary(t, r.stdout, 1, 0, 1, gems[2].size, indexFiles(3)-1, 3, 0)
 	for _, re := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^alpha-1\.0\.0\.gem: downloaded but not stored in the cache \(.*\)$`),
+		regexp.MustCompile(`(?m)^alpha-1\.0\.0\.gem: the upstream's answer may not be stored \(.*\)$`),
 		regexp.MustCompile(`(?m)^time=\S+ level=WARN msg="gem checksum unknown; serving without storing" key=/gems/alpha-1\.0\.0\.gem$`),
-		regexp.MustCompile(`(?m)^beta-2\.1\.0\.gem: HTTP 502 Bad Gateway: upstream gem /gems/beta-2\.1\.0\.gem has SHA-256 [0-9a-f]{64}, but the compact index says ` + gems[1].sha256 + `; not stored$`),
-		regexp.MustCompile(`(?m)^time=\S+ level=WARN msg="server error" method=GET path=/gems/beta-2\.1\.0\.gem endpoint=gem status=502 reason="upstream gem /gems/beta-2\.1\.0\.gem has SHA-256 [0-9a-f]{64}, but the compact index says ` + gems[1].sha256 + `; not stored"$`),
+		regexp.MustCompile(`(?m)^beta-2\.1\.0\.gem: upstream gem /gems/beta-2\.1\.0\.gem has SHA-256 [0-9a-f]{64}, but the compact index says ` + gems[1].sha256 + `; not stored$`),
+		regexp.MustCompile(`(?m)^/info/alpha: upstream answered 404 Not Found\b.*$`),
 	} {
 		if !re.MatchString(r.stderr) {
 			t.Errorf("stderr does not match %s:\n%s", re, r.stderr)
 		}
 	}
-	if strings.Contains(r.stderr, "gamma") || strings.Count(r.stderr, "\n") != 4 {
+	if stderr := withoutProgress(r.stderr); strings.Contains(stderr, "gamma") || strings.Count(stderr, "\n") != 4 {
 		t.Errorf("stderr has other lines:\n%s", r.stderr)
 	}
 
@@ -368,9 +395,10 @@ func TestPrefetchUpstreamTrouble(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("server down: exit %d, want 1", r.code)
 	}
-	checkSummary(t, r.stdout, 0, 0, 0, 0, 3, 0)
-	if re := regexp.MustCompile(`(?m)^gamma-0\.3\.0-x86_64-linux\.gem: request failed: dial tcp \S+: connect: connection refused$`); !re.MatchString(r.stderr) {
-		t.Errorf("server down: stderr does not match %s:\n%s", re, r.stderr)
+	checkSummary(t, r.stdout, 0, 0, 0, 0, 0, 8, 0)
+	down8 := regexp.MustCompile(`^8 files failed: request failed: dial tcp \S+: connect: connection refused \([^ ,]+, [^ ,]+, [^ ,]+ and 5 more\)\n$`)
+	if stderr := withoutProgress(r.stderr); !down8.MatchString(stderr) {
+		t.Errorf("server down: stderr is not the one line %s:\n%s", down8, r.stderr)
 	}
 }
 
@@ -391,8 +419,8 @@ func TestPrefetchSkipsOtherSources(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("exit %d, want 0", r.code)
 	}
-	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), 0, 1)
-	if want := "private-1.2.3.gem: skipped: source https://gems.example.com/ is neither rubygems.org nor the upstream\n"; r.stderr != want {
+	checkSummary(t, r.stdout, 3, 0, 3, totalSize(gems...), indexFiles(3), 0, 1)
+	if want := "private-1.2.3.gem: skipped: source https://gems.example.com/ is neither rubygems.org nor the upstream\n"; withoutProgress(r.stderr) != want {
 		t.Errorf("stderr %q\nwant   %q", r.stderr, want)
 	}
 	for _, p := range up.Paths() {
@@ -404,7 +432,8 @@ func TestPrefetchSkipsOtherSources(t *testing.T) {
 
 // TestPrefetchCorpus prefetches the real lockfiles of the corpus apps from
 // an upstream serving the corpus gems: all 51 gems are verified against the
-// compact index and stored, and a second run finds them all cached.
+// compact index and stored with the /info files Bundler reads for them,
+// and a second run finds them all cached.
 func TestPrefetchCorpus(t *testing.T) {
 	dir := testupstream.CorpusDir(t)
 	up, ts := testupstream.Start(t, testupstream.Options{})
@@ -420,6 +449,7 @@ func TestPrefetchCorpus(t *testing.T) {
 
 	// The expected gems and bytes, from the lockfiles and the files.
 	files := make(map[string]bool)
+	names := make(map[string]bool)
 	size := 0
 	for _, l := range locks {
 		f, err := os.Open(l)
@@ -436,6 +466,7 @@ func TestPrefetchCorpus(t *testing.T) {
 				continue
 			}
 			files[g.FileName()] = true
+			names[g.Name] = true
 			st, err := os.Stat(filepath.Join(dir, "gems", g.FileName()))
 			if err != nil {
 				t.Fatal(err)
@@ -450,10 +481,27 @@ func TestPrefetchCorpus(t *testing.T) {
 	dataDir := t.TempDir()
 	args := append([]string{"prefetch", "--data-dir", dataDir, "--upstream", ts.URL, "--jobs", "4"}, locks...)
 	r := runInProcess(t, nil, args...)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 51, 0, 51, size, 0, 0)
+	// Besides the lockfiles' gems, the /info files of the dependencies of
+	// their other versions, which Bundler reads too: as many as the
+	// upstream was asked for, more than the lockfiles name.
+	infos := make(map[string]bool)
+	for _, p := range up.Paths() {
+		if name, ok := strings.CutPrefix(p, "/info/"); ok {
+			infos[name] = true
+		}
+	}
+	for name := range names {
+		if !infos[name] {
+			t.Errorf("/info/%s was not fetched", name)
+		}
+	}
+	if len(infos) <= len(names) {
+		t.Errorf("%d /info files fetched, want more than the %d names of the lockfiles", len(infos), len(names))
+	}
+	checkSummary(t, r.stdout, 51, 0, 51, size, indexFiles(len(infos)), 0, 0)
 	for file := range files {
 		if n := up.Requests("/gems/" + file); n != 1 {
 			t.Errorf("upstream got %d requests for %s, want 1", n, file)
@@ -462,10 +510,10 @@ func TestPrefetchCorpus(t *testing.T) {
 
 	before := gemRequests(up)
 	r = runInProcess(t, nil, args...)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || withoutProgress(r.stderr) != "" {
 		t.Fatalf("second run: exit %d, stderr %q", r.code, r.stderr)
 	}
-	checkSummary(t, r.stdout, 51, 51, 0, size, 0, 0)
+	checkSummary(t, r.stdout, 51, 51, 0, size, indexFiles(len(infos)), 0, 0)
 	if n := gemRequests(up) - before; n != 0 {
 		t.Errorf("second run sent %d /gems/ requests upstream, want 0", n)
 	}
@@ -477,6 +525,7 @@ func TestPrefetchCorpus(t *testing.T) {
 func TestPrefetchUsageErrorsExit2(t *testing.T) {
 	good := writeLockfile(t, lockText([]lockSection{{remote: "https://rubygems.org/", gems: testGems()}}, nil))
 	bad := writeLockfile(t, "GEM\n  remote: https://rubygems.org/\n  specs:\n    rack\n")
+	gemfile := writeLockfile(t, "source \"https://rubygems.org\"\n\ngem \"rack\", \"~> 3.0\"\n")
 	missing := filepath.Join(t.TempDir(), "Gemfile.lock")
 	held := t.TempDir()
 	store, err := cache.Open(held, cache.Options{})
@@ -505,6 +554,8 @@ func TestPrefetchUsageErrorsExit2(t *testing.T) {
 			want: "lockfile " + missing + ": cannot read: no such file or directory"},
 		{name: "malformed lockfile", args: []string{"--url", "http://127.0.0.1:1", bad},
 			want: "lockfile " + bad + `: line 4: spec "rack": want NAME (VERSION)`},
+		{name: "a Gemfile", args: []string{"--url", "http://127.0.0.1:1", good, gemfile},
+			want: "lockfile " + gemfile + ": not a lockfile: no GEM specs, PLATFORMS, DEPENDENCIES or BUNDLED WITH section (give the Gemfile.lock Bundler writes, not the Gemfile)"},
 		{name: "bad upstream", args: []string{"--upstream", "rubygems.org", good},
 			want: `--upstream: "rubygems.org" is not an http or https URL`},
 		{name: "data dir in use", args: []string{"--data-dir", held, good},
@@ -534,7 +585,8 @@ func TestPrefetchHelp(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	want := []string{"--url URL", "--jobs N", "--data-dir DIR", "--upstream URL", "--config PATH", "GEMPROXY_URL",
-		"prefetched N gems (H already cached, M fetched, B bytes) in D; F failed, S skipped"}
+		"prefetched N gems (H already cached, M fetched, B bytes) and I index files in D; F failed, S skipped",
+		"/info", "/versions", "/names", "serve --offline"}
 	for _, w := range want {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("help lacks %q:\n%s", w, r.stdout)
@@ -543,138 +595,5 @@ func TestPrefetchHelp(t *testing.T) {
 	r = runInProcess(t, nil, "help")
 	if !strings.Contains(r.stdout, "gemproxy prefetch [flags] LOCKFILE...") {
 		t.Errorf("gemproxy help does not list prefetch:\n%s", r.stdout)
-	}
-}
-
-// parseLock parses a lockfile text for the plan tests.
-func parseLock(t *testing.T, path, text string) parsedLockfile {
-	t.Helper()
-	lf, err := lockfile.Parse(strings.NewReader(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return parsedLockfile{path: path, lf: lf}
-}
-
-// TestPlanPrefetch checks the merge of lockfiles: each file once, a gem
-// skipped in one lockfile but allowed in another is fetched, and lockfiles
-// that disagree on a checksum make a conflict.
-func TestPlanPrefetch(t *testing.T) {
-	sumA, sumB := strings.Repeat("a", 64), strings.Repeat("b", 64)
-	gem := func(name string) testupstream.GemSpec { return testupstream.GemSpec{Name: name, Version: "1.0"} }
-	one := parseLock(t, "one.lock", lockText([]lockSection{
-		{remote: "https://rubygems.org/", gems: []testupstream.GemSpec{gem("a"), gem("b")}},
-		{remote: "https://other.example/", gems: []testupstream.GemSpec{gem("c"), gem("d")}},
-	}, map[string]string{"a-1.0": sumA}))
-	two := parseLock(t, "two.lock", lockText([]lockSection{
-		{remote: "https://rubygems.org", gems: []testupstream.GemSpec{gem("a"), gem("b"), gem("c")}},
-	}, map[string]string{"a-1.0": sumB, "b-1.0": sumB}))
-
-	pl := planPrefetch([]parsedLockfile{one, two}, newRemoteFilter())
-	var got []string
-	for _, tg := range pl.targets {
-		got = append(got, fmt.Sprintf("%s sha=%.1s from=%s conflict=%v", tg.file, tg.sha256, tg.sumFrom, tg.conflict != ""))
-	}
-	want := []string{
-		"a-1.0.gem sha=a from=one.lock conflict=true",
-		"b-1.0.gem sha=b from=two.lock conflict=false",
-		"c-1.0.gem sha= from= conflict=false",
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("targets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	if len(pl.skipped) != 1 || pl.skipped[0].file != "d-1.0.gem" {
-		t.Errorf("skipped %+v, want only d-1.0.gem", pl.skipped)
-	}
-	if want := "CHECKSUMS of one.lock and two.lock disagree (sha256 " + sumA + " and " + sumB + "); not fetched"; pl.targets[0].conflict != want {
-		t.Errorf("conflict %q\nwant     %q", pl.targets[0].conflict, want)
-	}
-}
-
-// TestRemoteFilter checks which lockfile remotes prefetch fetches from.
-func TestRemoteFilter(t *testing.T) {
-	allow := newRemoteFilter("http://127.0.0.1:9292", "https://mirror.example/rubygems/")
-	tests := []struct {
-		remote string
-		want   bool
-	}{
-		{"https://rubygems.org/", true},
-		{"http://rubygems.org", true},
-		{"HTTPS://RubyGems.org:443/", true},
-		{"https://index.rubygems.org/", true},
-		{"http://127.0.0.1:9292/", true},
-		{"https://127.0.0.1:9292", true},
-		{"https://mirror.example/rubygems", true},
-		{"https://rubygems.org/private/", false},
-		{"https://rubygems.org:8443/", false},
-		{"https://gems.example.com/", false},
-		{"https://mirror.example/", false},
-		{"git@github.com:x/y.git", false},
-		{"", false},
-	}
-	for _, tt := range tests {
-		if got := allow(tt.remote); got != tt.want {
-			t.Errorf("allow(%q) = %v, want %v", tt.remote, got, tt.want)
-		}
-	}
-}
-
-// TestRenderBar checks the progress bar's shape.
-func TestRenderBar(t *testing.T) {
-	tests := []struct {
-		done, total, width int
-		want               string
-	}{
-		{0, 51, 10, "[>         ] 0/51 gems"},
-		{12, 51, 10, "[==>       ] 12/51 gems"},
-		{26, 51, 10, "[=====>    ] 26/51 gems"},
-		{50, 51, 10, "[=========>] 50/51 gems"},
-		{51, 51, 10, "[==========] 51/51 gems"},
-	}
-	for _, tt := range tests {
-		if got := renderBar(tt.done, tt.total, tt.width); got != tt.want {
-			t.Errorf("renderBar(%d, %d, %d) = %q, want %q", tt.done, tt.total, tt.width, got, tt.want)
-		}
-	}
-}
-
-// TestProgressOnTerminal checks the bar is redrawn in place and lines are
-// written above it; without a terminal only the lines are written.
-func TestProgressOnTerminal(t *testing.T) {
-	drive := func(p *progress) {
-		p.start(2)
-		p.step()
-		p.printf("x.gem: %s\n", "broken")
-		p.step()
-		p.finish()
-		p.printf("after\n")
-	}
-	var tty bytes.Buffer
-	drive(newProgress(&tty, true))
-	bar := func(done int) string { return "\r" + renderBar(done, 2, barWidth) }
-	if want := bar(0) + bar(1) + "\r\x1b[Kx.gem: broken\n" + bar(1) + bar(2) + "\nafter\n"; tty.String() != want {
-		t.Errorf("terminal output %q\nwant %q", tty.String(), want)
-	}
-	var plain bytes.Buffer
-	drive(newProgress(&plain, false))
-	if plain.String() != "x.gem: broken\nafter\n" {
-		t.Errorf("plain output %q", plain.String())
-	}
-}
-
-// TestRunPrefetchInterrupted checks nothing starts once the context is
-// done and every gem counts as not attempted.
-func TestRunPrefetchInterrupted(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	get := func(context.Context, string) (*http.Response, error) {
-		t.Error("a download started after the interrupt")
-		return nil, context.Canceled
-	}
-	targets := []*target{{file: "a-1.gem"}, {file: "b-1.gem"}, {file: "c-1.gem"}}
-	var out bytes.Buffer
-	sum := runPrefetch(ctx, targets, 2, get, nil, newProgress(&out, false))
-	if sum.notAttempted != 3 || sum.failed != 0 || out.Len() != 0 {
-		t.Errorf("summary %+v, output %q", sum, out.String())
 	}
 }

@@ -5,6 +5,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,26 +65,21 @@ type Options struct {
 	ReadOnly bool
 }
 
+// DefaultOptions returns the values zero fields select.
+func DefaultOptions() Options {
+	return Options{LockTimeout: time.Second, MaxSize: 10 << 30, MaxNegativeEntries: 10_000,
+		MemoryBodyLimit: 64 << 10, MemoryBudget: 64 << 20, FillTimeout: 10 * time.Minute}
+}
+
 // withDefaults returns o with zero fields replaced by defaults.
 func (o Options) withDefaults() Options {
-	if o.LockTimeout == 0 {
-		o.LockTimeout = time.Second
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = 10 << 30
-	}
-	if o.MaxNegativeEntries == 0 {
-		o.MaxNegativeEntries = 10_000
-	}
-	if o.MemoryBodyLimit == 0 {
-		o.MemoryBodyLimit = 64 << 10
-	}
-	if o.MemoryBudget == 0 {
-		o.MemoryBudget = 64 << 20
-	}
-	if o.FillTimeout == 0 {
-		o.FillTimeout = 10 * time.Minute
-	}
+	d := DefaultOptions()
+	o.LockTimeout = cmp.Or(o.LockTimeout, d.LockTimeout)
+	o.MaxSize = cmp.Or(o.MaxSize, d.MaxSize)
+	o.MaxNegativeEntries = cmp.Or(o.MaxNegativeEntries, d.MaxNegativeEntries)
+	o.MemoryBodyLimit = cmp.Or(o.MemoryBodyLimit, d.MemoryBodyLimit)
+	o.MemoryBudget = cmp.Or(o.MemoryBudget, d.MemoryBudget)
+	o.FillTimeout = cmp.Or(o.FillTimeout, d.FillTimeout)
 	return o
 }
 

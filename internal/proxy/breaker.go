@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -24,17 +25,17 @@ type BreakerOptions struct {
 	MaxBackoff time.Duration
 }
 
+// DefaultBreakerOptions returns the values zero fields select.
+func DefaultBreakerOptions() BreakerOptions {
+	return BreakerOptions{Failures: 5, Backoff: 5 * time.Second, MaxBackoff: 5 * time.Minute}
+}
+
 // withDefaults fills zero fields.
 func (o BreakerOptions) withDefaults() BreakerOptions {
-	if o.Failures == 0 {
-		o.Failures = 5
-	}
-	if o.Backoff == 0 {
-		o.Backoff = 5 * time.Second
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = 5 * time.Minute
-	}
+	d := DefaultBreakerOptions()
+	o.Failures = cmp.Or(o.Failures, d.Failures)
+	o.Backoff = cmp.Or(o.Backoff, d.Backoff)
+	o.MaxBackoff = cmp.Or(o.MaxBackoff, d.MaxBackoff)
 	return o
 }
 

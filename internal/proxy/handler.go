@@ -39,20 +39,18 @@ type ServerOptions struct {
 	MaxConnections int
 }
 
+// DefaultServerOptions returns the values zero fields select.
+func DefaultServerOptions() ServerOptions {
+	return ServerOptions{ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10, MaxConnections: 10000}
+}
+
 // withDefaults fills zero fields.
 func (o ServerOptions) withDefaults() ServerOptions {
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = 60 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 120 * time.Second
-	}
-	if o.MaxHeaderBytes == 0 {
-		o.MaxHeaderBytes = 16 << 10
-	}
-	if o.MaxConnections == 0 {
-		o.MaxConnections = 10000
-	}
+	d := DefaultServerOptions()
+	o.ReadTimeout = cmp.Or(o.ReadTimeout, d.ReadTimeout)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, d.IdleTimeout)
+	o.MaxHeaderBytes = cmp.Or(o.MaxHeaderBytes, d.MaxHeaderBytes)
+	o.MaxConnections = cmp.Or(o.MaxConnections, d.MaxConnections)
 	return o
 }
 

@@ -29,7 +29,7 @@ type Options struct {
 	// (zero fields mean zero, not "the default").
 	Policies map[Class]Policy
 	// MaxBodySize is the largest request body forwarded upstream. Default
-	// 500 MiB (the origin's limit).
+	// DefaultMaxBodySize.
 	MaxBodySize int64
 	// MaxUnverifiedSize is the largest gem served (from a staging file)
 	// without being stored when its checksum is unknown. Default 128 MiB.
@@ -55,6 +55,10 @@ type Options struct {
 	// Version is gemproxy's version (User-Agent suffix).
 	Version string
 }
+
+// DefaultMaxBodySize is the default Options.MaxBodySize: 500 MiB, the
+// origin's limit.
+const DefaultMaxBodySize = 500 << 20
 
 // Proxy is the gemproxy HTTP server.
 type Proxy struct {
@@ -99,7 +103,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		return nil, ErrNoUpstream
 	}
 	if opts.MaxBodySize == 0 {
-		opts.MaxBodySize = 500 << 20
+		opts.MaxBodySize = DefaultMaxBodySize
 	}
 	if opts.MaxUnverifiedSize == 0 {
 		opts.MaxUnverifiedSize = 128 << 20

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,23 +45,21 @@ type UpstreamOptions struct {
 	RedirectHosts []string
 }
 
+// DefaultUpstreamOptions returns the values zero fields select (URL
+// aside, which has none).
+func DefaultUpstreamOptions() UpstreamOptions {
+	return UpstreamOptions{ConnectTimeout: 10 * time.Second, FirstByteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second,
+		MaxConcurrent: 32, MaxPassThrough: 32}
+}
+
 // withDefaults fills zero fields.
 func (o UpstreamOptions) withDefaults() UpstreamOptions {
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 10 * time.Second
-	}
-	if o.FirstByteTimeout == 0 {
-		o.FirstByteTimeout = 30 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
-	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = 32
-	}
-	if o.MaxPassThrough == 0 {
-		o.MaxPassThrough = 32
-	}
+	d := DefaultUpstreamOptions()
+	o.ConnectTimeout = cmp.Or(o.ConnectTimeout, d.ConnectTimeout)
+	o.FirstByteTimeout = cmp.Or(o.FirstByteTimeout, d.FirstByteTimeout)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, d.IdleTimeout)
+	o.MaxConcurrent = cmp.Or(o.MaxConcurrent, d.MaxConcurrent)
+	o.MaxPassThrough = cmp.Or(o.MaxPassThrough, d.MaxPassThrough)
 	return o
 }
 
