@@ -17,7 +17,7 @@ import (
 )
 
 func TestPrefetchThenOfflineBundleInstall(t *testing.T) {
-	requireTools(t, "go")
+	rubyfmt.RequireTools(t, "go")
 	bin := buildGemproxy(t)
 	forEachFlavour(t, func(t *testing.T, f flavour) { prefetchThenOfflineBundleInstall(t, f, bin) })
 }
