@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -121,7 +122,7 @@ func (t *ClassTables) UnmarshalTOML(data any) error {
 			return fmt.Errorf("class.%s.%s", name, describeDecodeError(err))
 		}
 		if unknown := md.Undecoded(); len(unknown) > 0 {
-			return fmt.Errorf("class.%s.%s: unknown key", name, unknown[0])
+			return errors.New(unknownKeyError("class." + name + "." + unknown[0].String()))
 		}
 		(*t)[name] = cc
 	}

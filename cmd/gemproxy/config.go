@@ -14,6 +14,9 @@ import (
 // config.example.toml documents every key; a test keeps it equal to
 // Defaults.
 type Config struct {
+	// File is the configuration file load read, "" when none was given.
+	// It is where the settings came from, not a setting.
+	File string `toml:"-"`
 	// Listen is the host:port the HTTP server listens on. Default ":9292".
 	Listen string `toml:"listen"`
 	// Upstream is the absolute http(s) base URL of the registry mirrored.

@@ -30,6 +30,7 @@ func load(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) (Config, erro
 	if given[flagConfig] {
 		path = fs.Lookup(flagConfig).Value.String()
 	}
+	c.File = path
 	if path != "" {
 		keys, err := decodeFile(path, &c)
 		if err != nil {
@@ -114,7 +115,7 @@ func decodeFile(path string, c *Config) ([]string, error) {
 		return nil, fmt.Errorf("config %s: %s", path, describeDecodeError(err))
 	}
 	if unknown := topmostKeys(md.Undecoded()); len(unknown) == 1 {
-		return nil, fmt.Errorf("config %s: %s: unknown key", path, unknown[0])
+		return nil, fmt.Errorf("config %s: %s", path, unknownKeyError(unknown[0]))
 	} else if len(unknown) > 1 {
 		return nil, fmt.Errorf("config %s: unknown keys %s", path, strings.Join(unknown, ", "))
 	}
@@ -141,7 +142,7 @@ func describeDecodeError(err error) string {
 	if i := strings.Index(msg, marker); i >= 0 {
 		rest := msg[i+len(marker):]
 		if j := strings.Index(rest, `"): `); j >= 0 {
-			return rest[:j] + ": " + rest[j+len(`"): `):]
+			return rest[:j] + ": " + friendlyTypeError(rest[j+len(`"): `):])
 		}
 	}
 	return msg

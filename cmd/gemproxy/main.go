@@ -60,6 +60,10 @@ func run(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string
 	case "prefetch":
 		return prefetchCommand(rest, stdout, stderr, lookupEnv)
 	case "version":
+		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help") {
+			fmt.Fprintln(stdout, "Usage: gemproxy version\n\nPrints gemproxy's version and the Go release it was built with.")
+			return exitOK
+		}
 		if len(rest) > 0 {
 			return fail(stderr, errors.New("version takes no arguments"))
 		}

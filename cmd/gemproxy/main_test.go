@@ -117,6 +117,9 @@ func TestVersionCommand(t *testing.T) {
 	if !regexp.MustCompile(`^gemproxy ` + regexp.QuoteMeta(testVersion) + ` \(go[0-9][^ )]*\)\n$`).MatchString(r.stdout) {
 		t.Errorf("version output %q", r.stdout)
 	}
+	if r := runBinary(t, nil, "version", "--help"); r.code != 0 || !strings.Contains(r.stdout, "Usage: gemproxy version") {
+		t.Errorf("version --help: exit %d, stdout %q, stderr %q; want 0 and its usage", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestHelpListsEveryFlag checks every help text lists its flags, exit 0.
@@ -440,7 +443,7 @@ func TestServeLifecycle(t *testing.T) {
 	if code := srv.wait(t, 5*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM, want 0:\n%s", code, srv.stderr)
 	}
-	for _, msg := range []string{"msg=listening", `msg="shutting down: draining"`, "msg=stopped"} {
+	for _, msg := range []string{"msg=listening", "config=" + cfg, `msg="shutting down: draining"`, "a second Ctrl-C", "msg=stopped"} {
 		if !strings.Contains(srv.stderr.String(), msg) {
 			t.Errorf("log lacks %s:\n%s", msg, srv.stderr)
 		}

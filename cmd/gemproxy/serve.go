@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -117,7 +118,8 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	app := p.App()
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "data_dir", cfg.DataDir, "version", ver)
+	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "data_dir", cfg.DataDir, "version", ver,
+		"config", cmp.Or(cfg.File, "none (built-in defaults, GEMPROXY_* and flags)"))
 
 	status := exitOK
 	select {
@@ -128,7 +130,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	case sig := <-sigs:
 		grace := time.Duration(cfg.Server.ShutdownGrace)
 		log.Info("shutting down: draining", "signal", sig.String(), "shutdown_grace", grace.String(),
-			"drain_timeout", cfg.Server.DrainTimeout.String())
+			"drain_timeout", cfg.Server.DrainTimeout.String(), "hint", "a second Ctrl-C or SIGTERM skips the rest of shutdown_grace")
 		p.Drain()
 		t := time.NewTimer(grace)
 		select {
