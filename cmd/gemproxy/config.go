@@ -43,6 +43,12 @@ type Config struct {
 	// Offline serves only from the cache, never contacting the upstream:
 	// misses get 504 and writes 503. Default false.
 	Offline bool `toml:"offline"`
+	// AdminToken enables the admin API under /-/ (stats, purge, verify of
+	// the running server's cache) for requests bearing it as
+	// "Authorization: Bearer TOKEN"; the cache commands' --url sends it.
+	// It has no flag, so it never shows in a process listing. Default "":
+	// no admin API.
+	AdminToken string `toml:"admin_token"`
 	// MaxSize caps the bytes cached entries take (bodies, plus keys,
 	// headers and cache.EntryOverhead per entry); the sweeper evicts least
 	// recently used entries above it. Default 10GiB; 0 means no cap.
@@ -228,6 +234,7 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 		MaxBodySize: int64(c.MaxBodySize),
 		KeepYanked:  c.KeepYanked,
 		Offline:     c.Offline,
+		AdminToken:  c.AdminToken,
 		Breaker: proxy.BreakerOptions{
 			Failures:   c.Breaker.Failures,
 			Backoff:    time.Duration(c.Breaker.Backoff),
@@ -272,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if f := strings.ToLower(c.LogFormat); f != "text" && f != "json" {
 		return bad("log_format", "unknown format %q (want text or json)", c.LogFormat)
+	}
+	if err := checkAdminToken(c.AdminToken); err != nil {
+		return bad("admin_token", "%v", err)
 	}
 	sizes := []struct {
 		key     string
@@ -566,6 +576,9 @@ func settings() []setting {
 			func(c *Config) any { return &c.LogFormat }},
 		{"offline", "offline", "GEMPROXY_OFFLINE", "", "serve from the cache only, never contacting the upstream (misses 504, writes 503)",
 			func(c *Config) any { return &c.Offline }},
+		// No flag: a token on the command line would show in ps.
+		{"admin_token", "", envAdminToken, "", "",
+			func(c *Config) any { return &c.AdminToken }},
 	}
 }
 
