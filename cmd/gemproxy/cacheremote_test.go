@@ -89,14 +89,17 @@ func TestCacheCommandsThroughAdminAPI(t *testing.T) {
 		t.Errorf("stats --url: exit %d\n%s%s", live.code, live.stdout, live.stderr)
 	}
 
+	if metrics, _, err := srv.fetch("/metrics"); err != nil || strings.Contains(metrics, adminToken) {
+		t.Errorf("/metrics: %v, or it shows the admin token", err)
+	}
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := srv.wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM:\n%s", code, srv.stderr)
 	}
-	if strings.Contains(srv.stderr.String(), adminToken) {
-		t.Errorf("the log shows the admin token:\n%s", srv.stderr)
+	if log := srv.stderr.String(); strings.Contains(log, adminToken) || !strings.Contains(log, "admin request refused") {
+		t.Errorf("the log shows the admin token, or not the refused request:\n%s", log)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, pidFileName)); !os.IsNotExist(err) {
 		t.Errorf("PID file left after a clean exit: %v", err)

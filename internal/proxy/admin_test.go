@@ -19,16 +19,22 @@ import (
 // testAdminToken is the admin token of the tests' proxies.
 const testAdminToken = "test-admin-token-0123456789"
 
-// newAdminProxy builds a proxy with the admin API in front of an upstream
-// answering every path with its own path, and caches paths through it.
-func newAdminProxy(t *testing.T, token string, paths ...string) (*testProxy, *countingUpstream) {
+// newAdminProxy builds a proxy with the admin API (token "" for none) in
+// front of an upstream answering every path with its own path, logging
+// into lc unless it is nil, and caches adminPaths through it.
+func newAdminProxy(t *testing.T, token string, lc *logCapture) (*testProxy, *countingUpstream) {
 	t.Helper()
 	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60, public")
 		io.WriteString(w, r.URL.Path)
 	})
-	tp := newTestProxy(t, up.URL, func(o *Options) { o.AdminToken = token })
-	for _, p := range paths {
+	tp := newTestProxy(t, up.URL, func(o *Options) {
+		o.AdminToken = token
+		if lc != nil {
+			lc.capture(o)
+		}
+	})
+	for _, p := range adminPaths {
 		if resp, body := tp.do(t, "GET", p); resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s: %d %q", p, resp.StatusCode, body)
 		}
@@ -56,7 +62,7 @@ var adminPaths = []string{"/info/rack", "/info/rails", "/info/railties", "/api/v
 // TestAdminAbsentWithoutToken: without a token every /-/ path is answered
 // exactly as an unknown path, and changes nothing.
 func TestAdminAbsentWithoutToken(t *testing.T) {
-	tp, up := newAdminProxy(t, "", adminPaths...)
+	tp, up := newAdminProxy(t, "", nil)
 	before := up.total()
 	for _, tc := range []struct{ method, path, unknown string }{
 		{"GET", AdminStatsPath, "/no/such/path"},
@@ -80,10 +86,12 @@ func TestAdminAbsentWithoutToken(t *testing.T) {
 }
 
 // TestAdminRefusesWithoutTheToken: a missing or wrong token gets 401 with
-// WWW-Authenticate: Bearer, and nothing is purged.
+// WWW-Authenticate: Bearer, and nothing is purged. Refusals are logged,
+// no token is.
 func TestAdminRefusesWithoutTheToken(t *testing.T) {
-	tp, _ := newAdminProxy(t, testAdminToken, adminPaths...)
-	for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", bearer(testAdminToken + "x"),
+	var lc logCapture
+	tp, _ := newAdminProxy(t, testAdminToken, &lc)
+	for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer n0t-the-t0ken", bearer(testAdminToken + "x"),
 		bearer(testAdminToken[:len(testAdminToken)-1]), testAdminToken, "Basic " + testAdminToken, "Bearer  " + testAdminToken} {
 		for _, target := range []struct{ method, path string }{
 			{"GET", AdminStatsPath}, {"POST", AdminPurgePath + "?prefix=/"}, {"POST", AdminVerifyPath},
@@ -102,11 +110,17 @@ func TestAdminRefusesWithoutTheToken(t *testing.T) {
 	if got := cachedKeys(tp, adminPaths); len(got) != len(adminPaths) {
 		t.Errorf("cached after refused purges: %v, want %v", got, adminPaths)
 	}
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	logged := lc.buf.String()
+	if !strings.Contains(logged, "admin request refused") || strings.Contains(logged, testAdminToken[:8]) || strings.Contains(logged, "n0t-the-t0ken") {
+		t.Errorf("log of refused admin requests:\n%s", logged)
+	}
 }
 
 // TestAdminStatsMatchesStore: GET /-/stats is the store's Stats as JSON.
 func TestAdminStatsMatchesStore(t *testing.T) {
-	tp, _ := newAdminProxy(t, testAdminToken, adminPaths...)
+	tp, _ := newAdminProxy(t, testAdminToken, nil)
 	tp.do(t, "GET", "/info/rack") // a hit
 	resp, body := tp.do(t, "GET", AdminStatsPath, "Authorization", bearer(testAdminToken))
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
@@ -134,7 +148,7 @@ func TestAdminStatsMatchesStore(t *testing.T) {
 // TestAdminPurgeByPrefix: POST /-/purge removes exactly the entries whose
 // key starts with the prefix; a prefix that is not a path is refused.
 func TestAdminPurgeByPrefix(t *testing.T) {
-	tp, _ := newAdminProxy(t, testAdminToken, adminPaths...)
+	tp, _ := newAdminProxy(t, testAdminToken, nil)
 	for _, bad := range []string{"", "?prefix=", "?prefix=info/", "?prefix=*"} {
 		resp, body := tp.do(t, "POST", AdminPurgePath+bad, "Authorization", bearer(testAdminToken))
 		if resp.StatusCode != http.StatusBadRequest {
@@ -158,7 +172,7 @@ func TestAdminPurgeByPrefix(t *testing.T) {
 // API; every other spelling is an unknown or refused path, purges
 // nothing and is not sent upstream.
 func TestAdminOtherSpellingsUnreachable(t *testing.T) {
-	tp, up := newAdminProxy(t, testAdminToken, adminPaths...)
+	tp, up := newAdminProxy(t, testAdminToken, nil)
 	before := up.total()
 	auth := "Authorization: " + bearer(testAdminToken) + "\r\n"
 	for _, target := range []string{"//-/stats", "/-/stats/", "/%2D/stats", "/%2d/stats", "/-/Stats", "/-//stats",
