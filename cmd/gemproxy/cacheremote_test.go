@@ -143,12 +143,17 @@ func TestOfflineVerifyRemovesCorruptedEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every copy: bbolt may have left an older one in a free page.
 	body := gems["/gems/pad1-1.0.0.gem"]
-	i := bytes.Index(data, body[len(body)/2:len(body)/2+64])
-	if i < 0 {
+	needle := body[len(body)/2 : len(body)/2+64]
+	copies := 0
+	for i := bytes.Index(data, needle); i >= 0; i = bytes.Index(data, needle) {
+		data[i] ^= 0xff
+		copies++
+	}
+	if copies == 0 {
 		t.Fatal("the gem is not in the file")
 	}
-	data[i] ^= 0xff
 	if err := os.WriteFile(path, data, 0o640); err != nil {
 		t.Fatal(err)
 	}
