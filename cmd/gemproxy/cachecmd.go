@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,11 +21,15 @@ import (
 func cacheUsage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
   gemproxy cache stats [flags]                      entries, bytes, hits, oldest, newest per class
-  gemproxy cache verify [flags]                     check every entry; print KEY: reason per problem; exit 1 on problems
+  gemproxy cache verify [flags]                     check every entry and remove the bad ones; print KEY: reason per problem; exit 1 on problems
   gemproxy cache purge [flags] --all | PATH-PREFIX  remove every entry, or those whose key starts with PATH-PREFIX
 
-The cache commands work on the data directory of a stopped server; while a
-server holds it they exit 2.
+Without --url the cache commands work on the data directory of a stopped
+server (while a server holds it they exit 2); purge, and verify when it
+removed entries, then compact the file and print its size before and after.
+With --url they ask a running server's admin API, sending the admin token
+(GEMPROXY_ADMIN_TOKEN or admin_token); a running server's file does not
+shrink, they print how much of it new entries will reuse.
 
 Flags:
 `)
@@ -34,6 +39,7 @@ Flags:
 // cacheFlagSet returns the flags of gemproxy cache SUB.
 func cacheFlagSet(sub string) *flag.FlagSet {
 	fs := newFlagSet("cache "+sub, "data_dir")
+	fs.String("url", "", "ask the running server at `URL` (http://HOST:PORT) through its admin API instead of opening data_dir")
 	if sub == "purge" {
 		fs.Bool("all", false, "purge only: remove every entry")
 	}
@@ -78,7 +84,10 @@ func cacheCommand(args []string, stdout, stderr io.Writer, lookupEnv func(string
 	if err != nil {
 		return fail(stderr, err)
 	}
-	store, err := openExisting(cfg, sub != "purge")
+	if serverURL := fs.Lookup("url").Value.String(); serverURL != "" {
+		return remoteCacheCommand(sub, prefix, serverURL, cfg.AdminToken, stdout, stderr)
+	}
+	store, err := openExisting(cfg, sub == "stats")
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -91,17 +100,45 @@ func cacheCommand(args []string, stdout, stderr io.Writer, lookupEnv func(string
 	case "verify":
 		return verify(store, stdout, stderr)
 	default:
-		n, err := store.Purge(prefix)
-		if err == nil {
-			err = store.Close()
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "gemproxy: cache purge: %v\n", err)
-			return exitFailure
-		}
-		fmt.Fprintf(stdout, "removed %d %s\n", n, plural(n, "entry", "entries"))
-		return exitOK
+		return purge(store, prefix, stdout, stderr)
 	}
+}
+
+// purge removes the entries of store under prefix ("" for all), then
+// compacts the file.
+func purge(store *cache.Store, prefix string, stdout, stderr io.Writer) int {
+	n, err := store.Purge(prefix)
+	if err != nil {
+		fmt.Fprintf(stderr, "gemproxy: cache purge: %v\n", err)
+		return exitFailure
+	}
+	printRemoved(stdout, n)
+	return compact(store, "purge", stdout, stderr)
+}
+
+// compact closes store after compacting its file, and prints the file's
+// size before and after. A failed compaction leaves the file as it was,
+// which the error says.
+func compact(store *cache.Store, sub string, stdout, stderr io.Writer) int {
+	before, after, err := store.CloseCompacted()
+	if err != nil {
+		fmt.Fprintf(stderr, "gemproxy: cache %s: %v (the file keeps its size; new entries reuse its free space)\n", sub, err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "%s: %d bytes before compaction, %d after\n", cache.FileName, before, after)
+	return exitOK
+}
+
+// printRemoved writes the result of a purge.
+func printRemoved(w io.Writer, n int) {
+	fmt.Fprintf(w, "removed %d %s\n", n, plural(n, "entry", "entries"))
+}
+
+// printReusable writes the size of a running server's file and how much of
+// it is free.
+func printReusable(w io.Writer, u cache.FileUsage) {
+	fmt.Fprintf(w, "%s: %d bytes, %d of them free for new entries (a running server's file does not shrink)\n",
+		cache.FileName, u.Bytes, u.Reusable)
 }
 
 // openExisting opens the cache file of cfg.DataDir, which must exist: the
@@ -116,7 +153,8 @@ func openExisting(cfg Config, readOnly bool) (*cache.Store, error) {
 	}
 	store, err := cache.Open(dir, cfg.CacheOptions(readOnly))
 	if errors.Is(err, cache.ErrLocked) {
-		return nil, fmt.Errorf("data_dir %s is in use by a running gemproxy; stop it first", dir)
+		return nil, fmt.Errorf("data_dir %s is in use by a running gemproxy%s; stop it first, or use --url http://HOST:PORT with %s",
+			dir, lockHolder(dir), envAdminToken)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("data_dir %s: %w", dir, err)
@@ -164,31 +202,54 @@ func timeCell(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// verify prints every problem of store as "KEY: reason" and a summary line,
-// and returns exitFailure if there was any.
+// verify checks every entry of store and removes the bad ones (see
+// cache.Store.Repair), printing each problem as it is found and a summary
+// line, then compacts the file if it removed any. It returns exitFailure
+// if there was any problem.
 func verify(store *cache.Store, stdout, stderr io.Writer) int {
-	problems, err := store.Verify()
+	file := store.Path()
+	sum, err := store.Repair(context.Background(), func(p cache.RepairProgress) {
+		if p.Problem != nil {
+			printProblem(stdout, *p.Problem, file)
+		}
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "gemproxy: cache verify: %v\n", err)
 		return exitFailure
 	}
-	for _, p := range problems {
-		key := p.Key
-		if key == "" {
-			key = store.Path() // a problem of the file itself
-		}
-		fmt.Fprintf(stdout, "%s: %s\n", key, p.Reason)
+	printVerifySummary(stdout, sum)
+	code := exitOK
+	if sum.Removed > 0 {
+		code = compact(store, "verify", stdout, stderr)
 	}
-	var entries int64
-	for _, c := range store.Stats().Classes {
-		entries += c.Entries
-	}
-	fmt.Fprintf(stdout, "checked %d %s: %d %s\n", entries, plural(int(entries), "entry", "entries"),
-		len(problems), plural(len(problems), "problem", "problems"))
-	if len(problems) > 0 {
+	if sum.Problems > 0 {
 		return exitFailure
 	}
-	return exitOK
+	return code
+}
+
+// printProblem writes p as "KEY: reason", naming file for a problem of the
+// file itself.
+func printProblem(w io.Writer, p cache.Problem, file string) {
+	key := p.Key
+	if key == "" {
+		key = file
+	}
+	removed := ""
+	if p.Removed {
+		removed = " (removed)"
+	}
+	fmt.Fprintf(w, "%s: %s%s\n", key, p.Reason, removed)
+}
+
+// printVerifySummary writes the last line of a verify.
+func printVerifySummary(w io.Writer, sum cache.RepairProgress) {
+	removed := ""
+	if sum.Problems > 0 {
+		removed = fmt.Sprintf(", %d removed", sum.Removed)
+	}
+	fmt.Fprintf(w, "checked %d %s: %d %s%s\n", sum.Checked, plural(sum.Checked, "entry", "entries"),
+		sum.Problems, plural(sum.Problems, "problem", "problems"), removed)
 }
 
 // plural returns one when n is 1, else many.

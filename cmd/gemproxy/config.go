@@ -32,6 +32,12 @@ type Config struct {
 	// Offline serves only from the cache, never contacting the upstream:
 	// misses get 504 and writes 503. Default false.
 	Offline bool `toml:"offline"`
+	// AdminToken enables the admin API under /-/ (stats, purge, verify of
+	// the running server's cache) for requests bearing it as
+	// "Authorization: Bearer TOKEN"; the cache commands' --url sends it.
+	// It has no flag, so it never shows in a process listing. Default "":
+	// no admin API.
+	AdminToken string `toml:"admin_token"`
 	// MaxSize caps the bytes cached entries take (bodies, plus keys,
 	// headers and cache.EntryOverhead per entry); the sweeper evicts least
 	// recently used entries above it. Default 10GiB; 0 means no cap.

@@ -2,7 +2,8 @@
 //
 //	gemproxy [serve] [flags]      run the proxy (the default command)
 //	gemproxy version              print the version
-//	gemproxy cache stats|verify   inspect the cache of a stopped server
+//	gemproxy cache stats|verify   inspect the cache of a stopped server, or
+//	                              with --url a running one's
 //	gemproxy cache purge --all | PATH-PREFIX
 //	gemproxy prefetch [--url URL] LOCKFILE...
 //	                              store what Bundler needs to install lockfiles offline
@@ -170,6 +171,8 @@ Flags of serve:
 const precedenceNote = `
 Settings are taken from defaults < config file < GEMPROXY_* environment < flags.
 The config file (TOML) has more keys; config.example.toml documents each one.
+GEMPROXY_ADMIN_TOKEN (file key admin_token; no flag, so it never shows in a
+process listing) enables the admin API under /-/ that cache --url uses.
 Exit status: 0 success, 1 runtime failure or cache verify problems,
 2 bad configuration or command line, data directory or listen address in use.
 `

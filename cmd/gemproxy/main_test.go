@@ -191,7 +191,7 @@ func TestStartupErrorsExit2WithOneLine(t *testing.T) {
 			want: `serve: unexpected argument "extra"`},
 		{name: "unknown command", args: []string{"frobnicate"},
 			want: `unknown command "frobnicate" (see gemproxy --help)`},
-		{name: "unwritable data dir", args: []string{"--data-dir", filepath.Join(regular, "data")},
+		{name: "unwritable data dir", args: []string{"--listen", "127.0.0.1:0", "--data-dir", filepath.Join(regular, "data")},
 			want: `data_dir ` + filepath.Join(regular, "data") + `: cannot create: not a directory`},
 		{name: "listen address in use", args: []string{"--listen", busyAddr, "--data-dir", dataDir, "--upstream", "http://127.0.0.1:1"},
 			want: `listen ` + busyAddr + `: bind: address already in use`},
@@ -385,7 +385,8 @@ func TestServeLifecycle(t *testing.T) {
 				args = append(args, "--all")
 			}
 			r := runBinary(t, nil, args...)
-			want := "gemproxy: data_dir " + dataDir + " is in use by a running gemproxy; stop it first\n"
+			want := fmt.Sprintf("gemproxy: data_dir %s is in use by a running gemproxy (pid %d); stop it first, "+
+				"or use --url http://HOST:PORT with GEMPROXY_ADMIN_TOKEN\n", dataDir, srv.cmd.Process.Pid)
 			if r.code != 2 || r.stderr != want {
 				t.Errorf("cache %s: exit %d, stderr %q; want 2, %q", sub, r.code, r.stderr, want)
 			}
@@ -394,7 +395,7 @@ func TestServeLifecycle(t *testing.T) {
 
 	t.Run("second server on the same data dir fails fast", func(t *testing.T) {
 		r := runBinary(t, env, "--listen", freePort(t), "--data-dir", dataDir)
-		want := "gemproxy: data_dir " + dataDir + ": locked by another gemproxy process\n"
+		want := fmt.Sprintf("gemproxy: data_dir %s: locked by another gemproxy process (pid %d)\n", dataDir, srv.cmd.Process.Pid)
 		if r.code != 2 || r.stderr != want {
 			t.Errorf("exit %d, stderr %q; want 2, %q", r.code, r.stderr, want)
 		}
@@ -462,8 +463,10 @@ func TestServeLifecycle(t *testing.T) {
 				regexp.MustCompile(`(?m)^total +2 +\d+ +\d+ +\S+Z +\S+Z$`),
 			}},
 			{args: []string{"cache", "verify"}, want: []*regexp.Regexp{regexp.MustCompile(`^checked 2 entries: 0 problems\n$`)}},
-			{args: []string{"cache", "purge", "/api/v1/gems/slow"}, want: []*regexp.Regexp{regexp.MustCompile(`^removed 1 entry\n$`)}},
-			{args: []string{"cache", "purge", "--all"}, want: []*regexp.Regexp{regexp.MustCompile(`^removed 1 entry\n$`)}},
+			{args: []string{"cache", "purge", "/api/v1/gems/slow"}, want: []*regexp.Regexp{
+				regexp.MustCompile(`^removed 1 entry\ncache\.db: \d+ bytes before compaction, \d+ after\n$`)}},
+			{args: []string{"cache", "purge", "--all"}, want: []*regexp.Regexp{
+				regexp.MustCompile(`^removed 1 entry\ncache\.db: \d+ bytes before compaction, \d+ after\n$`)}},
 			{args: []string{"cache", "stats"}, want: []*regexp.Regexp{regexp.MustCompile(`(?m)^total +0 +0 +0 +- +-$`)}},
 		}
 		for _, st := range steps {

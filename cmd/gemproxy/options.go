@@ -62,6 +62,7 @@ func (c Config) ProxyOptions() (proxy.Options, error) {
 		MaxBodySize: int64(c.MaxBodySize),
 		KeepYanked:  c.KeepYanked,
 		Offline:     c.Offline,
+		AdminToken:  c.AdminToken,
 		Breaker: proxy.BreakerOptions{
 			Failures:   c.Breaker.Failures,
 			Backoff:    time.Duration(c.Breaker.Backoff),

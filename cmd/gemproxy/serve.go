@@ -53,6 +53,12 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	if err != nil {
 		return fail(stderr, err)
 	}
+	// Bound first: a start that fails on a busy port creates nothing.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("listen %s: %w", cfg.Listen, listenCause(err)))
+	}
+	defer func() { _ = ln.Close() }()
 	if err := ensureDataDir(cfg.DataDir); err != nil {
 		return fail(stderr, err)
 	}
@@ -69,12 +75,19 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 
 	store, err := cache.Open(cfg.DataDir, cfg.CacheOptions(false))
 	if err != nil {
-		return fail(stderr, describeOpenError(cfg.DataDir, err, "locked by another gemproxy process"))
+		return fail(stderr, describeOpenError(cfg.DataDir, err, "locked by another gemproxy process"+lockHolder(cfg.DataDir)))
 	}
 	// closeStore is deferred from here on; it runs once, after the server
 	// and the sweeper have stopped.
 	closeStore := sync.OnceValue(store.Close)
 	defer func() { _ = closeStore() }()
+	// The PID file goes while the lock is still held (defers run last in,
+	// first out).
+	removePIDFile, err := writePIDFile(cfg.DataDir)
+	if err != nil {
+		log.Warn("cannot write the PID file", "err", err)
+	}
+	defer removePIDFile()
 
 	popts, err := cfg.ProxyOptions()
 	if err != nil {
@@ -92,11 +105,6 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	}
 	if cfg.Offline {
 		log.Warn("offline mode: the upstream is never contacted; misses get 504, writes 503")
-	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("listen %s: %w", cfg.Listen, listenCause(err)))
 	}
 
 	sweepCtx, stopSweeper := context.WithCancel(context.Background())
@@ -154,6 +162,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	stopSweeper()
 	sweeper.Wait()
 	p.Wait() // background refreshes finish (bounded by the upstream timeouts)
+	removePIDFile()
 	if err := closeStore(); err != nil {
 		log.Error("closing the cache failed", "err", err)
 		return exitFailure

@@ -46,6 +46,8 @@ func settings() []setting {
 			func(c *Config) any { return &c.LogFormat }},
 		{"offline", "offline", "GEMPROXY_OFFLINE", "", "serve from the cache only, never contacting the upstream (misses 504, writes 503)",
 			func(c *Config) any { return &c.Offline }},
+		{"admin_token", "", envAdminToken, "", "",
+			func(c *Config) any { return &c.AdminToken }},
 	}
 }
 

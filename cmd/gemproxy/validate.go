@@ -30,6 +30,9 @@ func (c Config) Validate() error {
 	if err := checkListen(c.Listen); err != nil {
 		return bad("listen", "%v", err)
 	}
+	if err := checkAdminToken(c.AdminToken); err != nil {
+		return bad("admin_token", "%v", err)
+	}
 	if _, err := parseUpstream(c.Upstream); err != nil {
 		return bad("upstream", "%v", err)
 	}

@@ -155,7 +155,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o640, &bolt.Options{
+	db, err := openCurrent(path, &bolt.Options{
 		Timeout:      opts.LockTimeout,
 		ReadOnly:     opts.ReadOnly,
 		FreelistType: bolt.FreelistMapType,

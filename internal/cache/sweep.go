@@ -180,26 +180,28 @@ func (s *Store) flushAccess() error {
 // ClassStats summarises the entries of one cache class.
 type ClassStats struct {
 	// Entries is the number of entries.
-	Entries int64
+	Entries int64 `json:"entries"`
 	// Bytes is what the entries count toward Options.MaxSize: bodies
 	// (identity and gzip), keys and metadata, and EntryOverhead each.
-	Bytes int64
+	Bytes int64 `json:"bytes"`
 	// Hits is the number of lookups answered with these entries.
-	Hits int64
-	// Oldest and Newest are the earliest and latest StoredAt.
-	Oldest, Newest time.Time
+	Hits int64 `json:"hits"`
+	// Oldest is the earliest StoredAt.
+	Oldest time.Time `json:"oldest"`
+	// Newest is the latest StoredAt.
+	Newest time.Time `json:"newest"`
 }
 
 // Stats summarises the cache per class.
 type Stats struct {
 	// Classes maps a cache class to its summary.
-	Classes map[string]ClassStats
+	Classes map[string]ClassStats `json:"classes"`
 	// Bytes is the total that Options.MaxSize caps.
-	Bytes int64
+	Bytes int64 `json:"bytes"`
 	// Evictions is the number of entries evicted by the size cap since Open.
-	Evictions int64
+	Evictions int64 `json:"evictions"`
 	// Writes is the number of write transactions committed since Open.
-	Writes int64
+	Writes int64 `json:"writes"`
 }
 
 // Stats returns a summary of the cache.

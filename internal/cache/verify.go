@@ -2,6 +2,7 @@ package cache
 
 import (
 	"compress/gzip"
+	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"errors"
@@ -11,12 +12,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Problem is one inconsistency found by Verify.
+// Problem is one inconsistency found by Verify or Repair.
 type Problem struct {
 	// Key is the entry's key ("" for file-level problems).
-	Key string
+	Key string `json:"key"`
 	// Reason says what is wrong.
-	Reason string
+	Reason string `json:"reason"`
+	// Removed reports that Repair removed the entry.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Verify re-reads every entry and checks that its metadata decodes, its
@@ -25,7 +28,56 @@ type Problem struct {
 // identity body's length. It also runs bbolt's own consistency check.
 func (s *Store) Verify() ([]Problem, error) {
 	var problems []Problem
-	var keys []string
+	err := s.verify(context.Background(), func(c checked) error {
+		if c.problem.Reason != "" {
+			problems = append(problems, c.problem)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return problems, nil
+}
+
+// checked is what verify found about one entry, or one file-level problem.
+type checked struct {
+	// n and total count the entries checked so far and to check (n is 0
+	// for file-level problems).
+	n, total int
+	// problem is what is wrong; its Reason is "" for a sound entry.
+	problem Problem
+	// entry is the entry as checked: nil for file-level problems and
+	// undecodable metadata.
+	entry *Entry
+}
+
+// verify runs Verify's checks, calling report with each file-level problem
+// and then once per entry, until ctx ends or report fails.
+func (s *Store) verify(ctx context.Context, report func(checked) error) error {
+	keys, fileProblems, err := s.checkFile()
+	if err != nil {
+		return fmt.Errorf("cache: verify: %w", err)
+	}
+	for _, p := range fileProblems {
+		if err := report(checked{total: len(keys), problem: p}); err != nil {
+			return err
+		}
+	}
+	for i, key := range keys {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("cache: verify: %w", err)
+		}
+		e, reason := s.verifyEntry(key)
+		if err := report(checked{n: i + 1, total: len(keys), problem: Problem{Key: key, Reason: reason}, entry: e}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFile runs bbolt's consistency check and lists the entries' keys.
+func (s *Store) checkFile() (keys []string, problems []Problem, err error) {
 	check := s.db.View
 	if !s.opts.ReadOnly {
 		// bbolt's check reads the shared freelist, which concurrent writers
@@ -44,7 +96,7 @@ func (s *Store) Verify() ([]Problem, error) {
 			return err
 		}
 	}
-	err := check(func(tx *bolt.Tx) error {
+	err = check(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			problems = append(problems, Problem{Reason: "bbolt: " + err.Error()})
 		}
@@ -57,22 +109,15 @@ func (s *Store) Verify() ([]Problem, error) {
 			return nil
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("cache: verify: %w", err)
-	}
-	for _, key := range keys {
-		if reason := s.verifyEntry(key); reason != "" {
-			problems = append(problems, Problem{Key: key, Reason: reason})
-		}
-	}
-	return problems, nil
+	return keys, problems, err
 }
 
 // errRollback discards the write transaction Verify runs its check in.
 var errRollback = errors.New("cache: verify rollback")
 
-// verifyEntry checks one entry and returns what is wrong with it, or "".
-func (s *Store) verifyEntry(key string) string {
+// verifyEntry checks one entry and returns it as read (nil if its metadata
+// does not decode or it is gone) and what is wrong with it, or "".
+func (s *Store) verifyEntry(key string) (*Entry, string) {
 	var e *Entry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketEntries).Get([]byte(key))
@@ -84,11 +129,18 @@ func (s *Store) verifyEntry(key string) string {
 		return err
 	})
 	if err != nil {
-		return err.Error()
+		return nil, err.Error()
 	}
 	if e == nil {
-		return "" // deleted meanwhile
+		return nil, "" // deleted meanwhile
 	}
+	return e, s.verifyBodies(e)
+}
+
+// verifyBodies checks e's identity body against its recorded length and
+// hashes, and its gzip form against the identity length, and returns what
+// is wrong, or "".
+func (s *Store) verifyBodies(e *Entry) string {
 	r, err := s.Open(e, false)
 	if errors.Is(err, ErrNotFound) && s.replaced(e) {
 		return ""

@@ -54,8 +54,8 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	return o
 }
 
-// newApp builds the Fiber app: health, metrics, then every other path
-// through the route table.
+// newApp builds the Fiber app: health, metrics, the admin API, then every
+// other path through the route table.
 func (p *Proxy) newApp() *fiber.App {
 	so := p.opts.Server.withDefaults()
 	app := fiber.New(fiber.Config{
@@ -82,6 +82,7 @@ func (p *Proxy) newApp() *fiber.App {
 	if p.opts.MetricsHandler != nil {
 		app.Get("/metrics", adaptor.HTTPHandler(p.opts.MetricsHandler))
 	}
+	p.registerAdmin(app)
 	app.All("*", p.handle)
 	return app
 }

@@ -54,6 +54,9 @@ type Options struct {
 	MetricsHandler http.Handler
 	// Version is gemproxy's version (User-Agent suffix).
 	Version string
+	// AdminToken enables the admin API under /-/ (admin.go) for requests
+	// bearing it; empty disables it.
+	AdminToken string
 }
 
 // DefaultMaxBodySize is the default Options.MaxBodySize: 500 MiB, the
