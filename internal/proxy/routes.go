@@ -458,8 +458,17 @@ func validVersion(s string) bool {
 // NAME-VERSION[-PLATFORM]: a valid name, a valid version, and a platform
 // of non-empty dash-separated parts ("x86_64-linux-gnu").
 func validFullName(s string) bool {
+	_, ok := splitFullName(s)
+	return ok
+}
+
+// splitFullName returns the NAME of the full name s, the shortest that
+// leaves a valid version and platform (names contain dashes, so this is a
+// best guess: "foo-2fa-1.0" reads as foo 2fa-1.0), and whether s is a
+// valid full name at all.
+func splitFullName(s string) (name string, ok bool) {
 	if !ValidParam(s) {
-		return false
+		return "", false
 	}
 	for i := 1; i < len(s)-1; i++ {
 		if s[i] != '-' || s[i+1] < '0' || s[i+1] > '9' || !validName(s[:i]) {
@@ -467,10 +476,10 @@ func validFullName(s string) bool {
 		}
 		version, platform, hasPlatform := strings.Cut(s[i+1:], "-")
 		if validVersion(version) && (!hasPlatform || validPlatform(platform)) {
-			return true
+			return s[:i], true
 		}
 	}
-	return false
+	return "", false
 }
 
 // validPlatform reports whether s can be a gem platform: dash-separated
