@@ -320,6 +320,9 @@ func loadStatusPage(t *testing.T, browser, url string) statusDOM {
 // a phone's (390x844 CSS pixels, scale 2, mobile viewport).
 func saveScreenshots(t *testing.T, ctx context.Context, dir string) {
 	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	sizes := []struct {
 		name string
 		view chromedp.Action[chromedp.Void]
