@@ -230,7 +230,8 @@ func (u *upstream) begin(ctx context.Context, fill bool) (*call, error) {
 
 // end ends the call, once: err is nil when the upstream answered status
 // and its body was read or dropped, else why the call failed. It reports
-// the outcome to the breaker, aborts the request and frees the slot.
+// the outcome to the breaker (and a failure to onFailure), aborts the
+// request and frees the slot.
 func (c *call) end(status int, err error) {
 	o := c.outcome(status, err)
 	c.u.breaker.done(c.probe, o)
