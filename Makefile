@@ -4,15 +4,15 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: build test test-deps fuzz bench
+.PHONY: build test test-deps fuzz bench screenshot
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gemproxy ./cmd/gemproxy
 
 # test-deps installs what the end-to-end tests drive (Debian's ruby and
-# ruby-bundler, and prometheus) when it is missing and we are root; without
-# them those tests skip, or fail under CI.
-TEST_TOOLS := ruby:ruby bundle:ruby-bundler prometheus:prometheus
+# ruby-bundler, prometheus, and chromium for the status page) when it is
+# missing and we are root; without them those tests skip, or fail under CI.
+TEST_TOOLS := ruby:ruby bundle:ruby-bundler prometheus:prometheus chromium:chromium
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
@@ -44,3 +44,9 @@ fuzz:
 
 bench:
 	./bench/run.sh
+
+# screenshot renders the status page after some test traffic in headless
+# Chromium and saves it at desktop and phone sizes as
+# bench/tmp/status-desktop.png and bench/tmp/status-phone.png.
+screenshot: test-deps
+	$(GO) test -count=1 -run '^TestStatusPageInBrowser$$' ./internal/e2e -args -screenshot=$(CURDIR)/bench/tmp

@@ -24,6 +24,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/proxy"
+	"github.com/gemproxy/gemproxy/internal/status"
 )
 
 // serveFlagSet returns the flags of gemproxy serve: --config and one per
@@ -99,6 +100,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	closeAccess := sync.OnceValue(access.Close)
 	defer func() { _ = closeAccess() }()
 	popts.Logger, popts.AccessLog, popts.Metrics, popts.MetricsHandler, popts.Version = log, access, m, m.Handler(reg), ver
+	popts.Status = status.New(reg, status.Options{Upstream: cfg.Upstream, MaxSize: int64(cfg.MaxSize)})
 	p, err := proxy.New(store, popts)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("proxy: %w", err))
@@ -110,6 +112,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	sweepCtx, stopSweeper := context.WithCancel(context.Background())
 	var sweeper sync.WaitGroup
 	reportUsage(store, m)
+	sweeper.Go(func() { popts.Status.Run(sweepCtx) })
 	sweeper.Go(func() {
 		store.RunSweeper(sweepCtx, time.Duration(cfg.SweepInterval), func(evicted int, err error) {
 			if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/proxy"
 	"github.com/gemproxy/gemproxy/internal/rubyfmt"
+	"github.com/gemproxy/gemproxy/internal/status"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
@@ -160,6 +161,7 @@ func start(t *testing.T, upOpts testupstream.Options, tweak ...func(*proxy.Optio
 		Logger:         slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AccessLog:      access,
 		Version:        "e2e",
+		Status:         status.New(reg, status.Options{Upstream: ts.URL, MaxSize: 1 << 30}),
 	}
 	for _, f := range tweak {
 		f(&opts)

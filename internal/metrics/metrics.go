@@ -27,6 +27,8 @@ import (
 	"errors"
 	"net/http"
 	"runtime"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +62,16 @@ type Endpoint struct {
 	// Methods lists the HTTP methods (as the server reports them, e.g.
 	// "GET") the endpoint answers. Zero means GET and HEAD.
 	Methods []string
+	// RareMethods lists methods of Methods that clients seldom send (HEAD
+	// on most reads, PUT on most writes): their series are created on
+	// first use instead of by New, which keeps /metrics small. Zero means
+	// every method is pre-created.
+	RareMethods []string
+	// Codes lists the status classes ("2xx" ... "5xx") the endpoint can
+	// answer; New pre-creates those, and any other class gets its series on
+	// first use. Zero means "2xx" to "5xx". "1xx" is never pre-created: no
+	// final response is informational.
+	Codes []string
 	// Cached endpoints are read through the cache: every Result can occur.
 	// Other endpoints that reach the upstream are forwarded: only
 	// ResultBypass.
@@ -221,6 +233,11 @@ func statusClassValues() [numStatusClasses]string {
 	return [numStatusClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 }
 
+// finalStatusClasses are the classes a final response can have, the ones
+// pre-created by default: the HTTP client and server handle 1xx
+// themselves.
+func finalStatusClasses() []string { return []string{"2xx", "3xx", "4xx", "5xx"} }
+
 // StatusClass returns the status class label value of an HTTP status code:
 // "1xx" to "5xx" for 100 to 599, and UpstreamErrorLabel for anything else
 // (pass 0 for a transport error). The result is a constant string, so the
@@ -264,10 +281,17 @@ type requestKey struct {
 	endpoint, method string
 }
 
-// requestHandles are the resolved request series of one (endpoint, method)
-// pair.
+// requestHandles are the request series of one (endpoint, method) pair,
+// resolved by New or, for a rare method, on first use.
 type requestHandles struct {
-	// codes holds gemproxy_http_requests_total per status class.
+	// endpoint and method are the label values.
+	endpoint, method string
+	// declared lists the status classes to resolve.
+	declared []string
+	// once resolves codes and duration.
+	once sync.Once
+	// codes holds gemproxy_http_requests_total per status class; nil for a
+	// class the endpoint was declared unable to answer.
 	codes [numStatusClasses]prometheus.Counter
 	// duration is gemproxy_http_request_duration_seconds.
 	duration prometheus.Observer
@@ -281,7 +305,8 @@ type endpointHandles struct {
 	// Result the endpoint cannot produce.
 	lookups [numResults]prometheus.Counter
 	// upstreamCodes holds gemproxy_upstream_requests_total per status
-	// class, then UpstreamErrorLabel; nil for a local endpoint.
+	// class, then UpstreamErrorLabel; nil for a local endpoint, and for
+	// 1xx.
 	upstreamCodes [numStatusClasses + 1]prometheus.Counter
 	// upstreamDuration is gemproxy_upstream_request_duration_seconds.
 	upstreamDuration prometheus.Observer
@@ -362,6 +387,12 @@ type Metrics struct {
 	// transferred by those refreshes. See ObserveRefresh.
 	CompactIndexRefreshBytes *prometheus.CounterVec
 
+	// ClientRequests is
+	// gemproxy_client_requests_total{client,client_version,ci}: requests by
+	// the program, version and CI their User-Agent names. See
+	// ObserveClient.
+	ClientRequests *prometheus.CounterVec
+
 	// BuildInfo is gemproxy_build_info{version,revision,goversion}, always
 	// 1.
 	BuildInfo prometheus.Gauge
@@ -383,6 +414,8 @@ type Metrics struct {
 	refreshBytes []prometheus.Counter
 	// checksumFailures holds CacheChecksumFailures per ChecksumReason.
 	checksumFailures []prometheus.Counter
+	// clients holds the ClientRequests series created so far.
+	clients *clientSlots
 }
 
 // New creates every gemproxy collector through promauto.With(reg), so each
@@ -439,6 +472,9 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			"Compact-index entries refreshed from upstream, by path (append, full, not_modified).", "path"),
 		CompactIndexRefreshBytes: counterVec("compactindex", "refresh_bytes_total",
 			"Body bytes transferred by compact-index refreshes, by path (append, full, not_modified).", "path"),
+		ClientRequests: counterVec("client", "requests_total",
+			"Requests by client program (bundler, rubygems, other), its MAJOR.MINOR version and the CI it runs on, read from the User-Agent.",
+			"client", "client_version", "ci"),
 		BuildInfo: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "build_info",
 			Help: "Always 1; the labels identify the running gemproxy build.",
@@ -451,6 +487,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		requests:  make(map[requestKey]*requestHandles),
 		endpoints: make(map[string]*endpointHandles),
 		usage:     make(map[string]usageHandles),
+		clients:   new(clientSlots),
 	}
 	m.BuildInfo.Set(1)
 	m.precreate(opts)
@@ -480,14 +517,18 @@ func (m *Metrics) precreate(opts Options) {
 		if len(methods) == 0 {
 			methods = []string{http.MethodGet, http.MethodHead}
 		}
+		codes := ep.Codes
+		if len(codes) == 0 {
+			codes = finalStatusClasses()
+		}
 		for _, method := range methods {
 			key := requestKey{ep.Name, method}
 			if _, ok := m.requests[key]; ok {
 				continue
 			}
-			h := &requestHandles{duration: m.HTTPRequestDuration.WithLabelValues(ep.Name, method)}
-			for i, class := range statusClassValues() {
-				h.codes[i] = m.HTTPRequests.WithLabelValues(ep.Name, method, class)
+			h := &requestHandles{endpoint: ep.Name, method: method, declared: codes}
+			if !slices.Contains(ep.RareMethods, method) {
+				m.resolveRequest(h)
 			}
 			m.requests[key] = h
 		}
@@ -510,6 +551,18 @@ func (m *Metrics) precreate(opts Options) {
 	m.checksumFailures = counters(m.CacheChecksumFailures, checksumReasonNames[:])
 }
 
+// resolveRequest creates the declared series of h, once.
+func (m *Metrics) resolveRequest(h *requestHandles) {
+	h.once.Do(func() {
+		h.duration = m.HTTPRequestDuration.WithLabelValues(h.endpoint, h.method)
+		for i, class := range statusClassValues() {
+			if slices.Contains(h.declared, class) {
+				h.codes[i] = m.HTTPRequests.WithLabelValues(h.endpoint, h.method, class)
+			}
+		}
+	})
+}
+
 // endpointSeries resolves the lookup and upstream series that can occur
 // for ep: every Result for a cached endpoint, bypass for a forwarded one,
 // none for a local one. OtherLabel (declared without Upstream) gets them
@@ -526,7 +579,9 @@ func (m *Metrics) endpointSeries(ep Endpoint) *endpointHandles {
 		}
 	}
 	for i, class := range statusClassValues() {
-		h.upstreamCodes[i] = m.UpstreamRequests.WithLabelValues(ep.Name, class)
+		if slices.Contains(finalStatusClasses(), class) {
+			h.upstreamCodes[i] = m.UpstreamRequests.WithLabelValues(ep.Name, class)
+		}
 	}
 	h.upstreamCodes[numStatusClasses] = m.UpstreamRequests.WithLabelValues(ep.Name, UpstreamErrorLabel)
 	h.upstreamDuration = m.UpstreamRequestDuration.WithLabelValues(ep.Name)
@@ -562,18 +617,29 @@ func (m *Metrics) endpoint(name string) *endpointHandles {
 // 100..599 count as "5xx", an invalid response being the server's fault)
 // and observes d in gemproxy_http_request_duration_seconds. A pair of
 // endpoint and method not declared in Options is recorded under
-// (OtherLabel, OtherLabel). It does not allocate.
+// (OtherLabel, OtherLabel). It does not allocate, except when it creates
+// a series New did not (a rare method's, or an undeclared class's).
 func (m *Metrics) ObserveRequest(endpoint, method string, code int, d time.Duration) {
 	h, ok := m.requests[requestKey{endpoint, method}]
 	if !ok {
 		h = m.requests[requestKey{OtherLabel, OtherLabel}]
 	}
+	m.resolveRequest(h)
 	i := statusClassIndex(code)
 	if i == numStatusClasses {
 		i = numStatusClasses - 1
 	}
-	h.codes[i].Inc()
+	counterOr(h.codes[i], m.HTTPRequests, h.endpoint, h.method, statusClassValues()[i]).Inc()
 	h.duration.Observe(d.Seconds())
+}
+
+// counterOr returns c, or when it is nil (a series New did not create)
+// the child of vec with labels.
+func counterOr(c prometheus.Counter, vec *prometheus.CounterVec, labels ...string) prometheus.Counter {
+	if c != nil {
+		return c
+	}
+	return vec.WithLabelValues(labels...)
 }
 
 // Lookup returns the gemproxy_cache_lookups_total counter for endpoint and
@@ -597,7 +663,12 @@ func (m *Metrics) Lookup(endpoint string, r Result) prometheus.Counter {
 // for an endpoint declared with Upstream.
 func (m *Metrics) ObserveUpstream(endpoint string, code int, d time.Duration) {
 	h := m.upstream(endpoint)
-	h.upstreamCodes[statusClassIndex(code)].Inc()
+	i := statusClassIndex(code)
+	class := UpstreamErrorLabel
+	if i < numStatusClasses {
+		class = statusClassValues()[i]
+	}
+	counterOr(h.upstreamCodes[i], m.UpstreamRequests, h.name, class).Inc()
 	h.upstreamDuration.Observe(d.Seconds())
 }
 

@@ -22,9 +22,9 @@ func testOptions() Options {
 		Endpoints: []Endpoint{
 			{Name: "versions", Methods: []string{"GET", "HEAD"}, Cached: true, Upstream: true},
 			{Name: "info", Methods: []string{"GET", "HEAD"}, Cached: true, Upstream: true},
-			{Name: "gem", Cached: true, Upstream: true}, // zero Methods: GET and HEAD
-			{Name: "api_write", Methods: []string{"POST", "PUT", "PATCH", "DELETE"}, Upstream: true},
-			{Name: "home"}, // answered locally
+			{Name: "gem", Cached: true, Upstream: true, RareMethods: []string{"HEAD"}}, // zero Methods: GET and HEAD
+			{Name: "api_write", Methods: []string{"POST", "PUT", "PATCH", "DELETE"}, RareMethods: []string{"PUT", "PATCH"}, Upstream: true},
+			{Name: "home", Codes: []string{"2xx", "5xx"}},                          // answered locally
 			{Name: "info", Methods: []string{"GET"}, Cached: true, Upstream: true}, // duplicate, merged
 		},
 		Classes:  []string{"versions", "info", "names", "full_index", "quick_spec", "gem", "api"},
@@ -86,25 +86,26 @@ func TestPrecreatedAtZero(t *testing.T) {
 
 	type endpointMethods struct {
 		name     string
-		methods  []string
+		methods  []string // the methods pre-created: not the rare ones
+		codes    []string // the status classes pre-created
 		results  []string // the lookups that can occur
 		upstream bool
 	}
 	all := []string{"hit", "miss", "stale", "revalidated", "coalesced", "bypass"}
+	classes := []string{"2xx", "3xx", "4xx", "5xx"} // never 1xx
 	eps := []endpointMethods{
-		{OtherLabel, []string{OtherLabel}, all, true},
-		{"versions", []string{"GET", "HEAD"}, all, true},
-		{"info", []string{"GET", "HEAD"}, all, true},
-		{"gem", []string{"GET", "HEAD"}, all, true},
-		{"api_write", []string{"POST", "PUT", "PATCH", "DELETE"}, []string{"bypass"}, true},
-		{"home", []string{"GET", "HEAD"}, nil, false},
+		{OtherLabel, []string{OtherLabel}, classes, all, true},
+		{"versions", []string{"GET", "HEAD"}, classes, all, true},
+		{"info", []string{"GET", "HEAD"}, classes, all, true},
+		{"gem", []string{"GET"}, classes, all, true},
+		{"api_write", []string{"POST", "DELETE"}, classes, []string{"bypass"}, true},
+		{"home", []string{"GET", "HEAD"}, []string{"2xx", "5xx"}, nil, false},
 	}
-	classes := []string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 	want := map[string][]string{}
 	add := func(family, key string) { want[family] = append(want[family], key) }
 	for _, ep := range eps {
 		for _, method := range ep.methods {
-			for _, c := range classes {
+			for _, c := range ep.codes {
 				add("gemproxy_http_requests_total", fmt.Sprintf("code=%s,endpoint=%s,method=%s", c, ep.name, method))
 			}
 			add("gemproxy_http_request_duration_seconds", fmt.Sprintf("endpoint=%s,method=%s", ep.name, method))
@@ -170,6 +171,42 @@ func TestPrecreatedAtZero(t *testing.T) {
 	}
 	if _, ok := fams["go_goroutines"]; !ok {
 		t.Error("go_goroutines not exposed: Go collector missing")
+	}
+}
+
+// TestSeriesOnFirstUse checks that a rare method's series, and a status
+// class an endpoint was declared unable to answer, are absent after New
+// and counted once used.
+func TestSeriesOnFirstUse(t *testing.T) {
+	tests := []struct {
+		name    string
+		do      func(m *Metrics)
+		family  string
+		series  string
+		samples float64
+	}{
+		{"rare method", func(m *Metrics) { m.ObserveRequest("gem", "HEAD", 200, time.Millisecond) },
+			"gemproxy_http_requests_total", "code=2xx,endpoint=gem,method=HEAD", 1},
+		{"rare method duration", func(m *Metrics) { m.ObserveRequest("api_write", "PUT", 200, time.Millisecond) },
+			"gemproxy_http_request_duration_seconds", "endpoint=api_write,method=PUT", 1},
+		{"undeclared class", func(m *Metrics) { m.ObserveRequest("home", "GET", 404, time.Millisecond) },
+			"gemproxy_http_requests_total", "code=4xx,endpoint=home,method=GET", 1},
+		{"informational", func(m *Metrics) { m.ObserveRequest("info", "GET", 103, time.Millisecond) },
+			"gemproxy_http_requests_total", "code=1xx,endpoint=info,method=GET", 1},
+		{"upstream informational", func(m *Metrics) { m.ObserveUpstream("info", 100, time.Millisecond) },
+			"gemproxy_upstream_requests_total", "code=1xx,endpoint=info", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, reg := newTestMetrics(t)
+			if _, ok := gather(t, reg)[tt.family][tt.series]; ok {
+				t.Fatalf("{%s} exposed before use", tt.series)
+			}
+			tt.do(m)
+			if got, ok := gather(t, reg)[tt.family][tt.series]; !ok || got != tt.samples {
+				t.Errorf("{%s} = %v (exposed %v), want %v", tt.series, got, ok, tt.samples)
+			}
+		})
 	}
 }
 
@@ -354,6 +391,7 @@ func TestHotPathAllocations(t *testing.T) {
 		{name: "ChecksumFailure", fn: func() { m.ChecksumFailure(ChecksumUnknown).Inc() }},
 		{name: "SetCacheUsage", fn: func() { m.SetCacheUsage("info", 1, 2) }},
 		{name: "StatusClass", fn: func() { _ = StatusClass(404) }},
+		{name: "ObserveClient", fn: func() { m.ObserveClient([]byte(bundlerUA)) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

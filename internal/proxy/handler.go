@@ -129,6 +129,7 @@ const dependencyAPIGone = "The dependency API has gone away. See https://blog.ru
 // requestLog collects what the access log and metrics report per request.
 type requestLog struct {
 	endpoint string
+	gem      string // the gem the route names, for the status page
 	outcome  metrics.Result
 	bytes    int64
 	source   metrics.Source
@@ -168,7 +169,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		}
 		return plainError(c, http.StatusNotFound, "not found")
 	}
-	rl.endpoint = rt.Endpoint
+	rl.endpoint, rl.gem = rt.Endpoint, requestedGem(rt, params)
 	switch {
 	case rt.Handling == DependencyAPI:
 		return p.dependencyAPI(c, path)
@@ -179,7 +180,11 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		return nil
 	case rt.Handling == Home:
 		// The RubyGems compact-index probe needs a 200 here; it is answered
-		// locally so it works without the upstream.
+		// locally so it works without the upstream. Browsers get the status
+		// page.
+		if p.wantsStatusPage(c) {
+			return p.statusPage(c)
+		}
 		c.Set(fiber.HeaderContentType, contentTypeTextPlain)
 		return c.SendString("gemproxy: a caching mirror of rubygems.org\n")
 	}
@@ -238,6 +243,7 @@ func (p *Proxy) observe(c *fiber.Ctx, method string, rl *requestLog, start time.
 		rl.bytes = int64(len(c.Response().Body())) // answers gemproxy wrote itself
 	}
 	p.m.ObserveRequest(rl.endpoint, method, status, d)
+	p.observeUsage(c, rl)
 	if rl.outcome != 0 {
 		p.m.Lookup(rl.endpoint, rl.outcome).Inc()
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
+	"github.com/gemproxy/gemproxy/internal/status"
 )
 
 // Options configures New. Zero values select the documented defaults.
@@ -52,6 +53,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// MetricsHandler serves GET /metrics; nil disables the route.
 	MetricsHandler http.Handler
+	// Status is the status page served to browsers at /, told about the
+	// gems requested and the upstream's failures; nil answers / to
+	// browsers as to any client.
+	Status *status.Page
 	// Version is gemproxy's version (User-Agent suffix).
 	Version string
 	// AdminToken enables the admin API under /-/ (admin.go) for requests
@@ -138,6 +143,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		p.log.Warn("upstream circuit state changed", "state", circuitStateName(state), "reason", reason)
 	})
 	p.up = newUpstream(opts.Upstream, br)
+	p.up.onFailure = p.upstreamFailed
 	p.app = p.newApp()
 	return p, nil
 }

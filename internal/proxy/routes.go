@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -211,23 +212,28 @@ func NewRouter() *Router {
 }
 
 // MetricEndpoints lists the route table's endpoints, sorted by name, with
-// the methods each answers and whether it is read through the cache or
-// reaches the upstream at all, so that metrics pre-create exactly the
-// series that can occur.
+// the methods each answers, which of them are rare, the status classes a
+// local endpoint can answer, and whether it is read through the cache or
+// reaches the upstream at all, so that metrics pre-create the series that
+// clients cause in normal use and nothing that cannot occur.
 func MetricEndpoints() []metrics.Endpoint {
+	errorsOnly := []string{"4xx", "5xx"}
 	byName := map[string]*metrics.Endpoint{
-		EndpointRejected: {Name: EndpointRejected, Methods: slices.Clone(readMethods)},
-		EndpointUnknown:  {Name: EndpointUnknown, Methods: slices.Clone(readMethods)},
+		EndpointRejected: {Name: EndpointRejected, Methods: slices.Clone(readMethods), Codes: errorsOnly},
+		EndpointUnknown:  {Name: EndpointUnknown, Methods: slices.Clone(readMethods), Codes: errorsOnly},
 	}
 	for _, rt := range routeTable {
 		ep := byName[rt.Endpoint]
 		if ep == nil {
-			ep = &metrics.Endpoint{Name: rt.Endpoint}
+			ep = &metrics.Endpoint{Name: rt.Endpoint, Codes: localCodes[rt.Handling]}
 			byName[rt.Endpoint] = ep
 		}
 		for _, m := range rt.Methods {
 			if !slices.Contains(ep.Methods, m) {
 				ep.Methods = append(ep.Methods, m)
+			}
+			if rareMethod(rt.Endpoint, m) && !slices.Contains(ep.RareMethods, m) {
+				ep.RareMethods = append(ep.RareMethods, m)
 			}
 		}
 		ep.Cached = ep.Cached || rt.Handling == Cached
@@ -237,9 +243,33 @@ func MetricEndpoints() []metrics.Endpoint {
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		ep := *byName[name]
 		slices.Sort(ep.Methods)
+		slices.Sort(ep.RareMethods)
 		out = append(out, ep)
 	}
 	return out
+}
+
+// localCodes are the status classes of the endpoints gemproxy answers
+// itself (5xx only if it fails); the others get every class, the
+// upstream's answers being passed on.
+var localCodes = map[Handling][]string{
+	Home:          {"2xx", "5xx"},
+	DependencyAPI: {"4xx", "5xx"},
+}
+
+// rareMethod reports whether clients seldom send method to endpoint, so
+// that its metric series are created on first use: HEAD everywhere but
+// the root and /versions, which RubyGems probes with it
+// (docs/protocol.md §3.5 and §5.7), and PUT, PATCH and OPTIONS, which only
+// owner role and API key scope updates send (§6.2).
+func rareMethod(endpoint, method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+		return false
+	case http.MethodHead:
+		return endpoint != "root" && endpoint != "versions"
+	}
+	return true
 }
 
 // compile splits a pattern into segments.
@@ -428,8 +458,17 @@ func validVersion(s string) bool {
 // NAME-VERSION[-PLATFORM]: a valid name, a valid version, and a platform
 // of non-empty dash-separated parts ("x86_64-linux-gnu").
 func validFullName(s string) bool {
+	_, ok := splitFullName(s)
+	return ok
+}
+
+// splitFullName returns the NAME of the full name s, the shortest that
+// leaves a valid version and platform (names contain dashes, so this is a
+// best guess: "foo-2fa-1.0" reads as foo 2fa-1.0), and whether s is a
+// valid full name at all.
+func splitFullName(s string) (name string, ok bool) {
 	if !ValidParam(s) {
-		return false
+		return "", false
 	}
 	for i := 1; i < len(s)-1; i++ {
 		if s[i] != '-' || s[i+1] < '0' || s[i+1] > '9' || !validName(s[:i]) {
@@ -437,10 +476,10 @@ func validFullName(s string) bool {
 		}
 		version, platform, hasPlatform := strings.Cut(s[i+1:], "-")
 		if validVersion(version) && (!hasPlatform || validPlatform(platform)) {
-			return true
+			return s[:i], true
 		}
 	}
-	return false
+	return "", false
 }
 
 // validPlatform reports whether s can be a gem platform: dash-separated

@@ -82,6 +82,9 @@ type upstream struct {
 	prefix string
 	// breaker stops calling an upstream that keeps failing.
 	breaker *breaker
+	// onFailure, when set, is told of every call whose outcome is
+	// failing: the status answered, or the error.
+	onFailure func(code int, err error)
 }
 
 // newUpstream builds the client.
@@ -226,9 +229,14 @@ func (u *upstream) begin(ctx context.Context, fill bool) (*call, error) {
 
 // end ends the call, once: err is nil when the upstream answered status
 // and its body was read or dropped, else why the call failed. It reports
-// the outcome to the breaker, aborts the request and frees the slot.
+// the outcome to the breaker (and a failure to onFailure), aborts the
+// request and frees the slot.
 func (c *call) end(status int, err error) {
-	c.u.breaker.done(c.probe, c.outcome(status, err))
+	o := c.outcome(status, err)
+	c.u.breaker.done(c.probe, o)
+	if o == failing && c.u.onFailure != nil {
+		c.u.onFailure(status, err)
+	}
 	c.cancel()
 	<-c.slots
 }
