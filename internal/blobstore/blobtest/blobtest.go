@@ -163,31 +163,39 @@ func testPutExisting(t *testing.T, s blobstore.Store) {
 }
 
 // testPutRace: Racers writers of different content for one key at once:
-// exactly one wins, the others get ErrExists, and the store holds the
-// winner's bytes.
+// exactly one wins.
 func testPutRace(t *testing.T, s blobstore.Store) {
-	bodies := make([][]byte, Racers)
+	RacePutIfAbsent(t, s, gemKey, Racers)
+}
+
+// RacePutIfAbsent starts racers writers of different content for key at
+// once and checks that exactly one wins, that the others get ErrExists,
+// and that the store holds the winner's bytes. It returns the winner.
+func RacePutIfAbsent(t *testing.T, s blobstore.Store, key string, racers int) int {
+	t.Helper()
+	bodies := make([][]byte, racers)
 	for i := range bodies {
 		bodies[i] = payload(64<<10+i, uint64(i))
 	}
-	errs := race(func(i int) error {
-		_, err := s.PutIfAbsent(t.Context(), gemKey, bytes.NewReader(bodies[i]), int64(len(bodies[i])))
+	errs := race(racers, func(i int) error {
+		_, err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(bodies[i]), int64(len(bodies[i])))
 		return err
 	})
 	winner := onlyWinner(t, errs, blobstore.ErrExists)
 	if winner < 0 {
 		t.Fatalf("no PutIfAbsent won: %v", errs)
 	}
-	wantEqual(t, s, gemKey, bodies[winner])
+	wantEqual(t, s, key, bodies[winner])
+	return winner
 }
 
-// race runs fn(0..Racers-1) at once, released together, and returns their
+// race runs fn(0..n-1) at once, released together, and returns their
 // errors by index.
-func race(fn func(i int) error) []error {
-	errs := make([]error, Racers)
+func race(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range Racers {
+	for i := range n {
 		wg.Go(func() {
 			<-start
 			errs[i] = fn(i)
@@ -213,7 +221,6 @@ func onlyWinner(t *testing.T, errs []error, loss error) int {
 			t.Fatalf("writer %d: %v; want nil or %v", i, err, loss)
 		}
 	}
-	t.Logf("%d racers: winner %d, %d lost with %v", len(errs), winner, len(errs)-1, loss)
 	return winner
 }
 
@@ -276,7 +283,7 @@ func testPutIfMatchRace(t *testing.T, s blobstore.Store) {
 	for i := range bodies {
 		bodies[i] = []byte("gen 1 from racer " + string(rune('a'+i)))
 	}
-	errs := race(func(i int) error {
+	errs := race(Racers, func(i int) error {
 		_, err := s.PutIfMatch(t.Context(), pointerKey, bodies[i], v.Version)
 		return err
 	})
