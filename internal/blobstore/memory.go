@@ -15,6 +15,7 @@ import (
 // shared store without a server. The zero value is not usable; call
 // NewMemory.
 type Memory struct {
+	// mu guards objects, the stored bytes by key.
 	mu      sync.Mutex
 	objects map[string][]byte
 }

@@ -38,6 +38,7 @@ var (
 
 // call is one Store call past the breaker, with its own deadline.
 type call struct {
+	// s is the store called, op the method, key the caller's key.
 	s   *Store
 	op  op
 	key string
@@ -49,7 +50,8 @@ type call struct {
 	// timer cancels ctx at the deadline; timedOut records that it did.
 	timer    *time.Timer
 	timedOut atomic.Bool
-	probe    bool
+	// probe is set when the call is the breaker's half-open probe.
+	probe bool
 	// once guards the end of the call; err is what end returned.
 	once sync.Once
 	err  error
@@ -157,6 +159,7 @@ func (c *call) unavailable(err error) error {
 // body is a Get's body: it ends the call at io.EOF, on an error, or when
 // closed early.
 type body struct {
+	// rc is the SDK's body; c the call it ends.
 	rc io.ReadCloser
 	c  *call
 }

@@ -20,17 +20,20 @@ import (
 // sees every request first and may answer it itself (an injected 5xx, a
 // reset, a stall, a 409) by returning true.
 type fakeS3 struct {
+	// srv is the fake's HTTP server on loopback.
 	srv *httptest.Server
 	// ignoreConditions makes it a store that honours no condition.
 	ignoreConditions atomic.Bool
 	// requests counts the requests received.
 	requests atomic.Int64
-	fault    atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+	// fault is the hook that setFault installs.
+	fault atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 	// released is closed at the end of the test, freeing stalled handlers
 	// (a handler that has not read its request body is not told when the
 	// client leaves).
 	released chan struct{}
 
+	// mu guards objects, the stored bodies by object name.
 	mu      sync.Mutex
 	objects map[string][]byte
 }

@@ -82,6 +82,8 @@ func (o Options) withDefaults() Options {
 // Store is a blobstore.Store over one S3 bucket (and prefix). It is safe
 // for concurrent use.
 type Store struct {
+	// opts are the options with defaults filled, client the SDK's client,
+	// breaker the circuit breaker in front of it.
 	opts    Options
 	client  *s3.Client
 	breaker *breaker.Breaker

@@ -34,6 +34,8 @@ const (
 // weed is the SeaweedFS server that the tests of this package share,
 // started on first use and stopped by TestMain.
 var weed struct {
+	// once starts it; endpoint is its S3 URL, cmd its process, dir its
+	// temporary directory, err why it could not be started.
 	once     sync.Once
 	endpoint string
 	cmd      *exec.Cmd
