@@ -5,6 +5,7 @@
 package breaker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -28,17 +29,17 @@ type Options struct {
 	MaxBackoff time.Duration
 }
 
+// DefaultOptions returns the values zero fields select.
+func DefaultOptions() Options {
+	return Options{Failures: 5, Backoff: 5 * time.Second, MaxBackoff: 5 * time.Minute}
+}
+
 // withDefaults fills zero fields.
 func (o Options) withDefaults() Options {
-	if o.Failures == 0 {
-		o.Failures = 5
-	}
-	if o.Backoff == 0 {
-		o.Backoff = 5 * time.Second
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = 5 * time.Minute
-	}
+	d := DefaultOptions()
+	o.Failures = cmp.Or(o.Failures, d.Failures)
+	o.Backoff = cmp.Or(o.Backoff, d.Backoff)
+	o.MaxBackoff = cmp.Or(o.MaxBackoff, d.MaxBackoff)
 	return o
 }
 

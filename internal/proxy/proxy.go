@@ -23,6 +23,10 @@ import (
 // documents each field).
 type BreakerOptions = breaker.Options
 
+// DefaultBreakerOptions returns the values zero fields of BreakerOptions
+// select (cmd/gemproxy shows them as the configuration's defaults).
+func DefaultBreakerOptions() BreakerOptions { return breaker.DefaultOptions() }
+
 // Options configures New. Zero values select the documented defaults.
 type Options struct {
 	// Upstream configures the upstream client; Upstream.URL is required.
