@@ -14,10 +14,19 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/gemproxy/gemproxy/internal/accesslog"
+	"github.com/gemproxy/gemproxy/internal/breaker"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/status"
 )
+
+// BreakerOptions configures the upstream circuit breaker (package breaker
+// documents each field).
+type BreakerOptions = breaker.Options
+
+// DefaultBreakerOptions returns the values zero fields of BreakerOptions
+// select (cmd/gemproxy shows them as the configuration's defaults).
+func DefaultBreakerOptions() BreakerOptions { return breaker.DefaultOptions() }
 
 // Options configures New. Zero values select the documented defaults.
 type Options struct {
@@ -138,7 +147,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		now:        time.Now,
 		refreshing: make(map[string]*refresh),
 	}
-	br := newBreaker(opts.Breaker, func() time.Time { return p.now() }, func(state int, reason string) {
+	br := breaker.New(opts.Breaker, func() time.Time { return p.now() }, func(state int, reason string) {
 		p.m.SetCircuitState(state)
 		p.log.Warn("upstream circuit state changed", "state", circuitStateName(state), "reason", reason)
 	})

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/breaker"
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/compactindex"
 	"github.com/gemproxy/gemproxy/internal/metrics"
@@ -75,8 +76,8 @@ func errUpstream(what string, err error) error {
 	status, reason := http.StatusBadGateway, "upstream "+what+" failed"
 	var te *timeoutError
 	switch {
-	case errors.Is(err, errCircuitOpen):
-		reason = errCircuitOpen.Error()
+	case errors.Is(err, breaker.ErrOpen):
+		reason = "upstream " + breaker.ErrOpen.Error()
 	case errors.As(err, &te):
 		status, reason = http.StatusGatewayTimeout, te.Error()
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):

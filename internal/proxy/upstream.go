@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/breaker"
 )
 
 // UpstreamOptions configures the upstream client. Zero durations select the
@@ -81,14 +83,14 @@ type upstream struct {
 	// prefix is scheme://host[/base path] without a trailing slash.
 	prefix string
 	// breaker stops calling an upstream that keeps failing.
-	breaker *breaker
+	breaker *breaker.Breaker
 	// onFailure, when set, is told of every call whose outcome is
 	// failing: the status answered, or the error.
 	onFailure func(code int, err error)
 }
 
 // newUpstream builds the client.
-func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
+func newUpstream(opts UpstreamOptions, br *breaker.Breaker) *upstream {
 	opts = opts.withDefaults()
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	conns := opts.MaxConcurrent + opts.MaxPassThrough
@@ -210,7 +212,7 @@ type call struct {
 // begin lets a call past the breaker and waits, as long as ctx allows,
 // for a slot in its pool.
 func (u *upstream) begin(ctx context.Context, fill bool) (*call, error) {
-	probe, err := u.breaker.allow(fill)
+	probe, err := u.breaker.Allow(fill)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +224,7 @@ func (u *upstream) begin(ctx context.Context, fill bool) (*call, error) {
 	case slots <- struct{}{}:
 		return &call{u: u, fill: fill, probe: probe, slots: slots, parent: ctx}, nil
 	case <-ctx.Done():
-		u.breaker.done(probe, unknown)
+		u.breaker.Done(probe, breaker.Unknown)
 		return nil, fmt.Errorf("upstream: waiting for a free connection slot: %w", ctx.Err())
 	}
 }
@@ -233,8 +235,8 @@ func (u *upstream) begin(ctx context.Context, fill bool) (*call, error) {
 // request and frees the slot.
 func (c *call) end(status int, err error) {
 	o := c.outcome(status, err)
-	c.u.breaker.done(c.probe, o)
-	if o == failing && c.u.onFailure != nil {
+	c.u.breaker.Done(c.probe, o)
+	if o == breaker.Failing && c.u.onFailure != nil {
 		c.u.onFailure(status, err)
 	}
 	c.cancel()
@@ -244,17 +246,17 @@ func (c *call) end(status int, err error) {
 // outcome says what the end of the call tells about the upstream: nothing
 // when the client's request body broke, its reader stopped reading, or a
 // pass-through's client left or gave up.
-func (c *call) outcome(status int, err error) outcome {
+func (c *call) outcome(status int, err error) breaker.Outcome {
 	var bodyErr *requestBodyError
 	switch {
 	case err == nil && status < 500:
-		return healthy
+		return breaker.Healthy
 	case errors.As(err, &bodyErr), errors.Is(err, errReaderIdle):
-		return unknown
+		return breaker.Unknown
 	case err != nil && !c.fill && c.parent.Err() != nil:
-		return unknown
+		return breaker.Unknown
 	}
-	return failing
+	return breaker.Failing
 }
 
 // requestBody is a request body on its way upstream. A body that cannot

@@ -1,0 +1,120 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Memory is the reference Store: objects in a map, in one process. It
+// gives every guarantee of the contract and serves tests that need a
+// shared store without a server. The zero value is not usable; call
+// NewMemory.
+type Memory struct {
+	// mu guards objects, the stored bytes by key.
+	mu      sync.Mutex
+	objects map[string][]byte
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{objects: make(map[string][]byte)}
+}
+
+// Get implements Store.
+func (m *Memory) Get(ctx context.Context, key string) (io.ReadCloser, Info, error) {
+	b, err := m.load(ctx, key)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	return io.NopCloser(bytes.NewReader(b)), infoOf(b), nil
+}
+
+// Stat implements Store.
+func (m *Memory) Stat(ctx context.Context, key string) (Info, error) {
+	b, err := m.load(ctx, key)
+	if err != nil {
+		return Info{}, err
+	}
+	return infoOf(b), nil
+}
+
+// PutIfAbsent implements Store.
+func (m *Memory) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64) (Info, error) {
+	if err := ready(ctx, key); err != nil {
+		return Info{}, err
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(io.NewSectionReader(body, 0, size), b); err != nil {
+		return Info{}, fmt.Errorf("blobstore: reading the body of %s: %w", key, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.objects[key]; ok {
+		return Info{}, ErrExists
+	}
+	m.objects[key] = b
+	return infoOf(b), nil
+}
+
+// PutIfMatch implements Store.
+func (m *Memory) PutIfMatch(ctx context.Context, key string, body []byte, version string) (Info, error) {
+	if err := ready(ctx, key); err != nil {
+		return Info{}, err
+	}
+	b := bytes.Clone(body)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.objects[key]
+	if !ok || infoOf(old).Version != version {
+		return Info{}, ErrConflict
+	}
+	m.objects[key] = b
+	return infoOf(b), nil
+}
+
+// Delete implements Store.
+func (m *Memory) Delete(ctx context.Context, key string) error {
+	if err := ready(ctx, key); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objects, key)
+	return nil
+}
+
+// load returns the stored bytes of key (never modified in place: every
+// write stores a new slice), or ErrNotFound.
+func (m *Memory) load(ctx context.Context, key string) ([]byte, error) {
+	if err := ready(ctx, key); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objects[key]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return b, nil
+}
+
+// ready checks what every call checks first: the key, and that ctx is
+// still live.
+func ready(ctx context.Context, key string) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// infoOf describes stored bytes; the version is their SHA-256, so that it
+// changes with the content, as an S3 ETag does.
+func infoOf(b []byte) Info {
+	sum := sha256.Sum256(b)
+	return Info{Size: int64(len(b)), Version: hex.EncodeToString(sum[:])}
+}
