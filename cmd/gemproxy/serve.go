@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -57,6 +58,9 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	}
 	log := newLogger(cfg, stderr)
 	ver := resolvedVersion()
+	if limit, ok := defaultMemoryLimit(cfg, lookupEnv); ok {
+		debug.SetMemoryLimit(limit)
+	}
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{
@@ -117,7 +121,8 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	app := p.App()
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "data_dir", cfg.DataDir, "version", ver)
+	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "data_dir", cfg.DataDir, "version", ver,
+		"memory_limit", debug.SetMemoryLimit(-1))
 
 	status := exitOK
 	select {
