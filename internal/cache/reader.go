@@ -108,18 +108,20 @@ func (r *Reader) Read(p []byte) (int, error) {
 // Smaller bodies are copied out of the mapping, where hot ones stay.
 func (r *Reader) copyChunk(tx *bolt.Tx, p []byte) (int, error) {
 	index, within := uint32(r.off/ChunkSize), r.off%ChunkSize
-	if r.size < releaseBodyMin {
-		v, err := r.chunk(tx, index, within)
+	if r.size >= releaseBodyMin {
+		at, inFile, err := r.locate(tx, index, within)
 		if err != nil {
 			return 0, err
 		}
-		return copy(p, v[within:]), nil
+		if inFile {
+			return r.s.file.ReadAt(p[:min(int64(len(p)), at.limit-within)], at.offset+within)
+		}
 	}
-	at, err := r.locate(tx, index, within)
+	v, err := r.chunk(tx, index, within)
 	if err != nil {
 		return 0, err
 	}
-	return r.s.file.ReadAt(p[:min(int64(len(p)), at.limit-within)], at.offset+within)
+	return copy(p, v[within:]), nil
 }
 
 // chunk returns the part of chunk index that belongs to r's body, checking
@@ -149,21 +151,25 @@ type chunkAt struct {
 // locate returns where chunk index lies in the cache file, looking it up
 // only when it is not the chunk located last or a commit came in between.
 // A lookup maps the chunk's first pages (bbolt reads the key there): they
-// are released at once.
-func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (chunkAt, error) {
+// are released at once. inFile is false when bbolt handed out a copy of
+// the value instead of a slice of its mapping of the file (an inline
+// bucket's values): it is read from the mapping then.
+func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (at chunkAt, inFile bool, err error) {
 	if r.at.known && r.at.txid == tx.ID() && r.at.index == index {
-		return r.at, nil
+		return r.at, true, nil
 	}
 	v, err := r.chunk(tx, index, within)
 	if err != nil {
-		return chunkAt{}, err
+		return chunkAt{}, false, err
 	}
-	// Values of a read transaction are slices of bbolt's read-only mapping
-	// of the whole file, which starts at Info().Data.
+	// The mapping of the whole file starts at Info().Data.
 	offset := int64(uintptr(unsafe.Pointer(unsafe.SliceData(v))) - tx.DB().Info().Data)
+	if offset < 0 || offset+int64(len(v)) > tx.Size() {
+		return chunkAt{}, false, nil
+	}
 	releasePages(tx, v)
 	r.at = chunkAt{known: true, txid: tx.ID(), index: index, offset: offset, limit: int64(len(v))}
-	return r.at, nil
+	return r.at, true, nil
 }
 
 // streamBufferSize is the most WriteTo copies out of the cache file per
