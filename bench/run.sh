@@ -33,6 +33,7 @@
 # saturated rate, "25 50 75"), BENCH_PHASES (which phases run, "warm latency
 # cold"), BENCH_TIME_LIMIT (seconds, 1200: the whole run is stopped past
 # it), BENCH_PORT_BASE (19290: the first of the loopback ports used),
+# BENCH_PPROF (1: gemproxy serves pprof on BENCH_PORT_BASE+9),
 # BENCH_STRICT (1: exit 1 when a target fails).
 set -euo pipefail
 
@@ -150,7 +151,14 @@ mkdir -p "$TMP" "$RAW" "$OUT"
 # The revision measured, as built (a dirty tree is marked so).
 GEMPROXY_REVISION=$(git describe --always --dirty 2>/dev/null || echo unknown)
 log "building gemproxy ($GEMPROXY_REVISION), upstream, coldload, openloop, report"
-go build -o "$TMP/gemproxy" ./cmd/gemproxy
+# BENCH_PPROF=1: a gemproxy that also serves net/http/pprof on
+# 127.0.0.1:BENCH_PORT_BASE+9 (build tag benchpprof; never in the product).
+if [ "${BENCH_PPROF:-0}" = 1 ]; then
+	go build -tags benchpprof -o "$TMP/gemproxy" ./cmd/gemproxy
+	export GEMPROXY_PPROF_ADDR=127.0.0.1:$((PORT_BASE + 9))
+else
+	go build -o "$TMP/gemproxy" ./cmd/gemproxy
+fi
 go build -o "$TMP/upstream" ./bench/upstream
 go build -o "$TMP/coldload" ./bench/coldload
 go build -o "$TMP/openloop" ./bench/openloop
