@@ -7,21 +7,34 @@
 #   2. starts the upstream, gemproxy and nginx (a proxy_cache mirror of the
 #      same upstream) on fixed 127.0.0.1 ports, warms both caches until every
 #      benchmarked URL is a HIT, and checks each answer with curl;
-#   3. warm hits: wrk, same settings for both, runs alternating gemproxy,
-#      nginx per row, BENCH_ROUNDS rounds; the report takes the median;
-#   4. cold coalescing: N concurrent misses of a 50 MB gem with upstream
-#      latency, against one client alone (fresh data directories);
-#   5. memory: gemproxy's peak RSS while 100 clients download the 50 MB gem,
-#      and while a 200 MiB push streams through;
+#   3. warm hits (phase "warm"): wrk, same settings for both, runs
+#      alternating gemproxy, nginx per row, BENCH_ROUNDS rounds; the report
+#      takes the median;
+#   4. latency at a steady load (phase "latency"): bench/openloop at 25%,
+#      50% and 75% of nginx's saturated requests/s (measured by wrk in the
+#      warm phase, or by a wrk run of its own) on /info and the /versions
+#      206, against each server in turn;
+#   5. cold coalescing and memory (phase "cold"): N concurrent misses of a
+#      50 MB gem with upstream latency, against one client alone (fresh data
+#      directories); then, in the same gemproxy process, 100 clients
+#      download the cached gem and a 200 MiB push streams through, with
+#      gemproxy's peak RSS in each;
 #   6. prints the report and writes it to bench/results/latest.md.
+#
+# Both servers run as deployed: access log on (gemproxy's default, written
+# to bench/tmp/gemproxy.log; nginx with buffer=64k flush=1s).
 #
 # Settings (environment): BENCH_DURATION (seconds per wrk run, 10),
 # BENCH_ROUNDS (3), BENCH_CONNECTIONS (64), BENCH_THREADS (2), BENCH_GEMS
 # (3000), BENCH_COLD_CLIENTS (500), BENCH_COLD_LATENCY (200ms),
 # BENCH_MEM_CLIENTS (100), BENCH_PUSH_MIB (200), BENCH_COLD_NGINX (1: also
-# run the cold test through nginx, for reference), BENCH_TIME_LIMIT (seconds,
-# 840: the whole run is stopped past it), BENCH_STRICT (1: exit 1 when a
-# target fails).
+# run the cold test through nginx, for reference), BENCH_LAT_DURATION
+# (seconds per openloop run, 10), BENCH_LAT_LOADS (percentages of nginx's
+# saturated rate, "25 50 75"), BENCH_PHASES (which phases run, "warm latency
+# cold"), BENCH_TIME_LIMIT (seconds, 1200: the whole run is stopped past
+# it), BENCH_PORT_BASE (19290: the first of the loopback ports used),
+# BENCH_PPROF (1: gemproxy serves pprof on BENCH_PORT_BASE+9),
+# BENCH_STRICT (1: exit 1 when a target fails).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,14 +54,19 @@ COLD_LATENCY=${BENCH_COLD_LATENCY:-200ms}
 MEM_CLIENTS=${BENCH_MEM_CLIENTS:-100}
 PUSH_MIB=${BENCH_PUSH_MIB:-200}
 COLD_NGINX=${BENCH_COLD_NGINX:-1}
-TIME_LIMIT=${BENCH_TIME_LIMIT:-840}
+LAT_DURATION=${BENCH_LAT_DURATION:-10}
+LAT_LOADS=${BENCH_LAT_LOADS:-25 50 75}
+PHASES=" ${BENCH_PHASES:-warm latency cold} "
+TIME_LIMIT=${BENCH_TIME_LIMIT:-1200}
 # Disturbed warm runs are repeated only while the run is younger than this.
 RETRY_UNTIL=$((TIME_LIMIT * 55 / 100))
 RETRY_OTHER_PCT=10
 
-UP_PORT=19290
-GP_PORT=19292
-NGX_PORT=19293
+# Ports: the upstream on BENCH_PORT_BASE (19290), gemproxy on +2, nginx on +3.
+PORT_BASE=${BENCH_PORT_BASE:-19290}
+UP_PORT=$PORT_BASE
+GP_PORT=$((PORT_BASE + 2))
+NGX_PORT=$((PORT_BASE + 3))
 UP=http://127.0.0.1:$UP_PORT
 GP=http://127.0.0.1:$GP_PORT
 NGX=http://127.0.0.1:$NGX_PORT
@@ -132,11 +150,22 @@ mkdir -p "$TMP" "$RAW" "$OUT"
 
 # The revision measured, as built (a dirty tree is marked so).
 GEMPROXY_REVISION=$(git describe --always --dirty 2>/dev/null || echo unknown)
-log "building gemproxy ($GEMPROXY_REVISION), upstream, coldload, report"
-go build -o "$TMP/gemproxy" ./cmd/gemproxy
+log "building gemproxy ($GEMPROXY_REVISION), upstream, coldload, openloop, report"
+# BENCH_PPROF=1: a gemproxy that also serves net/http/pprof on
+# 127.0.0.1:BENCH_PORT_BASE+9 (build tag benchpprof; never in the product).
+if [ "${BENCH_PPROF:-0}" = 1 ]; then
+	go build -tags benchpprof -o "$TMP/gemproxy" ./cmd/gemproxy
+	export GEMPROXY_PPROF_ADDR=127.0.0.1:$((PORT_BASE + 9))
+else
+	go build -o "$TMP/gemproxy" ./cmd/gemproxy
+fi
 go build -o "$TMP/upstream" ./bench/upstream
 go build -o "$TMP/coldload" ./bench/coldload
+go build -o "$TMP/openloop" ./bench/openloop
 go build -o "$TMP/report" ./bench/report
+
+# phase NAME: whether BENCH_PHASES includes NAME.
+phase() { [[ $PHASES == *" $1 "* ]]; }
 
 # curl without any proxy from the environment.
 CURL=(curl -s --noproxy '*' --max-time 30)
@@ -168,16 +197,20 @@ cat >"$TMP/gemproxy.toml" <<EOF
 listen = "127.0.0.1:$GP_PORT"
 upstream = "$UP"
 data_dir = "$TMP/gemproxy-data"
-log_level = "warn"
+# The access log stays on (log_level "info", the default), as deployed.
 
 # Every benchmarked object stays fresh for the whole run, as in the nginx
 # mirror (proxy_cache_valid 200 1h): the warm rows measure hits only.
-[ttl]
-versions = "1h"
-info = "1h"
-names = "1h"
-full_index = "1h"
-api = "1h"
+[class.versions]
+ttl = "1h"
+[class.info]
+ttl = "1h"
+[class.names]
+ttl = "1h"
+[class.full_index]
+ttl = "1h"
+[class.api]
+ttl = "1h"
 
 [server]
 # Restarts between scenarios must not wait for the load-balancer grace.
@@ -214,7 +247,9 @@ events {
 }
 
 http {
-    access_log off;
+    # As deployed: every request logged, in a buffer written at least once
+    # a second (gemproxy's access log is buffered and flushed likewise).
+    access_log $TMP/nginx/access.log combined buffer=64k flush=1s;
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -406,52 +441,99 @@ children_ticks() {
 	}' "$TMP/times")
 }
 
-log "wrk warm-up: 2s per row and server (not recorded)"
-for row in "${ROWS[@]}"; do
-	for server in gemproxy nginx; do
-		wrk_run "$row" "$server" 2 >/dev/null
-	done
-done
-
-"${CURL[@]}" -X POST -o /dev/null "$UP/__reset"
-: >"$RAW/warm.txt"
-log "warm runs: ${#ROWS[@]} rows x 2 servers x $ROUNDS rounds x ${DURATION}s (wrk -t$THREADS -c$CONNECTIONS)"
-for round in $(seq "$ROUNDS"); do
+if phase warm || phase latency; then
+	log "wrk warm-up: 2s per row and server (not recorded)"
 	for row in "${ROWS[@]}"; do
 		for server in gemproxy nginx; do
-			# A run disturbed by other processes (more than
-			# RETRY_OTHER_PCT of the machine's CPU used by neither the
-			# server nor wrk) is repeated, up to twice, while time allows.
-			for attempt in 1 2 3; do
-				before=$(server_cpu_ticks "$server")
-				read -r m_total1 m_busy1 < <(machine_ticks)
-				children_ticks
-				c1=$CHILD_TICKS
-				fields=$(wrk_run "$row" "$server" "$DURATION")
-				children_ticks
-				c2=$CHILD_TICKS
-				read -r m_total2 m_busy2 < <(machine_ticks)
-				after=$(server_cpu_ticks "$server")
-				other=$((m_busy2 - m_busy1 - (after - before) - (c2 - c1)))
-				m_span=$(((m_total2 - m_total1) > 0 ? (m_total2 - m_total1) : 1))
-				other_pct=$(((100 * other + m_span / 2) / m_span)) # rounded, as in the report
-				rps=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$fields")
-				p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$fields")
-				log "round $round $row $server: $rps req/s, p99 ${p99}us (other CPU ${other_pct}%)"
-				if [ "$other_pct" -le "$RETRY_OTHER_PCT" ] || [ "$attempt" = 3 ] ||
-					[ $(($(date +%s) - STARTED)) -gt "$RETRY_UNTIL" ]; then
-					break
-				fi
-				log "  disturbed by other processes: running it again"
-			done
-			echo "row=$row server=$server round=$round attempts=$attempt cpu_ticks=$((after - before)) clk_tck=$CLK_TCK" \
-				"client_ticks=$((c2 - c1)) machine_ticks=$((m_total2 - m_total1)) other_ticks=$other $fields" >>"$RAW/warm.txt"
+			wrk_run "$row" "$server" 2 >/dev/null
 		done
 	done
-done
-"${CURL[@]}" "$UP/__stats" >"$RAW/warm-upstream.json"
+fi
 
-# ------------------------------------------------------------ cold coalescing
+: >"$RAW/warm.txt"
+if phase warm; then
+	"${CURL[@]}" -X POST -o /dev/null "$UP/__reset"
+	log "warm runs: ${#ROWS[@]} rows x 2 servers x $ROUNDS rounds x ${DURATION}s (wrk -t$THREADS -c$CONNECTIONS)"
+	for round in $(seq "$ROUNDS"); do
+		for row in "${ROWS[@]}"; do
+			for server in gemproxy nginx; do
+				# A run disturbed by other processes (more than
+				# RETRY_OTHER_PCT of the machine's CPU used by neither the
+				# server nor wrk) is repeated, up to twice, while time allows.
+				for attempt in 1 2 3; do
+					before=$(server_cpu_ticks "$server")
+					read -r m_total1 m_busy1 < <(machine_ticks)
+					children_ticks
+					c1=$CHILD_TICKS
+					fields=$(wrk_run "$row" "$server" "$DURATION")
+					children_ticks
+					c2=$CHILD_TICKS
+					read -r m_total2 m_busy2 < <(machine_ticks)
+					after=$(server_cpu_ticks "$server")
+					other=$((m_busy2 - m_busy1 - (after - before) - (c2 - c1)))
+					m_span=$(((m_total2 - m_total1) > 0 ? (m_total2 - m_total1) : 1))
+					other_pct=$(((100 * other + m_span / 2) / m_span)) # rounded, as in the report
+					rps=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$fields")
+					p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$fields")
+					log "round $round $row $server: $rps req/s, p99 ${p99}us (other CPU ${other_pct}%)"
+					if [ "$other_pct" -le "$RETRY_OTHER_PCT" ] || [ "$attempt" = 3 ] ||
+						[ $(($(date +%s) - STARTED)) -gt "$RETRY_UNTIL" ]; then
+						break
+					fi
+					log "  disturbed by other processes: running it again"
+				done
+				echo "row=$row server=$server round=$round attempts=$attempt cpu_ticks=$((after - before)) clk_tck=$CLK_TCK" \
+					"client_ticks=$((c2 - c1)) machine_ticks=$((m_total2 - m_total1)) other_ticks=$other $fields" >>"$RAW/warm.txt"
+			done
+		done
+	done
+	"${CURL[@]}" "$UP/__stats" >"$RAW/warm-upstream.json"
+fi
+
+# ---------------------------------------------------------------- latency
+
+# Rows measured at a steady load: what every Bundler run asks for.
+LAT_ROWS=(info_small versions_206)
+
+# nginx_rps ROW: nginx's saturated requests/s on ROW: the median of its
+# warm runs, or a wrk run of its own when the warm phase did not run.
+nginx_rps() {
+	local rates
+	rates=$(awk -v row="row=$1" '$1 == row && $2 == "server=nginx" {
+		for (i = 3; i <= NF; i++) if ($i ~ /^rps=/) print substr($i, 5)
+	}' "$RAW/warm.txt" | sort -n)
+	[ -n "$rates" ] || rates=$(wrk_run "$1" nginx "$DURATION" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
+	awk '{ a[NR] = $1 } END { printf "%d\n", a[int((NR + 1) / 2)] }' <<<"$rates"
+}
+
+# openloop_run ROW SERVER PCT RATE: one open-loop run, its JSON in
+# latency-ROW-SERVER-PCT.json.
+openloop_run() {
+	local row=$1 server=$2 pct=$3 rate=$4 args=()
+	[ -n "${R_RANGE[$row]:-}" ] && args+=(-H "Range: ${R_RANGE[$row]}")
+	[ -n "${R_INM[$row]:-}" ] && args+=(-H "If-None-Match: ${R_INM[$row]}")
+	"$TMP/openloop" -url "$(base_url "$server")${R_PATH[$row]}" "${args[@]}" -expect-status "${R_STATUS[$row]}" \
+		-rate "$rate" -duration "${LAT_DURATION}s" -warmup 1s -label "$row $server $pct%" \
+		>"$RAW/latency-$row-$server-$pct.json" 2>>"$TMP/openloop.log" ||
+		log "openloop $row $server $pct%: errors (see the report)"
+	tail -1 "$TMP/openloop.log" >&2
+}
+
+if phase latency; then
+	: >"$RAW/latency-base.txt"
+	for row in "${LAT_ROWS[@]}"; do
+		base=$(nginx_rps "$row")
+		echo "$row=$base" >>"$RAW/latency-base.txt"
+		log "latency at a steady load on $row: ${LAT_LOADS// /%, }% of nginx's $base req/s, ${LAT_DURATION}s per run"
+		for pct in $LAT_LOADS; do
+			for server in gemproxy nginx; do
+				openloop_run "$row" "$server" "$pct" $((base * pct / 100))
+			done
+		done
+	done
+fi
+
+# ------------------------------------------------ cold coalescing, memory
 
 COLD=("$TMP/coldload" -url "$GP$GEM50M_PATH" -expect-bytes "$GEM50M_BYTES" -stats "$UP/__stats"
 	-count-path "$GEM50M_PATH,$GEM50M_INFO_PATH" -timeout 4m)
@@ -465,41 +547,39 @@ coldload_to() {
 	tail -1 "$TMP/coldload.log" >&2
 }
 
-log "cold coalescing: upstream latency $COLD_LATENCY"
-"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=$COLD_LATENCY"
-stop_gemproxy
-start_gemproxy "$TMP/gemproxy-cold-1" fresh
-coldload_to cold-gemproxy-1.json "${COLD[@]}" -n 1 -pid "$GP_PID" -label gemproxy-1
-stop_gemproxy
-start_gemproxy "$TMP/gemproxy-cold-N" fresh
-coldload_to cold-gemproxy-N.json "${COLD[@]}" -n "$COLD_CLIENTS" -pid "$GP_PID" -label "gemproxy-$COLD_CLIENTS"
+if phase cold; then
+	log "cold coalescing: upstream latency $COLD_LATENCY"
+	"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=$COLD_LATENCY"
+	stop_gemproxy
+	start_gemproxy "$TMP/gemproxy-cold-1" fresh
+	coldload_to cold-gemproxy-1.json "${COLD[@]}" -n 1 -pid "$GP_PID" -label gemproxy-1
+	stop_gemproxy
+	start_gemproxy "$TMP/gemproxy-cold-N" fresh
+	coldload_to cold-gemproxy-N.json "${COLD[@]}" -n "$COLD_CLIENTS" -pid "$GP_PID" -label "gemproxy-$COLD_CLIENTS"
+	"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=0s"
 
-if [ "$COLD_NGINX" = 1 ]; then
-	log "cold coalescing through nginx (reference)"
-	stop_nginx
-	start_nginx fresh
-	coldload_to cold-nginx-1.json "${COLD[@]/#$GP/$NGX}" -n 1 -preconnect /__nginx_health -label nginx-1
-	stop_nginx
-	start_nginx fresh
-	coldload_to cold-nginx-N.json "${COLD[@]/#$GP/$NGX}" -n "$COLD_CLIENTS" -preconnect /__nginx_health -label "nginx-$COLD_CLIENTS"
+	# The memory scenarios follow in the same process, as a burst would
+	# in production: what the cold fan-out left must not add up.
+	log "memory: right after, $MEM_CLIENTS clients download the cached 50 MB gem (same process)"
+	sleep 1
+	coldload_to mem-get.json "$TMP/coldload" -url "$GP$GEM50M_PATH" -expect-bytes "$GEM50M_BYTES" \
+		-n "$MEM_CLIENTS" -pid "$GP_PID" -label "mem-get-$MEM_CLIENTS" -timeout 4m
+	log "memory: a ${PUSH_MIB} MiB push streams through (same process)"
+	coldload_to mem-push.json "$TMP/coldload" -mode push -url "$GP/api/v1/gems" -size $((PUSH_MIB << 20)) \
+		-expect-status 401 -stats "$UP/__stats" -count-path /api/v1/gems -pid "$GP_PID" -label "mem-push-${PUSH_MIB}MiB" -timeout 4m
+
+	if [ "$COLD_NGINX" = 1 ]; then
+		log "cold coalescing through nginx (reference)"
+		"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=$COLD_LATENCY"
+		stop_nginx
+		start_nginx fresh
+		coldload_to cold-nginx-1.json "${COLD[@]/#$GP/$NGX}" -n 1 -preconnect /__nginx_health -label nginx-1
+		stop_nginx
+		start_nginx fresh
+		coldload_to cold-nginx-N.json "${COLD[@]/#$GP/$NGX}" -n "$COLD_CLIENTS" -preconnect /__nginx_health -label "nginx-$COLD_CLIENTS"
+		"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=0s"
+	fi
 fi
-"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=0s"
-
-# ------------------------------------------------------------------ memory
-
-log "memory: $MEM_CLIENTS clients download the 50 MB gem (cached)"
-stop_gemproxy
-start_gemproxy "$TMP/gemproxy-cold-N"
-sleep 1
-coldload_to mem-get.json "$TMP/coldload" -url "$GP$GEM50M_PATH" -expect-bytes "$GEM50M_BYTES" \
-	-n "$MEM_CLIENTS" -pid "$GP_PID" -label "mem-get-$MEM_CLIENTS" -timeout 4m
-
-log "memory: a ${PUSH_MIB} MiB push streams through"
-stop_gemproxy
-start_gemproxy "$TMP/gemproxy-cold-N"
-sleep 1
-coldload_to mem-push.json "$TMP/coldload" -mode push -url "$GP/api/v1/gems" -size $((PUSH_MIB << 20)) \
-	-expect-status 401 -stats "$UP/__stats" -count-path /api/v1/gems -pid "$GP_PID" -label "mem-push-${PUSH_MIB}MiB" -timeout 4m
 
 # ------------------------------------------------------------------ report
 
@@ -507,7 +587,7 @@ coldload_to mem-push.json "$TMP/coldload" -mode push -url "$GP/api/v1/gems" -siz
 	echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
 	echo "revision=$GEMPROXY_REVISION"
 	echo "nproc=$(nproc)"
-	echo "cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+	echo "cpu_model=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -1)"
 	echo "mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 	echo "os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), Linux $(uname -r)"
 	echo "go_version=$(go version | awk '{print $3}')"
@@ -517,6 +597,9 @@ coldload_to mem-push.json "$TMP/coldload" -mode push -url "$GP/api/v1/gems" -siz
 	echo "connections=$CONNECTIONS"
 	echo "duration=${DURATION}s"
 	echo "rounds=$ROUNDS"
+	echo "lat_duration=${LAT_DURATION}s"
+	echo "lat_loads=$LAT_LOADS"
+	echo "phases=$(echo $PHASES)"
 	echo "cold_latency=$COLD_LATENCY"
 	echo "busy_before=$IDLE_BUSY"
 	echo "load_start=$LOAD_START"

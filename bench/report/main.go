@@ -9,9 +9,13 @@
 //	warm.txt         one line per wrk run: key=value tokens (row, server,
 //	                 round, cpu_ticks, clk_tck and the BENCHRESULT fields)
 //	verify.txt       one line per row and server: the answer checked with curl
+//	latency-base.txt one line per latency row: the row id and nginx's
+//	                 saturated requests/s the loads are shares of
+//	latency-ROW-SERVER-PCT.json  openloop results at PCT% of that rate
 //	cold-*.json      coldload results (gemproxy-1, gemproxy-N, nginx-1, nginx-N)
-//	mem-get.json     coldload: concurrent downloads of the 50 MB gem, with RSS
-//	mem-push.json    coldload: a large push streamed through, with RSS
+//	mem-get.json     coldload: concurrent downloads of the 50 MB gem right
+//	                 after gemproxy-N, in the same process, with RSS
+//	mem-push.json    coldload: a large push streamed through, same process
 //	warm-upstream.json  upstream requests during the warm runs
 //	env.txt          key=value: parameters and tool versions
 //
@@ -101,7 +105,7 @@ func report(w io.Writer, dir string, man, env map[string]string, runs []run) int
 	fmt.Fprintf(w, "## Warm hits\n\n")
 	fmt.Fprintf(w, "wrk %s, %s threads, %s connections, %s per run; runs alternate gemproxy, nginx per row, %s rounds; "+
 		"figures are the **median of the rounds** (requests/s, p50 and p99 each). Both servers hold every object fresh for 1 h "+
-		"(gemproxy `[ttl]` 1h; nginx `proxy_cache_valid 200 1h` with upstream Cache-Control ignored), so every request is a hit "+
+		"(gemproxy `ttl` 1h in every `[class.*]`; nginx `proxy_cache_valid 200 1h` with upstream Cache-Control ignored), so every request is a hit "+
 		"(upstream requests during the warm runs: %s).\n\n",
 		env["wrk_version"], env["threads"], env["connections"], env["duration"], env["rounds"], upstreamDuringWarm(dir))
 	disturbed := 0
@@ -167,6 +171,8 @@ func report(w io.Writer, dir string, man, env map[string]string, runs []run) int
 		}
 	}
 
+	fails += latencyReport(w, dir, env, man)
+
 	fmt.Fprintf(w, "\n## Cold coalescing\n\n")
 	gp1, gpN := readCold(dir, "cold-gemproxy-1.json"), readCold(dir, "cold-gemproxy-N.json")
 	ng1, ngN := readCold(dir, "cold-nginx-1.json"), readCold(dir, "cold-nginx-N.json")
@@ -226,10 +232,11 @@ func report(w io.Writer, dir string, man, env map[string]string, runs []run) int
 	}
 
 	fmt.Fprintf(w, "\n## Memory\n\n")
-	fmt.Fprintf(w, "gemproxy restarted on its warm data directory before each scenario; idle = RSS just before the load; peak = VmHWM "+
+	fmt.Fprintf(w, "Memory as the kubelet counts it, in one gemproxy process: the %d-client cold fill and fan-out above, then right after "+
+		"(1 s later) the concurrent downloads of the cached gem, then the push. Idle = RSS just before the load; peak = VmHWM "+
 		"(reset through /proc/PID/clear_refs before the load) or the highest VmRSS sampled every 10 ms, whichever is higher. "+
-		"RSS includes file-backed pages of the mmapped bbolt file (page cache the kernel can reclaim); the anonymous part "+
-		"(heap, stacks) is shown apart.\n\n")
+		"RSS includes file-backed pages (the binary, the mmapped bbolt file); the anonymous part (heap, stacks) and the "+
+		"file-backed part are the highest sampled RssAnon and RssFile.\n\n", clientsOf(gpN))
 	fmt.Fprintln(w, "| scenario | idle RSS | peak RSS | growth | peak anon | peak file-backed | check | target | result |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---|---|")
 	memRow := func(name string, c *coldResult, check string) {
@@ -242,9 +249,15 @@ func report(w io.Writer, dir string, man, env map[string]string, runs []run) int
 		fmt.Fprintf(w, "| %s | %s | %s | +%s | %s | %s | %s | peak < 100 MiB | %s |\n",
 			name, mib(m.IdleRSSKB), mib(m.PeakKB), mib(m.GrowthKB), mib(m.AnonKB), mib(m.FileKB), check, pf(ok))
 	}
+	if gpN != nil {
+		memRow(fmt.Sprintf("%d concurrent cold clients of the %s B gem (fill and fan-out)", gpN.Clients, man["GEM50M_BYTES"]), gpN,
+			fmt.Sprintf("%d/%d clients got all bytes, %d upstream request(s)", gpN.OK, gpN.Clients, gpN.UpstreamDelta[gemPath]))
+	} else {
+		memRow("concurrent cold clients of the 50 MB gem", nil, "")
+	}
 	mg := readCold(dir, "mem-get.json")
 	if mg != nil {
-		memRow(fmt.Sprintf("%d clients download the %s B gem at once (cached)", mg.Clients, man["GEM50M_BYTES"]), mg,
+		memRow(fmt.Sprintf("then %d clients download the cached gem at once", mg.Clients), mg,
 			fmt.Sprintf("%d/%d clients got all bytes, TTLB median %s", mg.OK, mg.Clients, msf(mg.TTLB.Median)))
 	} else {
 		memRow("concurrent downloads of the 50 MB gem", nil, "")
@@ -255,7 +268,7 @@ func report(w io.Writer, dir string, man, env map[string]string, runs []run) int
 		for _, v := range mp.UpstreamBodyBytes {
 			got += v
 		}
-		memRow(fmt.Sprintf("a %s MiB push (POST /api/v1/gems) streams through", strconv.FormatInt(mp.BytesPerClient>>20, 10)), mp,
+		memRow(fmt.Sprintf("then a %s MiB push (POST /api/v1/gems) streams through", strconv.FormatInt(mp.BytesPerClient>>20, 10)), mp,
 			fmt.Sprintf("upstream received %d of %d body bytes, answered %s in %s", got, mp.BytesPerClient, statuses(mp.Statuses), msf(mp.WallMS)))
 	} else {
 		memRow("a large push streams through", nil, "")
@@ -400,6 +413,97 @@ type coldResult struct {
 		AnonKB    int64 `json:"peak_anon_kb"`
 		FileKB    int64 `json:"peak_file_kb"`
 	} `json:"memory"`
+}
+
+// clientsOf is the client count of c, or 0.
+func clientsOf(c *coldResult) int {
+	if c == nil {
+		return 0
+	}
+	return c.Clients
+}
+
+// latencyRun is one openloop result.
+type latencyRun struct {
+	Rate     float64 `json:"rate"`
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	Achieved float64 `json:"achieved_rate"`
+	Latency  struct {
+		P50  float64 `json:"p50"`
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p99_9"`
+	} `json:"latency_us"`
+	Lag struct {
+		P99 float64 `json:"p99"`
+	} `json:"send_lag_us"`
+	CPU float64 `json:"cpu_s"`
+}
+
+// readLatency reads one openloop result, or nil.
+func readLatency(dir, row, server, pct string) *latencyRun {
+	b, err := os.ReadFile(filepath.Join(dir, "latency-"+row+"-"+server+"-"+pct+".json"))
+	if err != nil {
+		return nil
+	}
+	var l latencyRun
+	if json.Unmarshal(b, &l) != nil || l.Requests == 0 {
+		return nil
+	}
+	return &l
+}
+
+// latencyReport writes the steady-load section from latency-*.json and
+// returns its number of FAILs; nothing when the phase did not run.
+func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
+	base := readKV(filepath.Join(dir, "latency-base.txt"), "")
+	if len(base) == 0 {
+		return 0
+	}
+	fails := 0
+	fmt.Fprintf(w, "\n## Latency at a steady load\n\n")
+	fmt.Fprintf(w, "bench/openloop: a constant arrival rate for %s per run (after 1 s of warm-up), each request's latency counted "+
+		"from its intended send time (no coordinated omission), persistent connections (rate/500, 16 to 512); the load is a share of "+
+		"nginx's saturated requests/s on the row (median of its wrk runs above). Runs alternate gemproxy, nginx. \"send lag\" is how "+
+		"late the generator wrote requests (its own delay, shared by both servers), \"gen CPU\" its CPU time.\n\n", env["lat_duration"])
+	fmt.Fprintln(w, "| request | load | req/s | gemproxy p50 / p99 / p99.9 | nginx p50 / p99 / p99.9 | send lag p99 (gp / nginx) | gen CPU s (gp / nginx) | target | result |")
+	fmt.Fprintln(w, "|---|---:|---:|---|---|---|---|---|---|")
+	for _, r := range rows {
+		b, ok := base[r.id]
+		if !ok {
+			continue
+		}
+		label := expand(r.label, man)
+		baseRate, _ := strconv.Atoi(b)
+		for _, pct := range strings.Fields(env["lat_loads"]) {
+			g, n := readLatency(dir, r.id, "gemproxy", pct), readLatency(dir, r.id, "nginx", pct)
+			p, _ := strconv.Atoi(pct)
+			if g == nil || n == nil {
+				fmt.Fprintf(w, "| %s | %s%% of %d | %d | %s | %s | | | p99, p99.9 ≤ nginx | %s |\n", label, pct, baseRate, baseRate*p/100,
+					validity(g != nil), validity(n != nil), failed(&fails))
+				continue
+			}
+			ok := g.Errors == 0 && n.Errors == 0 && g.Latency.P99 <= n.Latency.P99 && g.Latency.P999 <= n.Latency.P999
+			result := "PASS"
+			if !ok {
+				result = failed(&fails)
+			}
+			errs := ""
+			if g.Errors+n.Errors > 0 {
+				errs = fmt.Sprintf(" (errors: %d / %d)", g.Errors, n.Errors)
+			}
+			fmt.Fprintf(w, "| %s | %s%% of %d | %.0f | %s / %s / %s | %s / %s / %s | %s / %s | %.2f / %.2f | p99, p99.9 ≤ nginx | %s%s |\n",
+				label, pct, baseRate, g.Rate, us(g.Latency.P50), us(g.Latency.P99), us(g.Latency.P999),
+				us(n.Latency.P50), us(n.Latency.P99), us(n.Latency.P999), us(g.Lag.P99), us(n.Lag.P99), g.CPU, n.CPU, result, errs)
+		}
+	}
+	return fails
+}
+
+// failed counts a FAIL in *fails and returns its cell.
+func failed(fails *int) string {
+	*fails++
+	return "**FAIL**"
 }
 
 // readCold reads one coldload result, or nil.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -65,6 +66,9 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	}
 	log := newLogger(cfg, stderr)
 	ver := resolvedVersion()
+	if limit, ok := defaultMemoryLimit(cfg, lookupEnv); ok {
+		debug.SetMemoryLimit(limit)
+	}
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{
@@ -130,7 +134,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "data_dir", cfg.DataDir, "version", ver,
-		"config", cmp.Or(cfg.File, "none (built-in defaults, GEMPROXY_* and flags)"))
+		"config", cmp.Or(cfg.File, "none (built-in defaults, GEMPROXY_* and flags)"), "memory_limit", debug.SetMemoryLimit(-1))
 
 	status := exitOK
 	select {

@@ -2,5 +2,7 @@
 
 package cache
 
+import bolt "go.etcd.io/bbolt"
+
 // releasePages is a no-op where madvise is not used.
-func releasePages([]byte) {}
+func releasePages(*bolt.Tx, []byte) {}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,6 +25,9 @@ type Reader struct {
 	// spill serves the body of a transient entry from its staging file
 	// (and keeps that file open while the Reader is in use).
 	spill *spillFile
+	// at caches where the chunk being read of a large body lies in the
+	// cache file.
+	at chunkAt
 }
 
 // Open returns a Reader of e's identity body, or of its gzip form when gzip
@@ -84,43 +88,99 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	n := 0
 	err := r.s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChunks)
 		for n < len(p) {
-			index := uint32(r.off / ChunkSize)
-			v := b.Get(chunkKey(r.id, index))
-			within := r.off % ChunkSize
-			// A chunk may have grown by an append since this body's length
-			// was recorded: never read past this body's own end.
-			limit := int64(len(v))
-			if chunkEnd := r.size - int64(index)*ChunkSize; chunkEnd < limit {
-				limit = chunkEnd
-			}
-			if v == nil || within >= limit {
-				return fmt.Errorf("cache: body %d: chunk %d missing or short", r.id, index)
-			}
-			c := copy(p[n:], v[within:within+int64(min(int64(len(p)-n), limit-within))])
-			if r.size >= releaseBodyMin {
-				releasePages(v[within : within+int64(c)])
-			}
+			c, err := r.copyChunk(tx, p[n:])
 			n += c
 			r.off += int64(c)
+			if err != nil {
+				return err
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return n, err
-	}
-	return n, nil
+	return n, err
 }
 
-// writeBufferSize is the slice of a chunk WriteTo copies per transaction:
-// a whole chunk, so one transaction per chunk.
-const writeBufferSize = ChunkSize
+// copyChunk copies into p what it can of the body from r.off to the end of
+// that offset's chunk, in tx. A large body is read from the cache file with
+// pread, not through bbolt's mapping of it: streaming a 50 MB gem to many
+// clients then adds none of its pages to gemproxy's resident memory.
+// Smaller bodies are copied out of the mapping, where hot ones stay.
+func (r *Reader) copyChunk(tx *bolt.Tx, p []byte) (int, error) {
+	index, within := uint32(r.off/ChunkSize), r.off%ChunkSize
+	if r.size >= releaseBodyMin {
+		at, inFile, err := r.locate(tx, index, within)
+		if err != nil {
+			return 0, err
+		}
+		if inFile {
+			return r.s.file.ReadAt(p[:min(int64(len(p)), at.limit-within)], at.offset+within)
+		}
+	}
+	v, err := r.chunk(tx, index, within)
+	if err != nil {
+		return 0, err
+	}
+	return copy(p, v[within:]), nil
+}
 
-// writeBuffers recycles the buffers of WriteTo.
-var writeBuffers = sync.Pool{New: func() any { b := make([]byte, writeBufferSize); return &b }}
+// chunk returns the part of chunk index that belongs to r's body, checking
+// that it reaches past within.
+func (r *Reader) chunk(tx *bolt.Tx, index uint32, within int64) ([]byte, error) {
+	v := tx.Bucket(bucketChunks).Get(chunkKey(r.id, index))
+	// A chunk may have grown by an append since this body's length was
+	// recorded: never read past this body's own end.
+	limit := min(int64(len(v)), r.size-int64(index)*ChunkSize)
+	if v == nil || within >= limit {
+		return nil, fmt.Errorf("cache: body %d: chunk %d missing or short", r.id, index)
+	}
+	return v[:limit], nil
+}
 
-// WriteTo writes the rest of the body to w a chunk at a time: each chunk is
+// chunkAt is where one chunk of a body lies in the cache file, as seen by
+// the read transactions of one bbolt transaction ID: only a commit moves a
+// value.
+type chunkAt struct {
+	known  bool
+	txid   int
+	index  uint32
+	offset int64 // of the chunk's first byte in the file
+	limit  int64 // bytes of the chunk that belong to the body
+}
+
+// locate returns where chunk index lies in the cache file, looking it up
+// only when it is not the chunk located last or a commit came in between.
+// A lookup maps the chunk's first pages (bbolt reads the key there): they
+// are released at once. inFile is false when bbolt handed out a copy of
+// the value instead of a slice of its mapping of the file (an inline
+// bucket's values): it is read from the mapping then.
+func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (at chunkAt, inFile bool, err error) {
+	if r.at.known && r.at.txid == tx.ID() && r.at.index == index {
+		return r.at, true, nil
+	}
+	v, err := r.chunk(tx, index, within)
+	if err != nil {
+		return chunkAt{}, false, err
+	}
+	// The mapping of the whole file starts at Info().Data.
+	offset := int64(uintptr(unsafe.Pointer(unsafe.SliceData(v))) - tx.DB().Info().Data)
+	if offset < 0 || offset+int64(len(v)) > tx.Size() {
+		return chunkAt{}, false, nil
+	}
+	releasePages(tx, v)
+	r.at = chunkAt{known: true, txid: tx.ID(), index: index, offset: offset, limit: int64(len(v))}
+	return r.at, true, nil
+}
+
+// streamBufferSize is the most WriteTo copies out of the cache file per
+// read transaction and holds while its client takes the bytes: what one
+// stream of a large body costs in memory (500 streams: 16 MiB).
+const streamBufferSize = 32 << 10
+
+// streamBuffers recycles the buffers of WriteTo.
+var streamBuffers = sync.Pool{New: func() any { b := make([]byte, streamBufferSize); return &b }}
+
+// WriteTo writes the rest of the body to w a slice at a time: each slice is
 // copied out of bbolt inside its own short read transaction and written
 // after it ended, so a slow client never holds a transaction open. io.Copy
 // (and so fasthttp's body streaming) uses it instead of many 4 KiB Reads.
@@ -130,26 +190,33 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		r.off += n
 		return n, err
 	}
-	bp := writeBuffers.Get().(*[]byte)
-	defer writeBuffers.Put(bp)
-	buf := *bp
 	var total int64
 	for r.off < r.end {
-		// Never across a chunk boundary: one chunk lookup per transaction.
-		want := min(writeBufferSize, ChunkSize-r.off%ChunkSize, r.end-r.off)
-		n, err := r.Read(buf[:want])
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
+		n, err := r.writeSlice(w)
+		total += n
 		if err != nil {
 			return total, err
 		}
 	}
 	return total, nil
+}
+
+// writeSlice copies the next slice of the body, never across a chunk
+// boundary (one chunk lookup per transaction), into a pooled buffer and
+// writes it to w. The buffer goes back to the pool before the next slice,
+// so streams share buffers instead of each keeping one for its whole
+// download.
+func (r *Reader) writeSlice(w io.Writer) (int64, error) {
+	bp := streamBuffers.Get().(*[]byte)
+	defer streamBuffers.Put(bp)
+	buf := (*bp)[:min(streamBufferSize, ChunkSize-r.off%ChunkSize, r.end-r.off)]
+	n, err := r.Read(buf)
+	if n > 0 {
+		if m, werr := w.Write(buf[:n]); werr != nil {
+			return int64(m), werr
+		}
+	}
+	return int64(n), err
 }
 
 // Close releases the body.
@@ -161,7 +228,7 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// releaseBodyMin is the smallest body whose pages are released from the
-// file mapping as they are streamed (see releasePages): large, rarely hot
+// releaseBodyMin is the smallest body read from the cache file with pread
+// rather than through the file mapping (see copyChunk): large, rarely hot
 // gems. Smaller bodies stay mapped, so hot ones are read without faults.
 const releaseBodyMin = 8 << 20

@@ -100,7 +100,10 @@ type item struct {
 
 // Store is the bbolt-backed cache. It is safe for concurrent use.
 type Store struct {
-	db      *bolt.DB
+	db *bolt.DB
+	// file is the bbolt file opened for reading, which Readers of large
+	// bodies read with pread (see Reader.copyChunk).
+	file    *os.File
 	opts    Options
 	tmpDir  string
 	flights singleflight.Group
@@ -166,6 +169,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open %s: %w", path, err)
 	}
+	file, err := os.Open(path)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
 	if !opts.ReadOnly {
 		// Staging files of a previous process are garbage by definition;
 		// only the lock holder may say so (they may be a live process's).
@@ -177,6 +185,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		db:        db,
+		file:      file,
 		opts:      opts,
 		tmpDir:    tmp,
 		now:       time.Now,
@@ -187,6 +196,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		retiring:  make(map[uint64]bool),
 	}
 	if err := s.init(); err != nil {
+		_ = file.Close()
 		_ = db.Close()
 		return nil, err
 	}
@@ -288,7 +298,7 @@ func (s *Store) Close() error {
 	if !s.opts.ReadOnly {
 		_ = s.flushAccess()
 	}
-	err := s.db.Close()
+	err := errors.Join(s.db.Close(), s.file.Close())
 	s.lastWrite.Store(&writeOutcome{err: errClosed, at: s.now()})
 	return err
 }

@@ -1,0 +1,473 @@
+// Command openloop is the steady-load generator of bench/run.sh: it sends
+// GET requests to one URL at a constant arrival rate and measures each
+// request's latency from the moment it was due to be sent (its intended
+// send time), not from when it went out, so a server that stalls is
+// charged for every request that waited behind the stall (no coordinated
+// omission).
+//
+// A pool of workers, each with its own persistent HTTP/1.1 connection,
+// claims the scheduled requests in order: request i is due at start +
+// i/rate; a free worker sleeps until it is due, sends it and reads the
+// whole answer. When every worker is busy a due request waits for the first
+// free one, and that wait counts in its latency, as it would for a client
+// with that many connections. The requests are built once; the answer is
+// read by a minimal parser (status line, Content-Length, body) into a
+// buffer per connection, so the generator allocates nothing per request and
+// leaves the shared cores to the servers.
+//
+// Latencies go into a log-linear histogram (1/64 relative precision) per
+// worker. The result is one JSON object on stdout; a human summary goes to
+// stderr. Everything is bounded in time: the run lasts -warmup + -duration,
+// and requests still unanswered -timeout after the end are counted as
+// errors.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// result is the JSON printed on stdout.
+type result struct {
+	Label  string  `json:"label"`
+	URL    string  `json:"url"`
+	Rate   float64 `json:"rate"`
+	Conns  int     `json:"conns"`
+	Warmup float64 `json:"warmup_s"`
+	// Duration is the measured span in seconds (after the warm-up).
+	Duration float64 `json:"duration_s"`
+	// Requests counts the measured requests answered with the expected
+	// status; Errors the measured ones that were not (transport errors,
+	// other statuses, timeouts).
+	Requests int64 `json:"requests"`
+	Errors   int64 `json:"errors"`
+	// FirstError describes the first error seen, measured or not.
+	FirstError string `json:"first_error,omitempty"`
+	// Achieved is the measured requests answered per second.
+	Achieved float64 `json:"achieved_rate"`
+	// Latency percentiles in microseconds, from the intended send time.
+	Latency percentiles `json:"latency_us"`
+	// Lag percentiles in microseconds: how late after its intended time
+	// each request was written (the generator's or the pool's delay).
+	Lag percentiles `json:"send_lag_us"`
+	// CPUSeconds is the generator's own CPU time (user+system).
+	CPUSeconds float64 `json:"cpu_s"`
+}
+
+// percentiles of a histogram, in microseconds.
+type percentiles struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+}
+
+func main() {
+	target := flag.String("url", "", "http:// URL to GET (required)")
+	rate := flag.Float64("rate", 1000, "requests per second")
+	duration := flag.Duration("duration", 10*time.Second, "measured span")
+	warmup := flag.Duration("warmup", time.Second, "span at the same rate before the measured one, not recorded")
+	conns := flag.Int("conns", 0, "connections (workers); 0: rate/500, at least 16 and at most 512")
+	timeout := flag.Duration("timeout", 5*time.Second, "how long after the end unanswered requests are waited for")
+	expect := flag.Int("expect-status", 200, "status of a successful answer")
+	label := flag.String("label", "", "label copied into the result")
+	var headers headerList
+	flag.Var(&headers, "H", `request header "Name: value" (repeatable)`)
+	flag.Parse()
+	if *target == "" || *rate <= 0 || *duration <= 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	u, err := url.Parse(*target)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		fatal(fmt.Errorf("-url must be an http:// URL: %q", *target))
+	}
+	if *conns <= 0 {
+		*conns = min(max(int(*rate/500), 16), 512)
+	}
+	request := buildRequest(u, headers)
+	s := &schedule{interval: float64(time.Second) / *rate, warmup: *warmup,
+		total: int64(math.Round(*rate * (*warmup + *duration).Seconds()))}
+	// Connections are opened before the clock starts; every read and write
+	// ends by the deadline.
+	deadline := time.Now().Add(*warmup + *duration + *timeout + 5*time.Second)
+	workers := make([]*worker, *conns)
+	for i := range workers {
+		workers[i] = &worker{addr: u.Host, deadline: deadline, request: request, expect: *expect, buf: make([]byte, 64<<10)}
+		if err := workers[i].dial(); err != nil {
+			fatal(err)
+		}
+	}
+	cpu0 := cpuTime()
+	s.start = time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(s)
+		}()
+	}
+	wg.Wait()
+	res := collect(workers, *label, *target, *rate, *warmup, *duration)
+	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
+	fmt.Fprintf(os.Stderr, "openloop %s: %.0f req/s for %s over %d conns: %d ok, %d errors, achieved %.0f req/s; latency µs p50 %.0f p99 %.0f p99.9 %.0f max %.0f; send lag p99 %.0f µs; generator CPU %.2f s\n",
+		res.Label, res.Rate, *duration, res.Conns, res.Requests, res.Errors, res.Achieved,
+		res.Latency.P50, res.Latency.P99, res.Latency.P999, res.Latency.Max, res.Lag.P99, res.CPUSeconds)
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fatal(err)
+	}
+	if res.Errors > 0 {
+		os.Exit(1)
+	}
+}
+
+// fatal prints err and exits 1.
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "openloop:", err)
+	os.Exit(1)
+}
+
+// headerList collects repeated -H flags.
+type headerList []string
+
+// String joins the headers.
+func (h *headerList) String() string { return strings.Join(*h, ", ") }
+
+// Set adds one "Name: value" header.
+func (h *headerList) Set(v string) error {
+	if name, _, ok := strings.Cut(v, ":"); !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("header %q is not Name: value", v)
+	}
+	*h = append(*h, v)
+	return nil
+}
+
+// buildRequest returns the bytes of the GET request, sent as they are for
+// every request.
+func buildRequest(u *url.URL, headers headerList) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: openloop\r\n", u.RequestURI(), u.Host)
+	for _, h := range headers {
+		name, value, _ := strings.Cut(h, ":")
+		fmt.Fprintf(&b, "%s: %s\r\n", strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+// schedule hands out the requests in order of their intended send times.
+type schedule struct {
+	start    time.Time
+	interval float64 // nanoseconds between requests
+	warmup   time.Duration
+	total    int64
+	next     atomic.Int64
+}
+
+// claim returns the next request's intended send time, as an offset from
+// the start, and whether it is measured; ok is false when every request
+// has been claimed.
+func (s *schedule) claim() (due time.Duration, measured, ok bool) {
+	i := s.next.Add(1) - 1
+	if i >= s.total {
+		return 0, false, false
+	}
+	due = time.Duration(float64(i) * s.interval)
+	return due, due >= s.warmup, true
+}
+
+// worker sends the requests it claims over its own connection.
+type worker struct {
+	addr     string
+	deadline time.Time
+	conn     net.Conn
+	request  []byte
+	expect   int
+	// buf holds what was read from conn; buf[r:w] is not consumed yet.
+	buf  []byte
+	r, w int
+
+	latency, lag histogram
+	ok, errors   int64
+	firstError   error
+}
+
+// dial opens the worker's connection.
+func (w *worker) dial() error {
+	c, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", w.addr, err)
+	}
+	w.conn, w.r, w.w = c, 0, 0
+	return c.SetDeadline(w.deadline)
+}
+
+// run claims and sends requests until none is left or the deadline passes.
+func (w *worker) run(s *schedule) {
+	defer w.conn.Close()
+	for {
+		due, measured, ok := s.claim()
+		if !ok {
+			return
+		}
+		if wait := time.Until(s.start.Add(due)); wait > 0 {
+			time.Sleep(wait)
+		}
+		sent := time.Since(s.start)
+		err := w.roundTrip()
+		done := time.Since(s.start)
+		if err != nil {
+			if w.fail(err, measured) != nil {
+				return
+			}
+			continue
+		}
+		if measured {
+			w.ok++
+			w.latency.record(done - due)
+			w.lag.record(sent - due)
+		}
+	}
+}
+
+// fail records err and opens a new connection; it returns an error when
+// none could be opened or the deadline has passed.
+func (w *worker) fail(err error, measured bool) error {
+	if measured {
+		w.errors++
+	}
+	if w.firstError == nil {
+		w.firstError = err
+	}
+	w.conn.Close()
+	if time.Now().After(w.deadline) {
+		return os.ErrDeadlineExceeded
+	}
+	return w.dial()
+}
+
+// errStatus is an answer with another status than expected.
+var errStatus = errors.New("unexpected status")
+
+// roundTrip sends the request and reads the whole answer.
+func (w *worker) roundTrip() error {
+	if _, err := w.conn.Write(w.request); err != nil {
+		return err
+	}
+	status, length, err := w.readHead()
+	if err != nil {
+		return err
+	}
+	if status != 304 && status != 204 {
+		if length < 0 {
+			return fmt.Errorf("status %d without Content-Length (chunked answers are not supported)", status)
+		}
+		if err := w.discard(length); err != nil {
+			return err
+		}
+	}
+	if status != w.expect {
+		return fmt.Errorf("%w %d (want %d)", errStatus, status, w.expect)
+	}
+	return nil
+}
+
+// readHead reads the status line and headers; it returns the status and
+// the Content-Length (-1 when absent).
+func (w *worker) readHead() (status int, length int64, err error) {
+	end := -1
+	for {
+		if end = bytes.Index(w.buf[w.r:w.w], []byte("\r\n\r\n")); end >= 0 {
+			break
+		}
+		if err := w.fill(); err != nil {
+			return 0, 0, err
+		}
+	}
+	head := w.buf[w.r : w.r+end]
+	w.r += end + 4
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	// "HTTP/1.1 200 OK"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, 0, fmt.Errorf("bad status line %q", line)
+	}
+	status, err = atoi(line[9:12])
+	if err != nil {
+		return 0, 0, fmt.Errorf("bad status line %q", line)
+	}
+	length = -1
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if ok && len(name) == len("Content-Length") && bytes.EqualFold(name, []byte("Content-Length")) {
+			n, err := atoi(bytes.TrimSpace(value))
+			if err != nil {
+				return 0, 0, fmt.Errorf("bad Content-Length %q", value)
+			}
+			length = int64(n)
+		}
+	}
+	return status, length, nil
+}
+
+// discard consumes n body bytes.
+func (w *worker) discard(n int64) error {
+	for n > 0 {
+		if w.r == w.w {
+			if err := w.fill(); err != nil {
+				return err
+			}
+		}
+		c := min(n, int64(w.w-w.r))
+		w.r += int(c)
+		n -= c
+	}
+	return nil
+}
+
+// fill reads more from the connection, compacting the buffer first.
+func (w *worker) fill() error {
+	if w.r > 0 {
+		w.w = copy(w.buf, w.buf[w.r:w.w])
+		w.r = 0
+	}
+	if w.w == len(w.buf) {
+		return errors.New("response head larger than the buffer")
+	}
+	n, err := w.conn.Read(w.buf[w.w:])
+	w.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// atoi parses a non-negative decimal number without allocating.
+func atoi(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, strconv.ErrSyntax
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' || n > math.MaxInt32 {
+			return 0, strconv.ErrSyntax
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
+}
+
+// histogram counts durations in log-linear buckets: 64 sub-buckets per
+// power of two of nanoseconds, so a bucket is at most 1/64 wide relative
+// to its values.
+type histogram struct {
+	counts [subBuckets * 48]uint32
+	max    time.Duration
+}
+
+// subBuckets is the number of buckets per power of two.
+const subBuckets = 64
+
+// record adds d.
+func (h *histogram) record(d time.Duration) {
+	d = max(d, 0)
+	h.counts[bucketOf(uint64(d))]++
+	h.max = max(h.max, d)
+}
+
+// bucketOf returns the bucket of v nanoseconds.
+func bucketOf(v uint64) int {
+	if v < subBuckets {
+		return int(v)
+	}
+	exp := bits.Len64(v) - 7 // v >> exp is in [64, 128)
+	return (exp+1)*subBuckets + int(v>>exp) - subBuckets
+}
+
+// bucketTop returns the largest value of bucket i, in nanoseconds.
+func bucketTop(i int) uint64 {
+	if i < subBuckets {
+		return uint64(i)
+	}
+	exp := i/subBuckets - 1
+	mant := uint64(i%subBuckets + subBuckets)
+	return (mant+1)<<exp - 1
+}
+
+// merge adds o's counts to h.
+func (h *histogram) merge(o *histogram) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.max = max(h.max, o.max)
+}
+
+// percentiles returns p50, p90, p99, p99.9 and the maximum in
+// microseconds; each percentile is its bucket's top, capped by the max.
+func (h *histogram) percentiles() percentiles {
+	var total uint64
+	for _, c := range h.counts {
+		total += uint64(c)
+	}
+	at := func(q float64) float64 {
+		if total == 0 {
+			return 0
+		}
+		rank := uint64(math.Ceil(q * float64(total)))
+		var seen uint64
+		for i, c := range h.counts {
+			if seen += uint64(c); seen >= rank {
+				return math.Min(float64(bucketTop(i)), float64(h.max)) / 1e3
+			}
+		}
+		return float64(h.max) / 1e3
+	}
+	return percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), P999: at(0.999), Max: float64(h.max) / 1e3}
+}
+
+// collect merges the workers' figures.
+func collect(workers []*worker, label, target string, rate float64, warmup, duration time.Duration) result {
+	var latency, lag histogram
+	res := result{Label: label, URL: target, Rate: rate, Conns: len(workers), Warmup: warmup.Seconds(), Duration: duration.Seconds()}
+	for _, w := range workers {
+		latency.merge(&w.latency)
+		lag.merge(&w.lag)
+		res.Requests += w.ok
+		res.Errors += w.errors
+		if res.FirstError == "" && w.firstError != nil {
+			res.FirstError = w.firstError.Error()
+		}
+	}
+	res.Achieved = float64(res.Requests) / duration.Seconds()
+	res.Latency, res.Lag = latency.percentiles(), lag.percentiles()
+	return res
+}
+
+// cpuTime returns the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
