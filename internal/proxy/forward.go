@@ -75,7 +75,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		}
 	})
 	req.Header.Set("User-Agent", p.up.userAgent(string(reqHeader.UserAgent())))
-	resp, err := p.send(ctx, rt, req, false)
+	resp, err := p.up.send(ctx, rt.Endpoint, req, false, p.policy(rt.Class).timeouts())
 	if err != nil {
 		cancel()
 		var bodyErr *requestBodyError

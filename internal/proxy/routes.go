@@ -210,6 +210,16 @@ func NewRouter() *Router {
 	return r
 }
 
+// route returns the first route of endpoint, or nil.
+func (r *Router) route(endpoint string) *Route {
+	for i := range r.routes {
+		if r.routes[i].Endpoint == endpoint {
+			return &r.routes[i]
+		}
+	}
+	return nil
+}
+
 // MetricEndpoints lists the route table's endpoints, sorted by name, with
 // the methods each answers and whether it is read through the cache or
 // reaches the upstream at all, so that metrics pre-create exactly the

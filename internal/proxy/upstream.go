@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
 // UpstreamOptions configures the upstream client. Zero durations select the
@@ -83,10 +85,15 @@ type upstream struct {
 	prefix string
 	// breaker stops calling an upstream that keeps failing.
 	breaker *breaker
+	// m receives the per-endpoint upstream measurements.
+	m *metrics.Metrics
+	// offline refuses every call (Options.Offline); the filler then serves
+	// what the cache holds, whatever its age.
+	offline bool
 }
 
-// newUpstream builds the client.
-func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
+// newUpstream builds the client; offline refuses every call.
+func newUpstream(opts UpstreamOptions, br *breaker, m *metrics.Metrics, offline bool) *upstream {
 	opts = opts.withDefaults()
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	conns := opts.MaxConcurrent + opts.MaxPassThrough
@@ -118,6 +125,8 @@ func newUpstream(opts UpstreamOptions, br *breaker) *upstream {
 		passSlots: make(chan struct{}, opts.MaxPassThrough),
 		prefix:    opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
 		breaker:   br,
+		m:         m,
+		offline:   offline,
 	}
 }
 
@@ -136,6 +145,47 @@ func (u *upstream) userAgent(client string) string {
 		return token
 	}
 	return client + " " + token
+}
+
+// send performs req upstream for endpoint with timeouts t, as do does, and
+// records the upstream metrics of endpoint; in offline mode it refuses.
+func (u *upstream) send(ctx context.Context, endpoint string, req *http.Request, fill bool, t Timeouts) (*http.Response, error) {
+	if u.offline {
+		return nil, errOfflineWrite
+	}
+	start := time.Now()
+	u.m.UpstreamInFlight.Inc()
+	resp, err := u.do(ctx, req, fill, t)
+	u.m.ObserveUpstream(endpoint, respCode(resp, err), time.Since(start))
+	if err != nil {
+		u.m.UpstreamInFlight.Dec()
+		return nil, err
+	}
+	// In flight until its body is done, so a stalled body shows.
+	resp.Body = &closeHook{ReadCloser: resp.Body, hook: u.m.UpstreamInFlight.Dec}
+	return resp, nil
+}
+
+// closeHook runs hook once, after the body is closed.
+type closeHook struct {
+	io.ReadCloser
+	hook func()
+	once sync.Once
+}
+
+// Close closes the body, then runs the hook the first time.
+func (c *closeHook) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(c.hook)
+	return err
+}
+
+// respCode is the status code of resp, or 0 for a transport error.
+func respCode(resp *http.Response, err error) int {
+	if err != nil || resp == nil {
+		return 0
+	}
+	return resp.StatusCode
 }
 
 // do sends one request upstream. The response body must be closed; it
