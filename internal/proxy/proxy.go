@@ -1,6 +1,3 @@
-// Package proxy is gemproxy's HTTP side: the Fiber app, the route table, the
-// read-through handler over the cache, compact-index serving and refreshing,
-// and the pass-through of authenticated and write calls to the upstream.
 package proxy
 
 import (
