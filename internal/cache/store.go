@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +53,9 @@ type Options struct {
 	// their size, within MemoryBudget: small files every client asks for
 	// (the compact index's /versions). Default none.
 	MemoryClasses []string
-	// MemoryBudget bounds the bytes of bodies kept in memory. Default 64 MiB;
-	// zero means the default.
+	// MemoryBudget bounds the bytes of bodies kept in memory; when a body
+	// does not fit, the least recently used ones are dropped from memory
+	// (they stay stored). Default 64 MiB; zero means the default.
 	MemoryBudget int64
 	// FillTimeout bounds one coalesced fill, detached from the clients that
 	// wait for it. Default 10m; zero means the default.
@@ -124,6 +124,9 @@ type Store struct {
 	usedBytes atomic.Int64
 	// memoryBytes is the total of bodies held in memory.
 	memoryBytes atomic.Int64
+	// memoryMu is held by the one caller that drops memory bodies to make
+	// room for another (see roomInMemory).
+	memoryMu sync.Mutex
 	// evictions counts entries removed by the size cap.
 	evictions atomic.Int64
 	// trimMu is held while the oldest negative entries are removed, so
@@ -363,8 +366,7 @@ func (s *Store) Lookup(key string) *Entry {
 	it.lastAccess.Store(s.now().Unix())
 	it.hits.Add(1)
 	e := it.entry.Load()
-	if e.Body == nil && (e.Size <= s.opts.MemoryBodyLimit || slices.Contains(s.opts.MemoryClasses, e.Class)) &&
-		s.memoryBytes.Load()+e.Size+e.GzipSize <= s.opts.MemoryBudget {
+	if e.Body == nil && s.keepsInMemory(e) && s.roomInMemory(e.Size+e.GzipSize) {
 		e = s.loadMemoryBody(it, e)
 	}
 	return e
@@ -377,37 +379,6 @@ func (s *Store) Peek(key string) *Entry {
 	s.mu.RUnlock()
 	if it == nil {
 		return nil
-	}
-	return it.entry.Load()
-}
-
-// loadMemoryBody reads e's bodies into a copy of e held by it. On any error
-// the entry without memory body is returned; readers then use Open.
-func (s *Store) loadMemoryBody(it *item, e *Entry) *Entry {
-	c := *e
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if c.Body, err = readBody(tx, e.ID, e.Size); err != nil {
-			return err
-		}
-		if e.GzipID != 0 {
-			c.Gzip, err = readBody(tx, e.GzipID, e.GzipSize)
-		}
-		return err
-	})
-	if err != nil {
-		return e
-	}
-	if c.Body == nil {
-		c.Body = []byte{}
-	}
-	// Under s.mu, so that publish and deleteKeys (which hold it to swap
-	// entries and adjust memoryBytes) see either the copy or not at all.
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.items[e.Key] == it && it.entry.CompareAndSwap(e, &c) {
-		s.memoryBytes.Add(c.Size + c.GzipSize)
-		return &c
 	}
 	return it.entry.Load()
 }
