@@ -45,14 +45,10 @@ func (f *filler) checksumLookup(ctx context.Context, fr fillRequest) checksumFut
 
 // gemChecksum finds the SHA-256 the compact index records for the gem file
 // of fr.key (/gems/NAME-VERSION[-PLATFORM].gem) in /info/NAME (see
-// infoForChecksum). Names contain dashes, so every split before a digit is tried.
+// infoForChecksum). Names contain dashes, so every valid split is tried.
 func (f *filler) gemChecksum(ctx context.Context, fr fillRequest) (sum [32]byte, known bool, err error) {
 	file := strings.TrimSuffix(strings.TrimPrefix(fr.key, "/gems/"), ".gem")
-	for i := 1; i < len(file)-1; i++ {
-		if file[i] != '-' || file[i+1] < '0' || file[i+1] > '9' {
-			continue
-		}
-		name, version := file[:i], file[i+1:]
+	for name, version := range compactindex.SplitFullName(file) {
 		for attempt := 0; attempt < 2; attempt++ {
 			info, outcome, err := f.infoForChecksum(ctx, name, fr.userAgent)
 			if err != nil {
@@ -93,9 +89,6 @@ func (f *filler) gemChecksum(ctx context.Context, fr fillRequest) (sum [32]byte,
 // waits on itself; fills of several versions of one gem share one fill of
 // /info/NAME.
 func (f *filler) infoForChecksum(ctx context.Context, name, userAgent string) (body []byte, outcome metrics.Result, err error) {
-	if !validName(name) { // what the /info/:name route would refuse
-		return nil, metrics.ResultMiss, nil
-	}
 	key := "/info/" + name
 	e, outcome, err := f.lookup(ctx, fillRequest{rt: f.infoRoute, key: key, userAgent: userAgent})
 	if err != nil {
