@@ -357,9 +357,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // must not be modified. Bodies of small entries are loaded into memory on
 // first use.
 func (s *Store) Lookup(key string) *Entry {
-	s.mu.RLock()
-	it := s.items[key]
-	s.mu.RUnlock()
+	it := s.item(key)
 	if it == nil {
 		return nil
 	}
@@ -374,13 +372,18 @@ func (s *Store) Lookup(key string) *Entry {
 
 // Peek returns the entry for key without counting an access, or nil.
 func (s *Store) Peek(key string) *Entry {
-	s.mu.RLock()
-	it := s.items[key]
-	s.mu.RUnlock()
+	it := s.item(key)
 	if it == nil {
 		return nil
 	}
 	return it.entry.Load()
+}
+
+// item returns the index record of key, or nil.
+func (s *Store) item(key string) *item {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.items[key]
 }
 
 // readBody copies body id of length size out of tx.
@@ -437,9 +440,7 @@ func (s *Store) Fill(ctx context.Context, key string, fresh func(*Entry) bool,
 // Invalidate makes the entry for key stale at once (mutable entries) so the
 // next request revalidates it. It reports whether an entry existed.
 func (s *Store) Invalidate(key string) (bool, error) {
-	s.mu.RLock()
-	it := s.items[key]
-	s.mu.RUnlock()
+	it := s.item(key)
 	if it == nil {
 		return false, nil
 	}
@@ -451,26 +452,19 @@ func (s *Store) Invalidate(key string) (bool, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEntries)
-		cur := b.Get([]byte(key))
-		if cur == nil {
-			return nil
-		}
-		stored, err := decodeEntry(key, cur)
-		if err != nil || stored.ID != old.ID {
+		stored := storedEntry(tx, key)
+		if stored == nil || stored.ID != old.ID {
 			return nil // replaced meanwhile: the new entry is what counts
 		}
 		stored.FreshUntil = stale
-		return b.Put([]byte(key), encodeEntry(stored))
+		return tx.Bucket(bucketEntries).Put([]byte(key), encodeEntry(stored))
 	})
 	if err != nil {
 		return true, fmt.Errorf("cache: invalidate %s: %w", key, err)
 	}
 	// The entry may have gained its memory body since old was read: retry
 	// on the current copy rather than lose the invalidation.
-	s.mu.RLock()
-	it = s.items[key]
-	s.mu.RUnlock()
+	it = s.item(key)
 	for it != nil {
 		cur := it.entry.Load()
 		if cur.ID != old.ID {
