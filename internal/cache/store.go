@@ -5,6 +5,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,24 +67,12 @@ type Options struct {
 
 // withDefaults returns o with zero fields replaced by defaults.
 func (o Options) withDefaults() Options {
-	if o.LockTimeout == 0 {
-		o.LockTimeout = time.Second
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = 10 << 30
-	}
-	if o.MaxNegativeEntries == 0 {
-		o.MaxNegativeEntries = 10_000
-	}
-	if o.MemoryBodyLimit == 0 {
-		o.MemoryBodyLimit = 64 << 10
-	}
-	if o.MemoryBudget == 0 {
-		o.MemoryBudget = 64 << 20
-	}
-	if o.FillTimeout == 0 {
-		o.FillTimeout = 10 * time.Minute
-	}
+	o.LockTimeout = cmp.Or(o.LockTimeout, time.Second)
+	o.MaxSize = cmp.Or(o.MaxSize, 10<<30)
+	o.MaxNegativeEntries = cmp.Or(o.MaxNegativeEntries, 10_000)
+	o.MemoryBodyLimit = cmp.Or(o.MemoryBodyLimit, 64<<10)
+	o.MemoryBudget = cmp.Or(o.MemoryBudget, 64<<20)
+	o.FillTimeout = cmp.Or(o.FillTimeout, 10*time.Minute)
 	return o
 }
 

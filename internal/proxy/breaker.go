@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -26,15 +27,9 @@ type BreakerOptions struct {
 
 // withDefaults fills zero fields.
 func (o BreakerOptions) withDefaults() BreakerOptions {
-	if o.Failures == 0 {
-		o.Failures = 5
-	}
-	if o.Backoff == 0 {
-		o.Backoff = 5 * time.Second
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = 5 * time.Minute
-	}
+	o.Failures = cmp.Or(o.Failures, 5)
+	o.Backoff = cmp.Or(o.Backoff, 5*time.Second)
+	o.MaxBackoff = cmp.Or(o.MaxBackoff, 5*time.Minute)
 	return o
 }
 

@@ -41,18 +41,10 @@ type ServerOptions struct {
 
 // withDefaults fills zero fields.
 func (o ServerOptions) withDefaults() ServerOptions {
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = 60 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 120 * time.Second
-	}
-	if o.MaxHeaderBytes == 0 {
-		o.MaxHeaderBytes = 16 << 10
-	}
-	if o.MaxConnections == 0 {
-		o.MaxConnections = 10000
-	}
+	o.ReadTimeout = cmp.Or(o.ReadTimeout, 60*time.Second)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, 120*time.Second)
+	o.MaxHeaderBytes = cmp.Or(o.MaxHeaderBytes, 16<<10)
+	o.MaxConnections = cmp.Or(o.MaxConnections, 10000)
 	return o
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -91,15 +92,9 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	if opts.Upstream.URL == nil {
 		return nil, ErrNoUpstream
 	}
-	if opts.MaxBodySize == 0 {
-		opts.MaxBodySize = 500 << 20
-	}
-	if opts.MaxUnverifiedSize == 0 {
-		opts.MaxUnverifiedSize = 128 << 20
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.MaxBodySize = cmp.Or(opts.MaxBodySize, 500<<20)
+	opts.MaxUnverifiedSize = cmp.Or(opts.MaxUnverifiedSize, 128<<20)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New(nil, metrics.Options{Endpoints: MetricEndpoints()})
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,21 +49,11 @@ type UpstreamOptions struct {
 
 // withDefaults fills zero fields.
 func (o UpstreamOptions) withDefaults() UpstreamOptions {
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 10 * time.Second
-	}
-	if o.FirstByteTimeout == 0 {
-		o.FirstByteTimeout = 30 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
-	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = 32
-	}
-	if o.MaxPassThrough == 0 {
-		o.MaxPassThrough = 32
-	}
+	o.ConnectTimeout = cmp.Or(o.ConnectTimeout, 10*time.Second)
+	o.FirstByteTimeout = cmp.Or(o.FirstByteTimeout, 30*time.Second)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, 30*time.Second)
+	o.MaxConcurrent = cmp.Or(o.MaxConcurrent, 32)
+	o.MaxPassThrough = cmp.Or(o.MaxPassThrough, 32)
 	return o
 }
 
@@ -381,12 +372,8 @@ type Timeouts struct {
 
 // or fills t's zero fields from def.
 func (t Timeouts) or(def Timeouts) Timeouts {
-	if t.FirstByte == 0 {
-		t.FirstByte = def.FirstByte
-	}
-	if t.Idle == 0 {
-		t.Idle = def.Idle
-	}
+	t.FirstByte = cmp.Or(t.FirstByte, def.FirstByte)
+	t.Idle = cmp.Or(t.Idle, def.Idle)
 	return t
 }
 
