@@ -23,13 +23,17 @@ import (
 // cache.Store.Fill. The filler knows nothing of Fiber: handle gives it a
 // fillRequest and serves the entry it returns.
 type filler struct {
+	// store holds the entries; its Fill coalesces the fills of one key.
 	store *cache.Store
-	up    *upstream
+	// up is the upstream client; it also says whether gemproxy is offline.
+	up *upstream
 	// policies is Options.Policies, one row per class.
 	policies map[Class]Policy
-	m        *metrics.Metrics
-	log      *slog.Logger
-	// now is the clock.
+	// m receives the lookup, fill and refresh measurements.
+	m *metrics.Metrics
+	// log receives the fill's warnings and errors.
+	log *slog.Logger
+	// now is the clock (the Proxy's, replaceable in tests).
 	now func() time.Time
 	// maxUnverifiedSize is Options.MaxUnverifiedSize.
 	maxUnverifiedSize int64
