@@ -73,6 +73,13 @@ func (e *Entry) negative() bool {
 	return e.Status != statusOK
 }
 
+// sameBody reports whether e holds o's identity body as o knew it: the
+// same body ID (replaced bodies get new ones) and the same size (an append
+// keeps the ID and grows the body).
+func (e *Entry) sameBody(o *Entry) bool {
+	return e.ID == o.ID && e.Size == o.Size
+}
+
 // statusOK is the status of an entry that holds a body.
 const statusOK = 200
 

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +54,9 @@ type Options struct {
 	// their size, within MemoryBudget: small files every client asks for
 	// (the compact index's /versions). Default none.
 	MemoryClasses []string
-	// MemoryBudget bounds the bytes of bodies kept in memory. Default 64 MiB;
-	// zero means the default.
+	// MemoryBudget bounds the bytes of bodies kept in memory; when a body
+	// does not fit, the least recently used ones are dropped from memory
+	// (they stay stored). Default 64 MiB; zero means the default.
 	MemoryBudget int64
 	// FillTimeout bounds one coalesced fill, detached from the clients that
 	// wait for it. Default 10m; zero means the default.
@@ -123,6 +123,9 @@ type Store struct {
 	usedBytes atomic.Int64
 	// memoryBytes is the total of bodies held in memory.
 	memoryBytes atomic.Int64
+	// memoryMu is held by the one caller that drops memory bodies to make
+	// room for another (see roomInMemory).
+	memoryMu sync.Mutex
 	// evictions counts entries removed by the size cap.
 	evictions atomic.Int64
 	// trimMu is held while the oldest negative entries are removed, so
@@ -360,17 +363,14 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // must not be modified. Bodies of small entries are loaded into memory on
 // first use.
 func (s *Store) Lookup(key string) *Entry {
-	s.mu.RLock()
-	it := s.items[key]
-	s.mu.RUnlock()
+	it := s.item(key)
 	if it == nil {
 		return nil
 	}
 	it.lastAccess.Store(s.now().Unix())
 	it.hits.Add(1)
 	e := it.entry.Load()
-	if e.Body == nil && (e.Size <= s.opts.MemoryBodyLimit || slices.Contains(s.opts.MemoryClasses, e.Class)) &&
-		s.memoryBytes.Load()+e.Size+e.GzipSize <= s.opts.MemoryBudget {
+	if e.Body == nil && s.keepsInMemory(e) && s.roomInMemory(e.Size+e.GzipSize) {
 		e = s.loadMemoryBody(it, e)
 	}
 	return e
@@ -378,44 +378,18 @@ func (s *Store) Lookup(key string) *Entry {
 
 // Peek returns the entry for key without counting an access, or nil.
 func (s *Store) Peek(key string) *Entry {
-	s.mu.RLock()
-	it := s.items[key]
-	s.mu.RUnlock()
+	it := s.item(key)
 	if it == nil {
 		return nil
 	}
 	return it.entry.Load()
 }
 
-// loadMemoryBody reads e's bodies into a copy of e held by it. On any error
-// the entry without memory body is returned; readers then use Open.
-func (s *Store) loadMemoryBody(it *item, e *Entry) *Entry {
-	c := *e
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if c.Body, err = readBody(tx, e.ID, e.Size); err != nil {
-			return err
-		}
-		if e.GzipID != 0 {
-			c.Gzip, err = readBody(tx, e.GzipID, e.GzipSize)
-		}
-		return err
-	})
-	if err != nil {
-		return e
-	}
-	if c.Body == nil {
-		c.Body = []byte{}
-	}
-	// Under s.mu, so that publish and deleteKeys (which hold it to swap
-	// entries and adjust memoryBytes) see either the copy or not at all.
+// item returns the index record of key, or nil.
+func (s *Store) item(key string) *item {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.items[e.Key] == it && it.entry.CompareAndSwap(e, &c) {
-		s.memoryBytes.Add(c.Size + c.GzipSize)
-		return &c
-	}
-	return it.entry.Load()
+	return s.items[key]
 }
 
 // readBody copies body id of length size out of tx.
@@ -472,9 +446,7 @@ func (s *Store) Fill(ctx context.Context, key string, fresh func(*Entry) bool,
 // Invalidate makes the entry for key stale at once (mutable entries) so the
 // next request revalidates it. It reports whether an entry existed.
 func (s *Store) Invalidate(key string) (bool, error) {
-	s.mu.RLock()
-	it := s.items[key]
-	s.mu.RUnlock()
+	it := s.item(key)
 	if it == nil {
 		return false, nil
 	}
@@ -486,26 +458,19 @@ func (s *Store) Invalidate(key string) (bool, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEntries)
-		cur := b.Get([]byte(key))
-		if cur == nil {
-			return nil
-		}
-		stored, err := decodeEntry(key, cur)
-		if err != nil || stored.ID != old.ID {
+		stored := storedEntry(tx, key)
+		if stored == nil || stored.ID != old.ID {
 			return nil // replaced meanwhile: the new entry is what counts
 		}
 		stored.FreshUntil = stale
-		return b.Put([]byte(key), encodeEntry(stored))
+		return tx.Bucket(bucketEntries).Put([]byte(key), encodeEntry(stored))
 	})
 	if err != nil {
 		return true, fmt.Errorf("cache: invalidate %s: %w", key, err)
 	}
 	// The entry may have gained its memory body since old was read: retry
 	// on the current copy rather than lose the invalidation.
-	s.mu.RLock()
-	it = s.items[key]
-	s.mu.RUnlock()
+	it = s.item(key)
 	for it != nil {
 		cur := it.entry.Load()
 		if cur.ID != old.ID {

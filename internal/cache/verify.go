@@ -141,12 +141,9 @@ func (s *Store) verifyEntry(key string) (*Entry, string) {
 // hashes, and its gzip form against the identity length, and returns what
 // is wrong, or "".
 func (s *Store) verifyBodies(e *Entry) string {
-	r, err := s.Open(e, false)
-	if errors.Is(err, ErrNotFound) && s.replaced(e) {
-		return ""
-	}
-	if err != nil {
-		return err.Error()
+	r, reason := s.openToVerify(e, false)
+	if r == nil {
+		return reason
 	}
 	defer r.Close()
 	m, sh := md5.New(), sha256.New()
@@ -166,12 +163,9 @@ func (s *Store) verifyBodies(e *Entry) string {
 	if e.GzipID == 0 {
 		return ""
 	}
-	gr, err := s.Open(e, true)
-	if errors.Is(err, ErrNotFound) && s.replaced(e) {
-		return ""
-	}
-	if err != nil {
-		return err.Error()
+	gr, reason := s.openToVerify(e, true)
+	if gr == nil {
+		return reason
 	}
 	defer gr.Close()
 	zr, err := gzip.NewReader(gr)
@@ -193,11 +187,23 @@ func (s *Store) replaced(e *Entry) bool {
 	defer s.wmu.Unlock()
 	changed := true
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketEntries).Get([]byte(e.Key)); v != nil {
-			cur, err := decodeEntry(e.Key, v)
-			changed = err != nil || cur.ID != e.ID || cur.GzipID != e.GzipID
-		}
+		cur := storedEntry(tx, e.Key)
+		changed = cur == nil || cur.ID != e.ID || cur.GzipID != e.GzipID
 		return nil
 	})
 	return changed
+}
+
+// openToVerify opens the identity or gzip body of e for verifyEntry. It
+// returns nil and the reason when the body cannot be opened, and nil with
+// no reason when e was replaced meanwhile: there is nothing to report then.
+func (s *Store) openToVerify(e *Entry, gz bool) (*Reader, string) {
+	r, err := s.Open(e, gz)
+	switch {
+	case errors.Is(err, ErrNotFound) && s.replaced(e):
+		return nil, ""
+	case err != nil:
+		return nil, err.Error()
+	}
+	return r, ""
 }

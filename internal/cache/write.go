@@ -401,7 +401,7 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	}
 	// Fail early (and before reading a body that may be gone) when old is
 	// no longer current; the transaction below checks again.
-	if cur := s.Peek(old.Key); cur == nil || cur.ID != old.ID || cur.Size != old.Size {
+	if cur := s.Peek(old.Key); cur == nil || !cur.sameBody(old) {
 		return nil, fmt.Errorf("cache: append %s: %w", old.Key, ErrConflict)
 	}
 	m, sh, err := unmarshalStates(old.HashState)
@@ -450,14 +450,8 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	defer s.wmu.Unlock()
 	var freeNow, freeLater []uint64
 	err = s.update(func(tx *bolt.Tx) error {
-		entries := tx.Bucket(bucketEntries)
-		cur := entries.Get([]byte(old.Key))
-		if cur == nil {
-			return ErrConflict
-		}
-		stored, err := decodeEntry(old.Key, cur)
-		if err != nil || stored.ID != old.ID || stored.Size != old.Size {
-			return ErrConflict
+		if err := currentIs(tx, old); err != nil {
+			return err
 		}
 		chunks := tx.Bucket(bucketChunks)
 		// Rewrite the last partial chunk with the tail added, then new chunks.
@@ -489,7 +483,7 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 				return err
 			}
 		}
-		return entries.Put([]byte(old.Key), encodeEntry(&next))
+		return tx.Bucket(bucketEntries).Put([]byte(old.Key), encodeEntry(&next))
 	})
 	if err != nil {
 		s.settle(freeNow, freeLater, false)
@@ -498,6 +492,30 @@ func (s *Store) Append(old *Entry, tail []byte, check func(Appended) (Entry, err
 	s.publish(&next)
 	s.settle(freeNow, freeLater, true)
 	return &next, nil
+}
+
+// currentIs returns ErrConflict unless the entry stored for old.Key in tx
+// still holds old's body as old knew it: nothing replaced it or appended to
+// it since old was read.
+func currentIs(tx *bolt.Tx, old *Entry) error {
+	if cur := storedEntry(tx, old.Key); cur == nil || !cur.sameBody(old) {
+		return ErrConflict
+	}
+	return nil
+}
+
+// storedEntry decodes the entry stored for key in tx; nil when there is
+// none or its record does not decode.
+func storedEntry(tx *bolt.Tx, key string) *Entry {
+	v := tx.Bucket(bucketEntries).Get([]byte(key))
+	if v == nil {
+		return nil
+	}
+	e, err := decodeEntry(key, v)
+	if err != nil {
+		return nil
+	}
+	return e
 }
 
 // Renew stores new freshness and headers for the unchanged body of old (a
@@ -511,16 +529,10 @@ func (s *Store) Renew(old *Entry, next Entry) (*Entry, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	err := s.update(func(tx *bolt.Tx) error {
-		entries := tx.Bucket(bucketEntries)
-		cur := entries.Get([]byte(old.Key))
-		if cur == nil {
-			return ErrConflict
+		if err := currentIs(tx, old); err != nil {
+			return err
 		}
-		stored, err := decodeEntry(old.Key, cur)
-		if err != nil || stored.ID != old.ID || stored.Size != old.Size {
-			return ErrConflict
-		}
-		return entries.Put([]byte(old.Key), encodeEntry(&next))
+		return tx.Bucket(bucketEntries).Put([]byte(old.Key), encodeEntry(&next))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache: renew %s: %w", old.Key, err)

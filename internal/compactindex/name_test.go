@@ -1,42 +1,108 @@
 package compactindex
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestValidName covers the character set, length and traversal names.
-func TestValidName(t *testing.T) {
+// TestNameRules is the one table of what gemproxy accepts as a gem name, a
+// version, a platform and a full name (NAME-VERSION[-PLATFORM]): every
+// package that checks one of them uses these functions.
+func TestNameRules(t *testing.T) {
+	long := strings.Repeat("a", MaxNameLen)
 	tests := []struct {
-		name string
-		in   string
-		want bool
+		in                                string
+		name, version, platform, fullName bool
 	}{
-		{name: "simple", in: "rack", want: true},
-		{name: "all classes", in: "Foo_bar-Baz.9", want: true},
-		{name: "leading dot", in: ".omghi", want: true},
-		{name: "dots inside", in: "a..b", want: true},
-		{name: "three dots", in: "...", want: true},
-		{name: "single char", in: "a", want: true},
-		{name: "max length", in: strings.Repeat("a", MaxNameLen), want: true},
-		{name: "too long", in: strings.Repeat("a", MaxNameLen+1), want: false},
-		{name: "empty", in: "", want: false},
-		{name: "dot", in: ".", want: false},
-		{name: "dot dot", in: "..", want: false},
-		{name: "slash", in: "a/b", want: false},
-		{name: "traversal", in: "../etc", want: false},
-		{name: "space", in: "a b", want: false},
-		{name: "plus", in: "a+b", want: false},
-		{name: "percent", in: "a%2f", want: false},
-		{name: "non-ascii", in: "gém", want: false},
-		{name: "nul", in: "a\x00", want: false},
-		{name: "newline", in: "a\n", want: false},
+		// Names.
+		{in: "rack", name: true, platform: true},
+		{in: "Foo_bar-Baz.9", name: true, platform: true},
+		{in: ".omghi", name: true, platform: true},
+		{in: "a..b", name: true, platform: true},
+		{in: "a", name: true, platform: true},
+		{in: long, name: true, platform: true},
+		{in: long + "a"},
+		{in: ""},
+		{in: "."},
+		{in: ".."},
+		{in: "..."},
+		{in: "-"},
+		{in: "___"},
+		{in: "a/b"},
+		{in: "../etc"},
+		{in: "a b"},
+		{in: "a+b"},
+		{in: "a%2f"},
+		{in: "gém"},
+		{in: "a\x00"},
+		{in: "a\n"},
+		// Versions.
+		{in: "1.0.0", name: true, version: true, platform: true},
+		{in: "1.0.0.pre.2", name: true, version: true, platform: true},
+		{in: "10", name: true, version: true, platform: true},
+		{in: "1..0", name: true, platform: true},
+		{in: "1.0.", name: true, platform: true},
+		{in: "v1", name: true, platform: true},
+		{in: "1.0-rc1", name: true, platform: true},
+		// Platforms.
+		{in: "x86_64-linux-gnu", name: true, platform: true},
+		{in: "universal-darwin-9.0", name: true, platform: true, fullName: true}, // also gem universal-darwin 9.0
+		{in: "x86 linux"},
+		{in: "linux-", name: true},
+		{in: "-linux", name: true},
+		{in: "linux--gnu", name: true},
+		// Full names.
+		{in: "rack-3.1.8", name: true, platform: true, fullName: true},
+		{in: "nokogiri-1.16.0-x86_64-linux", name: true, platform: true, fullName: true},
+		{in: "foo-bar-1.0.0", name: true, platform: true, fullName: true},
+		{in: "a-1-2.0", name: true, platform: true, fullName: true},
+		{in: "rack-", name: true},
+		{in: "rack-1..0", name: true, platform: true},
+		{in: "rack-1.0--x", name: true},
+		{in: "-1.0", name: true},
+		{in: "...-1.0", name: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := ValidName(tt.in); got != tt.want {
-				t.Errorf("ValidName(%q) = %v, want %v", tt.in, got, tt.want)
+		t.Run(tt.in, func(t *testing.T) {
+			for _, rule := range []struct {
+				what  string
+				check func(string) bool
+				want  bool
+			}{
+				{"ValidName", ValidName, tt.name},
+				{"ValidVersion", ValidVersion, tt.version},
+				{"ValidPlatform", ValidPlatform, tt.platform},
+				{"ValidFullName", ValidFullName, tt.fullName},
+			} {
+				if got := rule.check(tt.in); got != rule.want {
+					t.Errorf("%s(%q) = %v, want %v", rule.what, tt.in, got, rule.want)
+				}
 			}
 		})
+	}
+}
+
+// TestSplitFullName: every valid split, shortest name first, with the
+// version spelt as /info lines spell it.
+func TestSplitFullName(t *testing.T) {
+	tests := []struct {
+		in   string
+		want [][2]string
+	}{
+		{in: "rack-3.1.8", want: [][2]string{{"rack", "3.1.8"}}},
+		{in: "nokogiri-1.16.0-x86_64-linux", want: [][2]string{{"nokogiri", "1.16.0-x86_64-linux"}}},
+		{in: "a-1-2.0", want: [][2]string{{"a", "1-2.0"}, {"a-1", "2.0"}}},
+		{in: "rack"},
+		{in: "...-1.0"},
+	}
+	for _, tt := range tests {
+		var got [][2]string
+		for name, version := range SplitFullName(tt.in) {
+			got = append(got, [2]string{name, version})
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("SplitFullName(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

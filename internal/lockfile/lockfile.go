@@ -21,6 +21,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 )
 
 // RubyPlatform is the platform of a pure-Ruby gem.
@@ -303,11 +305,11 @@ func parseSpec(s string) (name, version, platform, rest string, err error) {
 	name, rest = s[:open], s[open+closing+1:]
 	version, platform, hasPlatform := strings.Cut(s[open+2:open+closing], "-")
 	switch {
-	case !validName(name):
+	case !compactindex.ValidName(name):
 		return "", "", "", "", fmt.Errorf("invalid gem name %q", name)
-	case !validVersion(version):
+	case !compactindex.ValidVersion(version):
 		return "", "", "", "", fmt.Errorf("invalid version %q", version)
-	case hasPlatform && !validName(platform):
+	case hasPlatform && !compactindex.ValidPlatform(platform):
 		return "", "", "", "", fmt.Errorf("invalid platform %q", platform)
 	case !hasPlatform:
 		platform = RubyPlatform
@@ -329,39 +331,4 @@ func parseDependency(s string) Dependency {
 		d.Name = s
 	}
 	return d
-}
-
-// validName reports whether s is a non-empty run of the characters
-// rubygems.org allows in gem names and platforms: ASCII letters, digits,
-// ".", "_" and "-".
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !isAlnum(c) && c != '.' && c != '_' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// validVersion reports whether s is a version as RubyGems writes it: a
-// digit, then ASCII letters, digits and dots.
-func validVersion(s string) bool {
-	if s == "" || s[0] < '0' || s[0] > '9' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isAlnum(s[i]) && s[i] != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-// isAlnum reports whether c is an ASCII letter or digit.
-func isAlnum(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

@@ -47,7 +47,7 @@ func (p *Proxy) Fetch(ctx context.Context, path string) (e *cache.Entry, hit boo
 	if rt.Key != nil {
 		key = rt.Key(params)
 	}
-	e, outcome, err := p.lookup(ctx, fillRequest{rt: rt, key: key})
+	e, outcome, err := p.fill.lookup(ctx, fillRequest{rt: rt, key: key})
 	switch {
 	case err != nil:
 		return nil, false, err

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 )
 
 // maxWriteResponse bounds the response of a write call held in memory so
@@ -75,7 +77,7 @@ func (p *Proxy) forward(c *fiber.Ctx, rt *Route, params []string, rawPath, rawQu
 		}
 	})
 	req.Header.Set("User-Agent", p.up.userAgent(string(reqHeader.UserAgent())))
-	resp, err := p.send(ctx, rt, req, false)
+	resp, err := p.up.send(ctx, rt.Endpoint, req, false, p.policy(rt.Class).timeouts())
 	if err != nil {
 		cancel()
 		var bodyErr *requestBodyError
@@ -206,7 +208,7 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string
 	default:
 		return
 	}
-	if !ValidParam(name) {
+	if !compactindex.ValidName(name) {
 		return
 	}
 	keys := []string{"/versions", "/names", "/info/" + name,
@@ -223,7 +225,7 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string
 			p.log.Error("invalidate after write", "prefix", prefix, "error", err)
 		}
 	}
-	if rt.Endpoint == "push" && ValidParam(name+"-"+version) {
+	if rt.Endpoint == "push" && compactindex.ValidFullName(name+"-"+version) {
 		// A 404 remembered from before the push (a release script polling
 		// for the new gem) must not hide it now.
 		for _, k := range []string{"/gems/" + name + "-" + version + ".gem", "/quick/Marshal.4.8/" + name + "-" + version + ".gemspec.rz"} {
@@ -234,9 +236,9 @@ func (p *Proxy) invalidateAfterWrite(rt *Route, params []string, rawQuery string
 			}
 		}
 	}
-	if rt.Endpoint == "yank" && !p.opts.KeepYanked && ValidParam(version) {
+	if rt.Endpoint == "yank" && !p.opts.KeepYanked && compactindex.ValidVersion(version) {
 		full := name + "-" + version
-		if platform != "" && platform != "ruby" && ValidParam(platform) {
+		if platform != "" && platform != "ruby" && compactindex.ValidPlatform(platform) {
 			full += "-" + platform
 		}
 		for _, k := range []string{"/gems/" + full + ".gem", "/quick/Marshal.4.8/" + full + ".gemspec.rz"} {

@@ -198,9 +198,9 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 	fr := fillRequest{rt: rt, key: key}
 	e := p.store.Lookup(key)
 	outcome := metrics.ResultHit
-	if e == nil || !p.fresh(e) {
+	if e == nil || !p.fill.fresh(e) {
 		detach(c, &fr)
-		e, outcome, err = p.resolve(c.UserContext(), fr, e)
+		e, outcome, err = p.fill.resolve(c.UserContext(), fr, e)
 	}
 	rl.outcome = outcome
 	if err != nil {
@@ -216,7 +216,7 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		// the entry that replaced it.
 		c.Response().Reset()
 		detach(c, &fr)
-		if e, outcome, err = p.lookup(c.UserContext(), fr); err == nil {
+		if e, outcome, err = p.fill.lookup(c.UserContext(), fr); err == nil {
 			rl.outcome = outcome
 			rl.bytes, err = p.serveEntry(c, rt, e, outcome)
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 )
 
 // ErrBadRequest is the sentinel wrapped by every input rejection; its
@@ -12,6 +14,10 @@ var ErrBadRequest = errors.New("bad request")
 
 // maxPathLen bounds the request path; real paths are far shorter.
 const maxPathLen = 2048
+
+// maxParamLen bounds one path segment: the longest gem name, version or
+// file name accepted.
+const maxParamLen = compactindex.MaxNameLen
 
 // badRequest builds a rejection with a short reason for the client.
 func badRequest(reason string) error {

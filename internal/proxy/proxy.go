@@ -1,13 +1,10 @@
-// Package proxy is gemproxy's HTTP side: the Fiber app, the route table, the
-// read-through handler over the cache, compact-index serving and refreshing,
-// and the pass-through of authenticated and write calls to the upstream.
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,12 +74,16 @@ type Options struct {
 // origin's limit.
 const DefaultMaxBodySize = 500 << 20
 
-// Proxy is the gemproxy HTTP server.
+// Proxy is the gemproxy HTTP server: it dispatches each request (handle),
+// serves cached routes through its filler and writes the entry out
+// (serveEntry), and forwards writes and credentialed calls (forward).
 type Proxy struct {
 	opts   Options
 	store  *cache.Store
 	router *Router
 	up     *upstream
+	// fill answers cached routes from the cache and the upstream.
+	fill   *filler
 	log    *slog.Logger
 	access *accesslog.Logger
 	m      *metrics.Metrics
@@ -91,13 +92,6 @@ type Proxy struct {
 	draining atomic.Bool
 	// now is the clock, replaceable in tests.
 	now func() time.Time
-
-	refreshMu sync.Mutex
-	// refreshing holds the refreshes of expired entries that are running,
-	// by key: at most one per key, joined by every request for it.
-	refreshing map[string]*refresh
-	// background counts running refreshes and gem checksum lookups.
-	background sync.WaitGroup
 }
 
 // circuitStateName names a metrics.Circuit* state for logs.
@@ -119,15 +113,9 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	if opts.Upstream.URL == nil {
 		return nil, ErrNoUpstream
 	}
-	if opts.MaxBodySize == 0 {
-		opts.MaxBodySize = DefaultMaxBodySize
-	}
-	if opts.MaxUnverifiedSize == 0 {
-		opts.MaxUnverifiedSize = 128 << 20
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.MaxBodySize = cmp.Or(opts.MaxBodySize, DefaultMaxBodySize)
+	opts.MaxUnverifiedSize = cmp.Or(opts.MaxUnverifiedSize, 128<<20)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New(nil, metrics.Options{Endpoints: MetricEndpoints()})
 	}
@@ -138,21 +126,32 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	}
 	opts.Policies = policies
 	p := &Proxy{
-		opts:       opts,
-		store:      store,
-		router:     NewRouter(),
-		log:        opts.Logger,
-		access:     opts.AccessLog,
-		m:          opts.Metrics,
-		now:        time.Now,
-		refreshing: make(map[string]*refresh),
+		opts:   opts,
+		store:  store,
+		router: NewRouter(),
+		log:    opts.Logger,
+		access: opts.AccessLog,
+		m:      opts.Metrics,
+		now:    time.Now,
 	}
-	br := breaker.New(opts.Breaker, func() time.Time { return p.now() }, func(state int, reason string) {
+	clock := func() time.Time { return p.now() }
+	br := breaker.New(opts.Breaker, clock, func(state int, reason string) {
 		p.m.SetCircuitState(state)
 		p.log.Warn("upstream circuit state changed", "state", circuitStateName(state), "reason", reason)
 	})
-	p.up = newUpstream(opts.Upstream, br)
+	p.up = newUpstream(opts.Upstream, br, opts.Metrics, opts.Offline)
 	p.up.onFailure = p.upstreamFailed
+	p.fill = &filler{
+		store:             store,
+		up:                p.up,
+		policies:          opts.Policies,
+		m:                 opts.Metrics,
+		log:               opts.Logger,
+		now:               clock,
+		maxUnverifiedSize: opts.MaxUnverifiedSize,
+		infoRoute:         p.router.route("info"),
+		refreshing:        make(map[string]*refresh),
+	}
 	p.app = p.newApp()
 	return p, nil
 }
@@ -165,9 +164,8 @@ func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 func (p *Proxy) App() *fiber.App { return p.app }
 
 // Wait blocks until background work (refreshes, gem checksum lookups) has
-// finished. Call it after the
-// server stopped and before closing the store.
-func (p *Proxy) Wait() { p.background.Wait() }
+// finished. Call it after the server stopped and before closing the store.
+func (p *Proxy) Wait() { p.fill.background.Wait() }
 
 // Drain marks the proxy as draining: /readyz answers 503 from now on.
 func (p *Proxy) Drain() { p.draining.Store(true) }

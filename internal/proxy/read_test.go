@@ -374,7 +374,7 @@ func TestFillSurvivesClientDisconnect(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := tp.lookup(ctx, fillRequest{rt: tp.mustRoute(t, "/gems/foo-bar-1.0.0.gem"), key: "/gems/foo-bar-1.0.0.gem"})
+		_, _, err := tp.fill.lookup(ctx, fillRequest{rt: tp.mustRoute(t, "/gems/foo-bar-1.0.0.gem"), key: "/gems/foo-bar-1.0.0.gem"})
 		done <- err
 	}()
 	<-arrived

@@ -198,7 +198,7 @@ func TestOfflineMode(t *testing.T) {
 	srv := newCountingUpstream(t, up.ServeHTTP)
 	online := newTestProxy(t, srv.URL)
 	online.do(t, "GET", "/api/v1/gems/rack.json")
-	online.Proxy.opts.Offline = true // same store, now offline
+	online.Proxy.up.offline = true // same store, now offline
 	calls := up.calls.Load()
 	online.clock.Advance(48 * time.Hour)
 	resp, body := online.do(t, "GET", "/api/v1/gems/rack.json")

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
@@ -209,6 +210,16 @@ func NewRouter() *Router {
 		r.routes[i].segments = compile(r.routes[i].Pattern)
 	}
 	return r
+}
+
+// route returns the first route of endpoint, or nil.
+func (r *Router) route(endpoint string) *Route {
+	for i := range r.routes {
+		if r.routes[i].Endpoint == endpoint {
+			return &r.routes[i]
+		}
+	}
+	return nil
 }
 
 // MetricEndpoints lists the route table's endpoints, sorted by name, with
@@ -419,99 +430,17 @@ func (rt *Route) CacheableQuery(rawQuery string) bool {
 	return true
 }
 
-// paramCheck returns the validator for a pattern parameter by its name.
+// paramCheck returns the validator for a pattern parameter by its name:
+// the rules of compactindex, gemproxy's one definition of gem names (user
+// handles follow the same rule), versions and full names.
 func paramCheck(name string) func(string) bool {
 	switch name {
 	case "name":
-		return validName
+		return compactindex.ValidName
 	case "version":
-		return validVersion
+		return compactindex.ValidVersion
 	case "file":
-		return validFullName
+		return compactindex.ValidFullName
 	}
 	panic("route pattern: unknown parameter :" + name)
-}
-
-// validName reports whether s can be a gem name or user handle: a
-// ValidParam with at least one letter or digit (so "-", "..." and "___",
-// which no registry accepts, are refused without asking upstream).
-func validName(s string) bool {
-	return ValidParam(s) && strings.IndexFunc(s, isAlnum) >= 0
-}
-
-// validVersion reports whether s can be a gem version as RubyGems writes
-// it: digits, then dot-separated letters and digits ("1.0.0.pre.2");
-// Gem::Version turns "-" into ".pre.", so no version holds one.
-func validVersion(s string) bool {
-	if !ValidParam(s) || s[0] < '0' || s[0] > '9' {
-		return false
-	}
-	for part := range strings.SplitSeq(s, ".") {
-		if part == "" || strings.IndexFunc(part, func(r rune) bool { return !isAlnum(r) }) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// validFullName reports whether s can be a gem's full name,
-// NAME-VERSION[-PLATFORM]: a valid name, a valid version, and a platform
-// of non-empty dash-separated parts ("x86_64-linux-gnu").
-func validFullName(s string) bool {
-	_, ok := splitFullName(s)
-	return ok
-}
-
-// splitFullName returns the NAME of the full name s, the shortest that
-// leaves a valid version and platform (names contain dashes, so this is a
-// best guess: "foo-2fa-1.0" reads as foo 2fa-1.0), and whether s is a
-// valid full name at all.
-func splitFullName(s string) (name string, ok bool) {
-	if !ValidParam(s) {
-		return "", false
-	}
-	for i := 1; i < len(s)-1; i++ {
-		if s[i] != '-' || s[i+1] < '0' || s[i+1] > '9' || !validName(s[:i]) {
-			continue
-		}
-		version, platform, hasPlatform := strings.Cut(s[i+1:], "-")
-		if validVersion(version) && (!hasPlatform || validPlatform(platform)) {
-			return s[:i], true
-		}
-	}
-	return "", false
-}
-
-// validPlatform reports whether s can be a gem platform: dash-separated
-// parts, each with a letter or digit.
-func validPlatform(s string) bool {
-	for part := range strings.SplitSeq(s, "-") {
-		if strings.IndexFunc(part, isAlnum) < 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// isAlnum reports whether r is an ASCII letter or digit.
-func isAlnum(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
-}
-
-// maxParamLen is the longest gem name, version or file name accepted.
-const maxParamLen = 255
-
-// ValidParam reports whether s is an acceptable gem name, version, handle or
-// file name: 1-255 bytes of [A-Za-z0-9._-], not "." or ".." (docs/protocol.md §9).
-func ValidParam(s string) bool {
-	if s == "" || len(s) > maxParamLen || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
@@ -133,7 +134,8 @@ func FuzzRequestURI(f *testing.F) {
 				continue
 			}
 			for _, p := range params {
-				if !ValidParam(p) {
+				// Names, versions and full names alike are made of name characters.
+				if !compactindex.ValidName(p) {
 					t.Fatalf("%q matched %s with invalid param %q", raw, rt.Endpoint, p)
 				}
 			}

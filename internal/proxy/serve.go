@@ -84,6 +84,20 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 	return p.writeBody(c, e, false, 0, size)
 }
 
+// xCache maps a lookup result to the X-Cache header value.
+func xCache(r metrics.Result) string {
+	switch r {
+	case metrics.ResultHit:
+		return "HIT"
+	case metrics.ResultRevalidated:
+		return "REVALIDATED"
+	case metrics.ResultStale:
+		return "STALE"
+	default:
+		return "MISS"
+	}
+}
+
 // notModified answers 304 with the validators already set.
 func notModified(c *fiber.Ctx) int64 {
 	c.Response().SetStatusCode(http.StatusNotModified)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gemproxy/gemproxy/internal/breaker"
+	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
 // UpstreamOptions configures the upstream client. Zero durations select the
@@ -87,10 +88,15 @@ type upstream struct {
 	// onFailure, when set, is told of every call whose outcome is
 	// failing: the status answered, or the error.
 	onFailure func(code int, err error)
+	// m receives the per-endpoint upstream measurements.
+	m *metrics.Metrics
+	// offline refuses every call (Options.Offline); the filler then serves
+	// what the cache holds, whatever its age.
+	offline bool
 }
 
-// newUpstream builds the client.
-func newUpstream(opts UpstreamOptions, br *breaker.Breaker) *upstream {
+// newUpstream builds the client; offline refuses every call.
+func newUpstream(opts UpstreamOptions, br *breaker.Breaker, m *metrics.Metrics, offline bool) *upstream {
 	opts = opts.withDefaults()
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	conns := opts.MaxConcurrent + opts.MaxPassThrough
@@ -122,6 +128,8 @@ func newUpstream(opts UpstreamOptions, br *breaker.Breaker) *upstream {
 		passSlots: make(chan struct{}, opts.MaxPassThrough),
 		prefix:    opts.URL.Scheme + "://" + host + strings.TrimSuffix(opts.URL.EscapedPath(), "/"),
 		breaker:   br,
+		m:         m,
+		offline:   offline,
 	}
 }
 
@@ -140,6 +148,47 @@ func (u *upstream) userAgent(client string) string {
 		return token
 	}
 	return client + " " + token
+}
+
+// send performs req upstream for endpoint with timeouts t, as do does, and
+// records the upstream metrics of endpoint; in offline mode it refuses.
+func (u *upstream) send(ctx context.Context, endpoint string, req *http.Request, fill bool, t Timeouts) (*http.Response, error) {
+	if u.offline {
+		return nil, errOfflineWrite
+	}
+	start := time.Now()
+	u.m.UpstreamInFlight.Inc()
+	resp, err := u.do(ctx, req, fill, t)
+	u.m.ObserveUpstream(endpoint, respCode(resp, err), time.Since(start))
+	if err != nil {
+		u.m.UpstreamInFlight.Dec()
+		return nil, err
+	}
+	// In flight until its body is done, so a stalled body shows.
+	resp.Body = &closeHook{ReadCloser: resp.Body, hook: u.m.UpstreamInFlight.Dec}
+	return resp, nil
+}
+
+// closeHook runs hook once, after the body is closed.
+type closeHook struct {
+	io.ReadCloser
+	hook func()
+	once sync.Once
+}
+
+// Close closes the body, then runs the hook the first time.
+func (c *closeHook) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(c.hook)
+	return err
+}
+
+// respCode is the status code of resp, or 0 for a transport error.
+func respCode(resp *http.Response, err error) int {
+	if err != nil || resp == nil {
+		return 0
+	}
+	return resp.StatusCode
 }
 
 // do sends one request upstream. The response body must be closed; it
@@ -340,12 +389,8 @@ type Timeouts struct {
 
 // or fills t's zero fields from def.
 func (t Timeouts) or(def Timeouts) Timeouts {
-	if t.FirstByte == 0 {
-		t.FirstByte = def.FirstByte
-	}
-	if t.Idle == 0 {
-		t.Idle = def.Idle
-	}
+	t.FirstByte = cmp.Or(t.FirstByte, def.FirstByte)
+	t.Idle = cmp.Or(t.Idle, def.Idle)
 	return t
 }
 

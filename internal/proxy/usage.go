@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"github.com/gemproxy/gemproxy/internal/compactindex"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,8 +24,9 @@ func requestedGem(rt *Route, params []string) string {
 	case "info":
 		return params[0]
 	case "gem", "download", "quick_spec":
-		name, _ := splitFullName(params[0])
-		return name
+		for name := range compactindex.SplitFullName(params[0]) {
+			return name // the shortest: names contain dashes, a best guess
+		}
 	}
 	return ""
 }

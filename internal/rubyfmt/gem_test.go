@@ -3,6 +3,7 @@ package rubyfmt
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -387,6 +388,26 @@ func TestCompareVersions(t *testing.T) {
 		}
 		if got := CompareVersions(tc.b, tc.a); got != -tc.want {
 			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.b, tc.a, got, -tc.want)
+		}
+	}
+}
+
+// TestCompareSpecs checks the one spec order: name, then Gem::Version, then
+// the ruby platform before the others, the others by name.
+func TestCompareSpecs(t *testing.T) {
+	ordered := []GemSpec{
+		{Name: "nokogiri", Version: "1.9.0", Platform: "ruby"},
+		{Name: "nokogiri", Version: "1.16.0", Platform: "ruby"},
+		{Name: "nokogiri", Version: "1.16.0", Platform: "arm64-darwin"},
+		{Name: "nokogiri", Version: "1.16.0", Platform: "java"},
+		{Name: "nokogiri", Version: "1.16.0", Platform: "x86_64-linux"},
+		{Name: "rack", Version: "1.0.0", Platform: "ruby"},
+	}
+	for i, a := range ordered {
+		for j, b := range ordered {
+			if got, want := CompareSpecs(a, b), cmp.Compare(i, j); got != want {
+				t.Errorf("CompareSpecs(%v, %v) = %d, want %d", a, b, got, want)
+			}
 		}
 	}
 }

@@ -65,6 +65,32 @@ func canonicalSegments(v string) []vseg {
 	return append(out, trim(append([]vseg{}, segs[split:]...))...)
 }
 
+// CompareSpecs orders gem specs by name, then version (CompareVersions),
+// then platform (ComparePlatforms): the order of the Marshal specs index.
+func CompareSpecs(a, b GemSpec) int {
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	if c := CompareVersions(a.Version, b.Version); c != 0 {
+		return c
+	}
+	return ComparePlatforms(a.Platform, b.Platform)
+}
+
+// ComparePlatforms orders the "ruby" platform before every other one, and
+// the others by name.
+func ComparePlatforms(a, b string) int {
+	switch {
+	case a == b:
+		return 0
+	case a == "ruby":
+		return -1
+	case b == "ruby":
+		return 1
+	}
+	return strings.Compare(a, b)
+}
+
 // CompareVersions compares two version strings as Gem::Version#<=> does.
 func CompareVersions(a, b string) int {
 	if a == b {

@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -218,15 +218,11 @@ func (s *Server) snapshotGemLocked(name string) *gemSnapshot {
 // sortVersionsDesc orders versions newest first (Gem::Version, then ruby
 // platform before others, then platform name).
 func sortVersionsDesc(vs []*version) {
-	sort.SliceStable(vs, func(i, j int) bool {
-		if c := rubyfmt.CompareVersions(vs[i].spec.Version, vs[j].spec.Version); c != 0 {
-			return c > 0
+	slices.SortStableFunc(vs, func(a, b *version) int {
+		if c := rubyfmt.CompareVersions(b.spec.Version, a.spec.Version); c != 0 {
+			return c
 		}
-		pi, pj := vs[i].spec.Platform == "ruby", vs[j].spec.Platform == "ruby"
-		if pi != pj {
-			return pi
-		}
-		return vs[i].spec.Platform < vs[j].spec.Platform
+		return rubyfmt.ComparePlatforms(a.spec.Platform, b.spec.Platform)
 	})
 }
 

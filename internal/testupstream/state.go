@@ -11,6 +11,7 @@ import (
 	"hash"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -476,20 +477,7 @@ func (s *Server) specsIndexLocked() rubyfmt.SpecsIndex {
 			all = append(all, v)
 		}
 	}
-	sort.SliceStable(all, func(i, j int) bool {
-		a, b := all[i].spec, all[j].spec
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		if c := rubyfmt.CompareVersions(a.Version, b.Version); c != 0 {
-			return c < 0
-		}
-		pa, pb := a.Platform != "ruby", b.Platform != "ruby"
-		if pa != pb {
-			return !pa
-		}
-		return a.Platform < b.Platform
-	})
+	slices.SortStableFunc(all, func(a, b *version) int { return rubyfmt.CompareSpecs(a.spec, b.spec) })
 	var idx rubyfmt.SpecsIndex
 	latest := map[string]int{} // name\x00platform -> index in idx.Latest
 	for _, v := range all {
@@ -636,16 +624,7 @@ func (s *Server) PublishCorpus(dir string) error {
 	if err := sc.Err(); err != nil {
 		return err
 	}
-	sort.SliceStable(items, func(i, j int) bool {
-		a, b := items[i].Spec, items[j].Spec
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		if c := rubyfmt.CompareVersions(a.Version, b.Version); c != 0 {
-			return c < 0
-		}
-		return a.Platform < b.Platform
-	})
+	slices.SortStableFunc(items, func(a, b Item) int { return rubyfmt.CompareSpecs(a.Spec, b.Spec) })
 	return s.PublishAll(items)
 }
 

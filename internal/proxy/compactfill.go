@@ -24,58 +24,55 @@ const maxAppendTail = 64 << 20
 // way Bundler does (docs/protocol.md §5.5): a Range request for the last byte
 // onwards with If-None-Match; a verified 206 is appended in place, a 304
 // renews, anything else falls back to a full fetch.
-func (p *Proxy) refreshCompactIndex(ctx context.Context, fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
+func (f *filler) refreshCompactIndex(ctx context.Context, fr fillRequest, old *cache.Entry) (*cache.Entry, error) {
 	if old.Size == 0 || len(old.HashState) == 0 {
-		return p.fullRefresh(ctx, fr)
+		return f.fullRefresh(ctx, fr)
 	}
-	req, err := p.newUpstreamRequest(ctx, fr)
+	resp, err := f.get(ctx, fr, "refresh", http.Header{
+		"Range":         {"bytes=" + strconv.FormatInt(old.Size-1, 10) + "-"},
+		"If-None-Match": {old.HeaderValue("Etag")},
+	})
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Range", "bytes="+strconv.FormatInt(old.Size-1, 10)+"-")
-	req.Header.Set("If-None-Match", old.HeaderValue("Etag"))
-	resp, err := p.send(ctx, fr.rt, req, true)
-	if err != nil {
-		return nil, errUpstream("refresh", err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNotModified:
-		p.m.ObserveRefresh(metrics.RefreshNotModified, 0)
-		p.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshNotModified, "bytes", 0)
-		return p.renew(fr, old)
+		f.m.ObserveRefresh(metrics.RefreshNotModified, 0)
+		f.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshNotModified, "bytes", 0)
+		return f.renew(fr, old)
 	case http.StatusPartialContent:
-		next, n, err := p.appendTail(fr, old, resp)
+		next, n, err := f.appendTail(fr, old, resp)
 		if err == nil {
-			p.m.ObserveRefresh(metrics.RefreshAppend, n)
-			p.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshAppend, "bytes", n)
+			f.m.ObserveRefresh(metrics.RefreshAppend, n)
+			f.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshAppend, "bytes", n)
 			return next, nil
 		}
-		p.log.Info("compact index append refused; fetching the whole file", "key", fr.key, "reason", err)
+		f.log.Info("compact index append refused; fetching the whole file", "key", fr.key, "reason", err)
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return p.fullRefresh(ctx, fr)
+		return f.fullRefresh(ctx, fr)
 	case http.StatusOK:
-		next, err := p.storeResponse(fr, resp, nil)
+		next, err := f.storeResponse(fr, resp, nil)
 		if err == nil {
-			p.m.ObserveRefresh(metrics.RefreshFull, next.Size)
-			p.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshFull, "bytes", next.Size)
+			f.m.ObserveRefresh(metrics.RefreshFull, next.Size)
+			f.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshFull, "bytes", next.Size)
 		}
 		return next, err
 	}
 	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-		return p.storeResponse(fr, resp, nil) // an error: the stale copy is served
+		return f.storeResponse(fr, resp, nil) // an error: the stale copy is served
 	}
 	// 416 (our copy is longer: rebuilt /versions, shrunk /info) and others.
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return p.fullRefresh(ctx, fr)
+	return f.fullRefresh(ctx, fr)
 }
 
 // fullRefresh fetches the whole file and counts it as a full refresh.
-func (p *Proxy) fullRefresh(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
-	next, err := p.fetch(ctx, fr)
+func (f *filler) fullRefresh(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
+	next, err := f.fetch(ctx, fr)
 	if err == nil && next.ID != 0 {
-		p.m.ObserveRefresh(metrics.RefreshFull, next.Size)
-		p.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshFull, "bytes", next.Size)
+		f.m.ObserveRefresh(metrics.RefreshFull, next.Size)
+		f.log.Debug("compact index refresh", "key", fr.key, "path", metrics.RefreshFull, "bytes", next.Size)
 	}
 	return next, err
 }
@@ -87,7 +84,7 @@ var errAppend = errors.New("partial response unusable")
 // appends it: the range must start at our last byte, which must match, and
 // the whole new file must hash to the upstream's digest and ETag. It returns
 // the new entry and the bytes received.
-func (p *Proxy) appendTail(fr fillRequest, old *cache.Entry, resp *http.Response) (*cache.Entry, int64, error) {
+func (f *filler) appendTail(fr fillRequest, old *cache.Entry, resp *http.Response) (*cache.Entry, int64, error) {
 	start, _, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 	if !ok || start != old.Size-1 {
 		return nil, 0, fmt.Errorf("%w: Content-Range %q does not start at byte %d", errAppend, resp.Header.Get("Content-Range"), old.Size-1)
@@ -111,11 +108,11 @@ func (p *Proxy) appendTail(fr fillRequest, old *cache.Entry, resp *http.Response
 		return nil, 0, fmt.Errorf("%w: %v", errAppend, err)
 	}
 	n := int64(len(body))
-	p.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
+	f.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
 	if n == 0 || old.Size+n-1 != total {
 		return nil, n, fmt.Errorf("%w: %d bytes received for a %d-byte file", errAppend, n, total)
 	}
-	last, err := p.lastByte(old)
+	last, err := f.lastByte(old)
 	if err != nil {
 		return nil, n, err
 	}
@@ -123,8 +120,8 @@ func (p *Proxy) appendTail(fr fillRequest, old *cache.Entry, resp *http.Response
 		return nil, n, fmt.Errorf("%w: first byte differs from our last byte", errAppend)
 	}
 	tail := body[1:]
-	now := p.now()
-	next, err := p.store.Append(old, tail, func(a cache.Appended) (cache.Entry, error) {
+	now := f.now()
+	next, err := f.store.Append(old, tail, func(a cache.Appended) (cache.Entry, error) {
 		if a.SHA256 != wantSHA {
 			return cache.Entry{}, fmt.Errorf("%w: SHA-256 of the appended file differs from the upstream digest", errAppend)
 		}
@@ -133,25 +130,25 @@ func (p *Proxy) appendTail(fr fillRequest, old *cache.Entry, resp *http.Response
 		}
 		e := *old
 		e.StoredAt = now
-		e.FreshUntil = now.Add(p.policy(fr.rt.Class).TTL)
-		e.Header = entryHeaders(fr.rt, http.StatusOK, resp.Header, a.MD5, a.SHA256, p.policy(fr.rt.Class).TTL, now)
+		e.FreshUntil = now.Add(f.policy(fr.rt.Class).TTL)
+		e.Header = entryHeaders(fr.rt, http.StatusOK, resp.Header, a.MD5, a.SHA256, f.policy(fr.rt.Class).TTL, now)
 		return e, nil
 	})
 	if err != nil {
 		return nil, n, err
 	}
 	if fr.rt.Class == ClassVersions {
-		p.invalidateInfos(tail)
+		f.invalidateInfos(tail)
 	}
 	return next, n, nil
 }
 
 // lastByte returns the last byte of e's body.
-func (p *Proxy) lastByte(e *cache.Entry) (byte, error) {
+func (f *filler) lastByte(e *cache.Entry) (byte, error) {
 	if e.Body != nil {
 		return e.Body[len(e.Body)-1], nil
 	}
-	r, err := p.store.Open(e, false)
+	r, err := f.store.Open(e, false)
 	if err != nil {
 		return 0, err
 	}
@@ -202,112 +199,47 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 
 // invalidateStaleInfos reads a stored /versions body from offset from and
 // marks stale every cached /info/NAME whose checksum it contradicts.
-func (p *Proxy) invalidateStaleInfos(versions *cache.Entry, from int64) {
+func (f *filler) invalidateStaleInfos(versions *cache.Entry, from int64) {
 	body := versions.Body
 	if body == nil {
-		r, err := p.store.Open(versions, false)
+		r, err := f.store.Open(versions, false)
 		if err != nil {
-			p.log.Error("coherence check: open /versions", "error", err)
+			f.log.Error("coherence check: open /versions", "error", err)
 			return
 		}
 		defer r.Close()
 		r.Limit(from, versions.Size)
 		var buf bytes.Buffer
 		if _, err := io.Copy(&buf, r); err != nil {
-			p.log.Error("coherence check: read /versions", "error", err)
+			f.log.Error("coherence check: read /versions", "error", err)
 			return
 		}
 		body = buf.Bytes()
 	} else {
 		body = body[from:]
 	}
-	p.invalidateInfos(body)
+	f.invalidateInfos(body)
 }
 
 // invalidateInfos marks stale each cached /info/NAME whose MD5 differs from
 // the last checksum lines lists for NAME (docs/protocol.md §5.6), and
 // each cached 404 for a name that now exists.
-func (p *Proxy) invalidateInfos(lines []byte) {
+func (f *filler) invalidateInfos(lines []byte) {
 	latest := make(map[string]string)
 	compactindex.VersionsChecksums(lines, func(name, md5hex []byte) {
 		latest[string(name)] = string(md5hex)
 	})
 	for name, sum := range latest {
 		key := "/info/" + name
-		e := p.store.Peek(key)
+		e := f.store.Peek(key)
 		if e == nil || e.FreshUntil.Equal(cache.Expired) {
 			continue // absent, or already marked stale
 		}
 		if e.Status == http.StatusOK && hex.EncodeToString(e.MD5[:]) == sum {
 			continue
 		}
-		if _, err := p.store.Invalidate(key); err != nil {
-			p.log.Error("coherence: invalidate", "key", key, "error", err)
+		if _, err := f.store.Invalidate(key); err != nil {
+			f.log.Error("coherence: invalidate", "key", key, "error", err)
 		}
 	}
-}
-
-// gemChecksum finds the SHA-256 the compact index records for the gem file
-// of fr.key (/gems/NAME-VERSION[-PLATFORM].gem), reading /info/NAME through
-// the cache. Names contain dashes, so every split before a digit is tried.
-func (p *Proxy) gemChecksum(ctx context.Context, fr fillRequest) (sum [32]byte, known bool, err error) {
-	file := strings.TrimSuffix(strings.TrimPrefix(fr.key, "/gems/"), ".gem")
-	for i := 1; i < len(file)-1; i++ {
-		if file[i] != '-' || file[i+1] < '0' || file[i+1] > '9' {
-			continue
-		}
-		name, version := file[:i], file[i+1:]
-		for attempt := 0; attempt < 2; attempt++ {
-			info, outcome, err := p.infoBody(ctx, name, fr.userAgent)
-			if err != nil {
-				return sum, false, err
-			}
-			if info == nil {
-				break // no such gem under this name
-			}
-			if hexSum, ok := compactindex.InfoChecksum(info, version); ok {
-				_, err := hex.Decode(sum[:], []byte(hexSum))
-				return sum, err == nil, nil
-			}
-			if outcome != metrics.ResultHit {
-				break
-			}
-			// A fresh copy may predate this version: ask upstream once.
-			if _, err := p.store.Invalidate("/info/" + name); err != nil {
-				return sum, false, err
-			}
-		}
-	}
-	return sum, false, nil
-}
-
-// infoBody returns the /info/NAME body through the cache, or nil when the
-// gem does not exist.
-func (p *Proxy) infoBody(ctx context.Context, name, userAgent string) ([]byte, metrics.Result, error) {
-	key := "/info/" + name
-	rt, _, _ := p.router.Match(http.MethodGet, key, new([maxParams]string))
-	if rt == nil {
-		return nil, metrics.ResultMiss, nil
-	}
-	e, outcome, err := p.lookup(ctx, fillRequest{rt: rt, key: key, userAgent: userAgent})
-	if err != nil {
-		var ue *upstreamError
-		if errors.As(err, &ue) {
-			return nil, outcome, err
-		}
-		return nil, outcome, errUpstream("/info lookup", err)
-	}
-	if e.Status != http.StatusOK {
-		return nil, outcome, nil
-	}
-	if e.Body != nil {
-		return e.Body, outcome, nil
-	}
-	r, err := p.store.Open(e, false)
-	if err != nil {
-		return nil, outcome, err
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	return b, outcome, err
 }

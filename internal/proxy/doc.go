@@ -1,0 +1,30 @@
+// Package proxy is gemproxy's HTTP side: the Fiber app, the route table,
+// the read-through path over the cache, and the pass-through of
+// authenticated and write calls to the upstream.
+//
+// A read crosses five seams, each in its own files:
+//
+//   - Dispatch: handler.go (Proxy.handle) parses the request target
+//     (input.go) and matches it against the one route table (routes.go),
+//     which says how the route is answered, its cache class and its key.
+//     Writes, credentialed and negotiated requests leave here for forward.
+//   - Freshness: policy.go holds the per-class Policy table and decide, the
+//     pure function that says what a request does with what the cache
+//     holds: serve it, serve it stale and refresh, revalidate, or fill.
+//   - Fill: fill.go (filler) applies that decision. It coalesces misses
+//     per key through cache.Store.Fill, runs refreshes of expired entries
+//     in the background, and fetches or revalidates upstream (upstream.go,
+//     with its circuit breaker in breaker.go); compactfill.go brings
+//     /versions and /info/NAME up to date by appending the upstream's tail.
+//   - Verification: gemverify.go checks every 2xx body before a byte of it
+//     is served: a gem's SHA-256 against the checksum /info/NAME lists
+//     (read through the cache by infoForChecksum), the digests of
+//     compact-index files, the zlib and gzip streams, JSON.
+//   - Store: store.go turns the verified answer into a cache entry: stored
+//     (with the headers headers.go computes), negative (404), or transient
+//     (errors, uncacheable answers, unverified gems).
+//
+// serve.go then writes the entry out (conditional requests, ranges, gzip),
+// and forward.go passes writes through to the upstream unchanged and
+// invalidates what they change.
+package proxy
