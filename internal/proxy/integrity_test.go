@@ -236,6 +236,10 @@ func TestUnverifiedGemServedFromStaging(t *testing.T) {
 	if tp.store.Peek("/gems/big-1.0.0.gem") != nil {
 		t.Error("a gem with an unknown checksum was stored")
 	}
+	if raceEnabled {
+		t.Log("heap bound not checked under the race detector (sync.Pool drops buffers); make test checks it without -race")
+		return
+	}
 	if total > heapBudget {
 		t.Errorf("%d bytes allocated on the heap serving it, want at most %d", total, heapBudget)
 	}
