@@ -181,6 +181,7 @@ service:
   type: NodePort
   port: 80
   nodePort: 30292
+  sessionAffinity: ClientIP
   annotations:
     example.com/internal: "true"
 ingress:
@@ -573,6 +574,9 @@ func TestRenderCustomValues(t *testing.T) {
 	if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].Port != 80 || svc.Spec.Ports[0].NodePort != 30292 {
 		t.Errorf("service type/port/nodePort = %s/%d/%d, want NodePort/80/30292",
 			svc.Spec.Type, svc.Spec.Ports[0].Port, svc.Spec.Ports[0].NodePort)
+	}
+	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		t.Errorf("service sessionAffinity = %q, want ClientIP", svc.Spec.SessionAffinity)
 	}
 
 	pdb := m.pdbs[0]
@@ -1068,6 +1072,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"zero drain timeout", `config: {drainTimeoutSeconds: 0}`, "drainTimeoutSeconds"},
 		{"bad service type", `service: {type: External}`, "type"},
 		{"port out of range", `service: {port: 70000}`, "port"},
+		{"bad session affinity", `service: {sessionAffinity: Cookie}`, "sessionAffinity"},
 		{"bad pull policy", `image: {pullPolicy: Sometimes}`, "pullPolicy"},
 		{"bad PDB percentage", `podDisruptionBudget: {maxUnavailable: "half"}`, "maxUnavailable"},
 		{"probe path is not a value", `livenessProbe: {path: /}`, "path"},
