@@ -78,6 +78,19 @@ type Config struct {
 	UpstreamTimeouts UpstreamTimeoutsConfig `toml:"upstream_timeouts"`
 	// Server holds the client-facing server limits and shutdown timing.
 	Server ServerConfig `toml:"server"`
+	// SharedStore is the object store a fleet of replicas shares.
+	SharedStore SharedStoreConfig `toml:"shared_store"`
+}
+
+// SharedStoreConfig is the [shared_store] table: an S3-compatible bucket
+// that the replicas of a fleet share (docs/fleet.md). Credentials and
+// region come from the standard AWS chain, never from this file.
+type SharedStoreConfig struct {
+	// URL is s3://BUCKET/PREFIX. Default "": no shared store.
+	URL string `toml:"url"`
+	// Endpoint is the URL of an S3-compatible server (MinIO, SeaweedFS,
+	// Ceph RGW), addressed path-style. Default "": AWS S3.
+	Endpoint string `toml:"endpoint"`
 }
 
 // BreakerConfig is the [breaker] table of the upstream circuit breaker.

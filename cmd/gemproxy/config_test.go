@@ -123,6 +123,25 @@ data_dir = "/file"
 	}
 }
 
+// TestLoadSharedStore: the shared store comes from the file, the
+// environment or the flags, and its URL splits into bucket and prefix.
+func TestLoadSharedStore(t *testing.T) {
+	clearEnv(t)
+	t.Setenv(envConfig, writeFile(t, "gemproxy.toml", "[shared_store]\nurl = \"s3://file/x\"\nendpoint = \"http://file:1\"\n"))
+	t.Setenv("GEMPROXY_SHARED_STORE", "s3://fleet-bucket/ci/gems")
+	c, err := loadServe(t, "--s3-endpoint", "http://127.0.0.1:8333")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SharedStoreConfig{URL: "s3://fleet-bucket/ci/gems", Endpoint: "http://127.0.0.1:8333"}
+	if c.SharedStore != want {
+		t.Fatalf("shared store %+v, want %+v", c.SharedStore, want)
+	}
+	if bucket, prefix, err := parseSharedStore(c.SharedStore.URL); bucket != "fleet-bucket" || prefix != "ci/gems" || err != nil {
+		t.Fatalf("parsed as bucket %q, prefix %q, %v", bucket, prefix, err)
+	}
+}
+
 // TestLoadConfigFlagOverridesEnv checks --config wins over GEMPROXY_CONFIG.
 func TestLoadConfigFlagOverridesEnv(t *testing.T) {
 	clearEnv(t)
@@ -245,6 +264,14 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{name: "flag overrides a bad env value", env: map[string]string{"GEMPROXY_LOG_LEVEL": "verbose"},
 			flags: []string{"--log-level", "loud"},
 			want:  `--log-level: unknown level "loud" (want debug, info, warn or error)`},
+		{name: "shared store not s3 in flag", flags: []string{"--shared-store", "https://bucket/prefix"},
+			want: `--shared-store: "https://bucket/prefix" is not s3://BUCKET/PREFIX`},
+		{name: "shared store with a bad prefix in file", file: "[shared_store]\nurl = \"s3://bucket/a//b\"\n",
+			want: `config FILE: shared_store.url: prefix of "s3://bucket/a//b": blobstore: invalid key: "a//b": empty, "." or ".." segment`},
+		{name: "s3 endpoint without a shared store", env: map[string]string{"GEMPROXY_S3_ENDPOINT": "http://127.0.0.1:8333"},
+			want: `GEMPROXY_S3_ENDPOINT: set without shared_store.url`},
+		{name: "s3 endpoint not a URL", flags: []string{"--shared-store", "s3://b", "--s3-endpoint", "minio:9000"},
+			want: `--s3-endpoint: "minio:9000" is not an http or https URL`},
 		{name: "missing config file", env: map[string]string{envConfig: "/nonexistent/gemproxy.toml"},
 			want: `config /nonexistent/gemproxy.toml: cannot read: no such file or directory`},
 	}

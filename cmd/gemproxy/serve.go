@@ -31,7 +31,8 @@ import (
 // serveFlagSet returns the flags of gemproxy serve: --config and one per
 // setting.
 func serveFlagSet() *flag.FlagSet {
-	return newFlagSet("serve", "listen", "upstream", "data_dir", "log_level", "log_format", "offline")
+	return newFlagSet("serve", "listen", "upstream", "data_dir", "log_level", "log_format", "offline",
+		"shared_store.url", "shared_store.endpoint")
 }
 
 // serve runs the proxy until SIGTERM or SIGINT and returns the exit status.
@@ -105,6 +106,7 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	defer func() { _ = closeAccess() }()
 	popts.Logger, popts.AccessLog, popts.Metrics, popts.MetricsHandler, popts.Version = log, access, m, m.Handler(reg), ver
 	popts.Status = status.New(reg, status.Options{Upstream: cfg.Upstream, MaxSize: int64(cfg.MaxSize)})
+	popts.Shared = openSharedStore(context.Background(), cfg.SharedStore, log)
 	p, err := proxy.New(store, popts)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("proxy: %w", err))

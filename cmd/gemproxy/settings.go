@@ -46,6 +46,10 @@ func settings() []setting {
 			func(c *Config) any { return &c.LogFormat }},
 		{"offline", "offline", "GEMPROXY_OFFLINE", "", "serve from the cache only, never contacting the upstream (misses 504, writes 503)",
 			func(c *Config) any { return &c.Offline }},
+		{"shared_store.url", "shared-store", "GEMPROXY_SHARED_STORE", "URL", "s3://BUCKET/PREFIX that the replicas of a fleet share",
+			func(c *Config) any { return &c.SharedStore.URL }},
+		{"shared_store.endpoint", "s3-endpoint", "GEMPROXY_S3_ENDPOINT", "URL", "S3-compatible server of the shared store (path-style); AWS when unset",
+			func(c *Config) any { return &c.SharedStore.Endpoint }},
 		{"admin_token", "", envAdminToken, "", "",
 			func(c *Config) any { return &c.AdminToken }},
 	}

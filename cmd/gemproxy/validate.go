@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/gemproxy/gemproxy/internal/blobstore"
 )
 
 // keyError is a Validate failure: the TOML key and what is wrong. load
@@ -117,7 +119,47 @@ func (c Config) Validate() error {
 	if c.Server.MaxConnections <= 0 {
 		return bad("server.max_connections", "must be positive")
 	}
+	return c.SharedStore.validate()
+}
+
+// validate checks the [shared_store] table.
+func (s SharedStoreConfig) validate() error {
+	if s.URL != "" {
+		if _, _, err := parseSharedStore(s.URL); err != nil {
+			return &keyError{key: "shared_store.url", problem: err.Error()}
+		}
+	}
+	if s.Endpoint == "" {
+		return nil
+	}
+	if s.URL == "" {
+		return &keyError{key: "shared_store.endpoint", problem: "set without shared_store.url"}
+	}
+	if _, err := parseUpstream(s.Endpoint); err != nil {
+		return &keyError{key: "shared_store.endpoint", problem: err.Error()}
+	}
 	return nil
+}
+
+// parseSharedStore splits s3://BUCKET/PREFIX into the bucket and the key
+// prefix (blobstore.CheckKey's rules, "" for none).
+func parseSharedStore(s string) (bucket, prefix string, err error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "", "", fmt.Errorf("invalid URL %q", s)
+	case u.Scheme != "s3" || u.Host == "":
+		return "", "", fmt.Errorf("%q is not s3://BUCKET/PREFIX", s)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return "", "", fmt.Errorf("%q must not have credentials, a query or a fragment", s)
+	}
+	prefix = strings.Trim(u.Path, "/")
+	if prefix != "" {
+		if err := blobstore.CheckKey(prefix); err != nil {
+			return "", "", fmt.Errorf("prefix of %q: %w", s, err)
+		}
+	}
+	return u.Host, prefix, nil
 }
 
 // checkListen checks a host:port listen address.

@@ -568,6 +568,10 @@ func TestDashboardCoversTheBrief(t *testing.T) {
 		{"compact-index refresh bytes", `sum by \(path\) \(rate\(gemproxy_compactindex_refresh_bytes_total`},
 		{"upstream in flight", `gemproxy_upstream_in_flight_requests`},
 		{"checksum failures", `gemproxy_cache_checksum_failures_total`},
+		{"shared-store requests by op and result", `sum by \(op, result\) \(rate\(gemproxy_shared_store_requests_total`},
+		{"shared-store bytes", `sum by \(op\) \(rate\(gemproxy_shared_store_bytes_total`},
+		{"shared-store latency", `gemproxy_shared_store_request_duration_seconds_bucket`},
+		{"fleet-coalesced waits", `gemproxy_shared_store_coalesced_waits_total`},
 	} {
 		re := regexp.MustCompile(want.pattern)
 		found := false

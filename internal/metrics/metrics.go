@@ -393,6 +393,9 @@ type Metrics struct {
 	// ObserveClient.
 	ClientRequests *prometheus.CounterVec
 
+	// SharedStore holds the metrics of the fleet's shared store.
+	SharedStore *SharedStore
+
 	// BuildInfo is gemproxy_build_info{version,revision,goversion}, always
 	// 1.
 	BuildInfo prometheus.Gauge
@@ -489,6 +492,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		usage:     make(map[string]usageHandles),
 		clients:   new(clientSlots),
 	}
+	m.SharedStore = newSharedStore(f)
 	m.BuildInfo.Set(1)
 	m.precreate(opts)
 	if reg != nil {

@@ -37,6 +37,8 @@ type filler struct {
 	now func() time.Time
 	// maxUnverifiedSize is Options.MaxUnverifiedSize.
 	maxUnverifiedSize int64
+	// shared is the fleet's shared tier (sharedtier.go); nil without one.
+	shared *sharedTier
 	// infoRoute is the route of /info/NAME, which a gem fill reads for the
 	// gem's checksum (see infoForChecksum).
 	infoRoute *Route
@@ -230,13 +232,23 @@ func (f *filler) get(ctx context.Context, fr fillRequest, what string, h http.He
 	return resp, nil
 }
 
-// fetch gets key upstream without validators and stores what may be
-// stored. A gem's checksum is looked up in /info/NAME meanwhile.
+// fetch gets key, from the shared store when it holds the key's class
+// (sharedtier.go), else upstream, and stores what may be stored. A gem's
+// checksum is looked up in /info/NAME meanwhile.
 func (f *filler) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
 	var want checksumFuture
 	if fr.rt.Class == ClassGem {
 		want = f.checksumLookup(ctx, fr)
 	}
+	if key, ok := f.shared.sharedKey(fr); ok {
+		return f.fetchShared(ctx, fr, key, want)
+	}
+	return f.fetchUpstream(ctx, fr, want)
+}
+
+// fetchUpstream gets key upstream without validators and stores what may
+// be stored; want yields a gem's checksum.
+func (f *filler) fetchUpstream(ctx context.Context, fr fillRequest, want checksumFuture) (*cache.Entry, error) {
 	resp, err := f.get(ctx, fr, "request", nil)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/compactindex"
@@ -23,7 +24,9 @@ type checksumFuture func() (sum [32]byte, known bool, err error)
 
 // checksumLookup starts gemChecksum in a goroutine of its own while the gem
 // itself downloads, so the two upstream round trips overlap; the gem's
-// storeResponse waits for the result (verifyStaged).
+// storeResponse waits for the result (verifyStaged). The future may be
+// called more than once (a body from the shared store that fails, then the
+// upstream's): every call yields the one result.
 func (f *filler) checksumLookup(ctx context.Context, fr fillRequest) checksumFuture {
 	type result struct {
 		sum   [32]byte
@@ -37,8 +40,9 @@ func (f *filler) checksumLookup(ctx context.Context, fr fillRequest) checksumFut
 		sum, known, err := f.gemChecksum(ctx, fr)
 		ch <- result{sum, known, err}
 	}()
+	wait := sync.OnceValue(func() result { return <-ch })
 	return func() ([32]byte, bool, error) {
-		r := <-ch
+		r := wait()
 		return r.sum, r.known, r.err
 	}
 }

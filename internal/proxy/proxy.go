@@ -65,6 +65,8 @@ type Options struct {
 	Status *status.Page
 	// Version is gemproxy's version (User-Agent suffix).
 	Version string
+	// Shared is the fleet's shared tier; its zero value is none.
+	Shared SharedOptions
 	// AdminToken enables the admin API under /-/ (admin.go) for requests
 	// bearing it; empty disables it.
 	AdminToken string
@@ -149,6 +151,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		log:               opts.Logger,
 		now:               clock,
 		maxUnverifiedSize: opts.MaxUnverifiedSize,
+		shared:            newSharedTier(opts),
 		infoRoute:         p.router.route("info"),
 		refreshing:        make(map[string]*refresh),
 	}
@@ -163,8 +166,9 @@ func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 // App returns the Fiber app (for Listen, Test and Shutdown).
 func (p *Proxy) App() *fiber.App { return p.app }
 
-// Wait blocks until background work (refreshes, gem checksum lookups) has
-// finished. Call it after the server stopped and before closing the store.
+// Wait blocks until background work (refreshes, gem checksum lookups,
+// writes to the shared store) has finished. Call it after the server
+// stopped and before closing the store.
 func (p *Proxy) Wait() { p.fill.background.Wait() }
 
 // Drain marks the proxy as draining: /readyz answers 503 from now on.

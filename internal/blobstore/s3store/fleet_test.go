@@ -1,0 +1,169 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gemproxy/gemproxy/internal/blobstore"
+	"github.com/gemproxy/gemproxy/internal/blobstore/s3store"
+	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/proxy"
+	"github.com/gemproxy/gemproxy/internal/testupstream"
+)
+
+// The fleet tests run gemproxy replicas in process over one SeaweedFS
+// bucket (prefix) and one fake rubygems.org: the integration tests of
+// issue 13, here because this directory's tests own SeaweedFS.
+
+// fleetGem is the gem every replica is asked for.
+var fleetGem = testupstream.GemSpec{Name: "fleetgem", Version: "1.0.0", Padding: 256 << 10}
+
+// fleetGemPath is fleetGem's path and object key.
+const (
+	fleetGemPath = "/gems/fleetgem-1.0.0.gem"
+	fleetGemKey  = "gems/fleetgem-1.0.0.gem"
+)
+
+// startReplica serves a gemproxy replica on an empty data directory, over
+// the shared store s (none when nil), and returns its base URL.
+func startReplica(t *testing.T, upstream string, s blobstore.Store, name string) string {
+	t.Helper()
+	store, err := cache.Open(t.TempDir(), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(upstream)
+	opts := proxy.Options{Upstream: proxy.UpstreamOptions{URL: u}, Logger: slog.New(slog.DiscardHandler), Version: "test"}
+	if s != nil {
+		opts.Shared = proxy.SharedOptions{Store: s, Mode: blobstore.Conditional, Replica: name}
+	}
+	p, err := proxy.New(store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.App().Listener(ln)
+	t.Cleanup(func() {
+		_ = p.App().ShutdownWithTimeout(5 * time.Second)
+		p.Wait()
+		store.Close()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// getBody fetches url and returns its status and body.
+func getBody(url string) (int, []byte, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// TestFleetColdGemFetchedOnce: 300 concurrent cold requests for one gem,
+// spread over 1, 2 and 3 replicas sharing one bucket: one upstream fetch
+// of the gem whatever the number of replicas, every client the gem's
+// bytes, one object in the bucket and no claim left. Then a replica on an
+// empty data directory serves the gem with no upstream fetch of it.
+func TestFleetColdGemFetchedOnce(t *testing.T) {
+	gem, err := testupstream.BuildGem(fleetGem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, replicas := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			s := s3store.WeedStore(t)
+			up, ts := testupstream.Start(t, testupstream.Options{})
+			up.Publish(fleetGem, nil)
+			// The fill takes a while, as it does from rubygems.org, so that
+			// every replica's miss overlaps the first one's.
+			up.SetLatency(200 * time.Millisecond)
+			var urls []string
+			for i := range replicas {
+				urls = append(urls, startReplica(t, ts.URL, s, fmt.Sprintf("r%d", i)))
+			}
+			const clients = 300
+			var wg sync.WaitGroup
+			errs := make(chan error, clients)
+			for i := range clients {
+				wg.Go(func() {
+					code, body, err := getBody(urls[i%replicas] + fleetGemPath)
+					switch {
+					case err != nil:
+						errs <- err
+					case code != http.StatusOK || !bytes.Equal(body, gem):
+						errs <- fmt.Errorf("client %d: %d, %d bytes", i, code, len(body))
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			fetches := up.Requests(fleetGemPath)
+			t.Logf("%d replicas, %d clients: %d upstream fetches of the gem", replicas, clients, fetches)
+			if fetches != 1 {
+				t.Fatalf("upstream fetches of the gem: %d, want 1", fetches)
+			}
+			waitForObject(t, s, fleetGemKey, gem)
+			if _, err := s.Stat(context.Background(), "claims/"+fleetGemKey); !errors.Is(err, blobstore.ErrNotFound) {
+				t.Errorf("claim left behind: %v", err)
+			}
+
+			up.SetLatency(0)
+			start := time.Now()
+			code, body, err := getBody(startReplica(t, ts.URL, s, "fresh") + fleetGemPath)
+			fromStore := time.Since(start)
+			if err != nil || code != http.StatusOK || !bytes.Equal(body, gem) {
+				t.Fatalf("fresh replica: %d, %d bytes, %v", code, len(body), err)
+			}
+			if n := up.Requests(fleetGemPath); n != 1 {
+				t.Fatalf("fresh replica fetched the gem upstream: %d fetches", n)
+			}
+			start = time.Now()
+			if code, _, err := getBody(startReplica(t, ts.URL, nil, "alone") + fleetGemPath); err != nil || code != http.StatusOK {
+				t.Fatalf("replica without the store: %d, %v", code, err)
+			}
+			t.Logf("local miss of a %d-byte gem: %s from the shared store, %s from the upstream (no added latency)",
+				len(gem), fromStore, time.Since(start))
+		})
+	}
+}
+
+// waitForObject waits until the object at key holds want: replicas write
+// it after serving their clients.
+func waitForObject(t *testing.T, s blobstore.Store, key string, want []byte) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rc, _, err := s.Get(context.Background(), key)
+		if err == nil {
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("object %s: %d bytes, %v; want the gem", key, len(got), err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("object %s never written: %v", key, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,118 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// SharedOp is the value of the op label of the shared-store metrics: the
+// blobstore.Store method called.
+type SharedOp uint8
+
+// The operations on the shared store.
+const (
+	// SharedGet reads an object (a gem, a quick spec, a claim).
+	SharedGet SharedOp = iota
+	// SharedStat describes an object without reading it.
+	SharedStat
+	// SharedPut writes an object with PutIfAbsent or PutIfMatch.
+	SharedPut
+	// SharedDelete removes an object (a claim).
+	SharedDelete
+	// numSharedOps bounds the SharedOp values.
+	numSharedOps
+)
+
+// sharedOpNames are the label values of the SharedOps, by value.
+var sharedOpNames = [numSharedOps]string{"get", "stat", "put", "delete"}
+
+// String returns the label value.
+func (o SharedOp) String() string { return sharedOpNames[o] }
+
+// SharedResult is the value of the result label of
+// gemproxy_shared_store_requests_total.
+type SharedResult uint8
+
+// The outcomes of a shared-store call.
+const (
+	// SharedOK means the call did what it was asked.
+	SharedOK SharedResult = iota
+	// SharedNotFound means there was no object at the key.
+	SharedNotFound
+	// SharedExists means a PutIfAbsent found an object (another replica
+	// wrote it first).
+	SharedExists
+	// SharedConflict means a PutIfMatch found another version.
+	SharedConflict
+	// SharedError means the store failed (unavailable, denied, timed out,
+	// breaker open); gemproxy went on without it.
+	SharedError
+	// numSharedResults bounds the SharedResult values.
+	numSharedResults
+)
+
+// sharedResultNames are the label values of the SharedResults, by value.
+var sharedResultNames = [numSharedResults]string{"ok", "not_found", "exists", "conflict", "error"}
+
+// String returns the label value.
+func (r SharedResult) String() string { return sharedResultNames[r] }
+
+// SharedStore holds the metrics of the shared tier of a fleet (an S3
+// bucket that replicas share, docs/fleet.md), every series pre-created.
+type SharedStore struct {
+	// Requests counts calls by op and result.
+	Requests *prometheus.CounterVec
+	// Bytes counts object bytes read (get) and written (put).
+	Bytes *prometheus.CounterVec
+	// Duration observes each call's latency by op (a Get until its
+	// headers).
+	Duration *prometheus.HistogramVec
+	// CoalescedWaits counts fills that waited for another replica's claim
+	// instead of asking the upstream.
+	CoalescedWaits prometheus.Counter
+
+	// requests, bytes and duration are the resolved children, by op
+	// (and result).
+	requests [numSharedOps][numSharedResults]prometheus.Counter
+	bytes    [numSharedOps]prometheus.Counter
+	duration [numSharedOps]prometheus.Observer
+}
+
+// newSharedStore registers the shared-store metrics with f.
+func newSharedStore(f promauto.Factory) *SharedStore {
+	s := &SharedStore{
+		Requests: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "requests_total",
+			Help: "Calls to the shared store, by operation (get, stat, put, delete) and result (ok, not_found, exists, conflict, error)."},
+			[]string{"op", "result"}),
+		Bytes: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "bytes_total",
+			Help: "Object bytes read from (get) and written to (put) the shared store."}, []string{"op"}),
+		Duration: f.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "shared_store", Name: "request_duration_seconds",
+			Help: "Time a shared-store call took, by operation (a get until its headers).", Buckets: durationBuckets()}, []string{"op"}),
+		CoalescedWaits: f.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "coalesced_waits_total",
+			Help: "Fills that found another replica's claim and waited for its object instead of asking the upstream."}),
+	}
+	for op := range numSharedOps {
+		for r := range numSharedResults {
+			s.requests[op][r] = s.Requests.WithLabelValues(op.String(), r.String())
+		}
+		s.duration[op] = s.Duration.WithLabelValues(op.String())
+	}
+	s.bytes[SharedGet] = s.Bytes.WithLabelValues(SharedGet.String())
+	s.bytes[SharedPut] = s.Bytes.WithLabelValues(SharedPut.String())
+	return s
+}
+
+// Observe records one call of op that ended with r after d.
+func (s *SharedStore) Observe(op SharedOp, r SharedResult, d time.Duration) {
+	s.requests[op][r].Inc()
+	s.duration[op].Observe(d.Seconds())
+}
+
+// AddBytes counts n object bytes moved by op (SharedGet or SharedPut).
+func (s *SharedStore) AddBytes(op SharedOp, n int64) {
+	if c := s.bytes[op]; c != nil {
+		c.Add(float64(n))
+	}
+}

@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gemproxy/gemproxy/internal/blobstore"
+	"github.com/gemproxy/gemproxy/internal/cache"
+)
+
+// SharedOptions configures the shared tier of a fleet: an object store
+// that every replica reads before the upstream and writes verified
+// immutable objects to (docs/fleet.md).
+type SharedOptions struct {
+	// Store is the store the replicas share. nil runs without a shared
+	// tier, as a single replica.
+	Store blobstore.Store
+	// Mode is what Store's writes can do, as blobstore.Probe found it at
+	// start: Conditional also coalesces fills fleet-wide with claims;
+	// Unconditional (or zero) only shares immutable objects.
+	Mode blobstore.Mode
+	// Replica names this replica in its claims. Default HOSTNAME-PID.
+	Replica string
+}
+
+// sharedTier is the shared store as the filler uses it. A nil *sharedTier
+// is no shared tier.
+type sharedTier struct {
+	// store is the metered store.
+	store *meteredStore
+	// claims is set when the store honours conditional writes.
+	claims bool
+	// replica names this replica in its claims.
+	replica string
+	// pollMin and pollMax bound the back-off of a replica waiting for
+	// another's claim.
+	pollMin, pollMax time.Duration
+}
+
+// newSharedTier builds the shared tier of opts, nil when it has no store.
+func newSharedTier(opts Options) *sharedTier {
+	so := opts.Shared
+	if so.Store == nil {
+		return nil
+	}
+	if so.Replica == "" {
+		host, _ := os.Hostname()
+		so.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return &sharedTier{
+		store:   &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger},
+		claims:  so.Mode == blobstore.Conditional,
+		replica: so.Replica,
+		pollMin: 20 * time.Millisecond,
+		pollMax: 500 * time.Millisecond,
+	}
+}
+
+// sharedKey is the object key of a cached route's key in the shared
+// store, ok only for the immutable classes the store holds (gems, quick
+// specs) and keys it accepts: "/gems/a-1.gem" is "gems/a-1.gem".
+func (t *sharedTier) sharedKey(fr fillRequest) (key string, ok bool) {
+	if t == nil || (fr.rt.Class != ClassGem && fr.rt.Class != ClassQuickSpec) {
+		return "", false
+	}
+	key = strings.TrimPrefix(fr.key, "/")
+	return key, blobstore.CheckKey(key) == nil
+}
+
+// fetchShared is fetch for an object the shared store may hold: read from
+// the store, else (one replica of the fleet, when claims are on) from the
+// upstream, and then written to the store for the others.
+func (f *filler) fetchShared(ctx context.Context, fr fillRequest, key string, want checksumFuture) (*cache.Entry, error) {
+	if e, ok := f.readShared(ctx, fr, key, want); ok {
+		return e, nil
+	}
+	c := f.shared.claim(ctx, key, claimLifetime(f.policy(fr.rt.Class)))
+	if c.waited {
+		if e, ok := f.readShared(ctx, fr, key, want); ok {
+			return e, nil
+		}
+	}
+	e, err := f.fetchUpstream(ctx, fr, want)
+	f.publish(key, e, err, c)
+	return e, err
+}
+
+// readShared fills fr from the object at key in the shared store, verified
+// as an upstream body is (storeResponse) while it streams into the local
+// tier. ok is false when the store has no such object, fails, or holds
+// bytes that do not verify: the caller then asks the upstream.
+func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, want checksumFuture) (*cache.Entry, bool) {
+	rc, info, err := f.shared.store.Get(ctx, key)
+	if err != nil {
+		return nil, false
+	}
+	defer rc.Close()
+	resp := &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{}, Body: rc, ContentLength: info.Size}
+	e, err := f.storeResponse(fr, resp, want)
+	if err != nil {
+		f.log.Warn("shared store object refused; asking the upstream", "key", fr.key, "error", err)
+		return nil, false
+	}
+	return e, true
+}
+
+// publish writes a verified, stored immutable entry e (the outcome of a
+// fill from the upstream, err its error) to the shared store at key, in
+// the background (Proxy.Wait waits for it), and then releases the claim
+// c. Clients never wait for it, and a failure only costs the other
+// replicas a fetch of their own.
+func (f *filler) publish(key string, e *cache.Entry, err error, c claim) {
+	upload := err == nil && e != nil && e.ID != 0 && e.Status == http.StatusOK && e.Immutable
+	if !upload && !c.held {
+		return
+	}
+	f.background.Go(func() {
+		ctx := context.Background()
+		if upload {
+			f.shared.upload(ctx, f.store, key, e)
+		}
+		c.release(ctx)
+	})
+}
+
+// upload writes e's body, read from the local tier, to key with
+// PutIfAbsent; ErrExists means another replica wrote it first. On a store
+// that ignores conditions, an object that is there is not written again.
+func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string, e *cache.Entry) {
+	if !t.claims {
+		if _, err := t.store.Stat(ctx, key); err == nil {
+			return
+		}
+	}
+	r, err := local.Open(e, false)
+	if err != nil {
+		return // evicted or replaced meanwhile: another fill will publish it
+	}
+	defer r.Close()
+	_, _ = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size)
+}
+
+// entryBody reads a stored body at any offset, as PutIfAbsent needs (it
+// may read the body again on a retry).
+type entryBody struct {
+	// mu serialises the reads of r.
+	mu sync.Mutex
+	r  *cache.Reader
+}
+
+// ReadAt implements io.ReaderAt.
+func (b *entryBody) ReadAt(p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.r.Limit(off, off+int64(len(p)))
+	n, err := io.ReadFull(b.r, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
+}
