@@ -45,8 +45,12 @@ type filler struct {
 	// refreshing holds the refreshes of expired entries that are running,
 	// by key: at most one per key, joined by every request for it.
 	refreshing map[string]*refresh
-	// background counts running refreshes and gem checksum lookups.
+	// background counts running refreshes, gem checksum lookups and
+	// streamed fills.
 	background sync.WaitGroup
+	// live holds the entries of the bodies being streamed while they
+	// download (livebody.go), by key, until they are stored or refused.
+	live sync.Map
 }
 
 // fillRequest carries what a fill needs from the request that started it.
@@ -96,6 +100,9 @@ func (f *filler) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*
 	led := false
 	got, _, err := f.store.Fill(ctx, fr.key, f.fresh,
 		func(ctx context.Context) (*cache.Entry, error) {
+			if e := f.joinLive(fr.key); e != nil {
+				return e, nil
+			}
 			led = true
 			return f.load(ctx, fr)
 		})
@@ -103,7 +110,7 @@ func (f *filler) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*
 	switch {
 	case err != nil:
 		return nil, metrics.ResultMiss, err
-	case got.ID == 0:
+	case got.ID == 0 && !got.Streaming():
 		return got, metrics.ResultBypass, nil
 	case !led:
 		return got, metrics.ResultCoalesced, nil
@@ -195,12 +202,7 @@ func (f *filler) startRefresh(fr fillRequest) *refresh {
 // goroutine of its own beyond the reach of the HTTP server's recovery: a
 // panic is turned into an error here.
 func (f *filler) load(ctx context.Context, fr fillRequest) (e *cache.Entry, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			f.log.Error("panic in fill", "key", fr.key, "panic", r, "stack", string(debug.Stack()))
-			e, err = nil, fmt.Errorf("proxy: internal error filling %s", fr.key)
-		}
-	}()
+	defer f.recoverFill(fr, &err)
 	old := f.store.Peek(fr.key)
 	if old != nil && old.Status == http.StatusOK && !old.Immutable {
 		if fr.rt.Class == ClassVersions || fr.rt.Class == ClassInfo {
@@ -209,6 +211,15 @@ func (f *filler) load(ctx context.Context, fr fillRequest) (e *cache.Entry, err 
 		return f.revalidate(ctx, fr, old)
 	}
 	return f.fetch(ctx, fr)
+}
+
+// recoverFill turns a panic of a fill of fr, deferred in a goroutine of
+// its own, into an error in *err, logged with its stack.
+func (f *filler) recoverFill(fr fillRequest, err *error) {
+	if r := recover(); r != nil {
+		f.log.Error("panic in fill", "key", fr.key, "panic", r, "stack", string(debug.Stack()))
+		*err = fmt.Errorf("proxy: internal error filling %s", fr.key)
+	}
 }
 
 // get sends a GET of fr.key upstream with the client's agent, the headers
@@ -231,16 +242,25 @@ func (f *filler) get(ctx context.Context, fr fillRequest, what string, h http.He
 }
 
 // fetch gets key upstream without validators and stores what may be
-// stored. A gem's checksum is looked up in /info/NAME meanwhile.
+// stored. A gem's checksum is looked up in /info/NAME meanwhile. A large
+// immutable body is streamed to the clients as it arrives (streamLive):
+// its fill outlives this call, so it runs on a context that keeps ctx's
+// deadline but not its cancellation.
 func (f *filler) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
+	ctx, cancel := outliving(ctx)
 	var want checksumFuture
 	if fr.rt.Class == ClassGem {
 		want = f.checksumLookup(ctx, fr)
 	}
 	resp, err := f.get(ctx, fr, "request", nil)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
+	if f.streamsLive(fr, resp) {
+		return f.streamLive(fr, resp, want, cancel)
+	}
+	defer cancel()
 	defer resp.Body.Close()
 	return f.storeResponse(fr, resp, want)
 }
