@@ -331,3 +331,28 @@ func TestLiveBodyHeapPerStream(t *testing.T) {
 		t.Errorf("%d bytes of heap per stream of a %d-byte gem, want at most %d", perStream, size, size/64)
 	}
 }
+
+// TestLiveBodyClientDisconnectLeavesFill: a client that hangs up in the
+// middle of a streamed gem ends neither the fill nor another client's
+// answer.
+func TestLiveBodyClientDisconnectLeavesFill(t *testing.T) {
+	tp, up, gem, addr := newLiveProxy(t, 4<<20)
+	release := stallGem(up, 2<<20, testupstream.Fault{})
+	quitter, _, err := startDownload(addr, liveGemPath, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stayer, head, err := startDownload(addr, liveGemPath, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quitter.Body.Close()
+	close(release)
+	body, err := finishDownload(stayer, head)
+	if err != nil || !bytes.Equal(body, gem) {
+		t.Fatalf("the client that stayed: %v, %d bytes", err, len(body))
+	}
+	if e := tp.store.Peek(liveGemPath); e == nil || up.Requests(liveGemPath) != 1 {
+		t.Fatalf("after a client hung up: stored %v, %d fetches", e != nil, up.Requests(liveGemPath))
+	}
+}
