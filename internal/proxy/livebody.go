@@ -88,12 +88,13 @@ func (f *filler) completeLive(fr fillRequest, resp *http.Response, st *cache.Sta
 
 // joinLive returns, for a fill of key about to start, the entry of key's
 // body being streamed by an earlier fill, or the entry that fill stored
-// since the cache was last asked; nil when there is neither.
+// since the cache was last asked (it leaves live only once stored); nil
+// when there is neither.
 func (f *filler) joinLive(key string) *cache.Entry {
 	if e, ok := f.live.Load(key); ok {
 		return e.(*cache.Entry)
 	}
-	if e := f.store.Lookup(key); e != nil && f.fresh(e) {
+	if e := f.store.Peek(key); e != nil && f.fresh(e) {
 		return e
 	}
 	return nil
