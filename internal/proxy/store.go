@@ -19,9 +19,9 @@ const maxTransientBody = 1 << 20
 
 // storeResponse turns an upstream response into an entry: stored when it
 // may be, transient otherwise. A 2xx body is verified before any byte of
-// it is served, stored or not (a large immutable body streamed while it
-// downloads, livebody.go, is verified before its last byte is). want, for a gem, yields the SHA-256 it must
-// have.
+// it is served, stored or not (one streamed while it downloads,
+// livebody.go, before its last byte is). want, for a gem, yields the
+// SHA-256 it must have.
 func (f *filler) storeResponse(fr fillRequest, resp *http.Response, want checksumFuture) (*cache.Entry, error) {
 	if err := decodeContentEncoding(resp); err != nil {
 		return nil, err
