@@ -13,7 +13,8 @@ import (
 // Reader streams one stored body. Each Read copies out of bbolt inside its
 // own short read transaction, so a slow client never holds one open. While
 // the Reader is open the body is not deleted, even if its entry is replaced,
-// purged or evicted. Close it when done.
+// purged or evicted. The Reader of a Live body (Store.StageLive) waits
+// for the bytes it reads to be staged. Close it when done.
 type Reader struct {
 	s    *Store
 	id   uint64
@@ -82,6 +83,13 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return n, err
 	}
 	if r.spill != nil {
+		if r.spill.live != nil {
+			avail, err := r.spill.live.readable(r.off, r.end)
+			if err != nil {
+				return 0, err
+			}
+			p = p[:min(int64(len(p)), avail)]
+		}
 		n, err := r.spill.f.ReadAt(p, r.off)
 		r.off += int64(n)
 		return n, err
@@ -205,8 +213,15 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 // boundary (one chunk lookup per transaction), into a pooled buffer and
 // writes it to w. The buffer goes back to the pool before the next slice,
 // so streams share buffers instead of each keeping one for its whole
-// download.
+// download; the reader of a Live body waits for its next bytes before it
+// takes one.
 func (r *Reader) writeSlice(w io.Writer) (int64, error) {
+	if r.spill != nil && r.spill.live != nil {
+		// Wait for the bytes of a growing body without holding a buffer.
+		if _, err := r.spill.live.readable(r.off, r.end); err != nil {
+			return 0, err
+		}
+	}
 	bp := streamBuffers.Get().(*[]byte)
 	defer streamBuffers.Put(bp)
 	buf := (*bp)[:min(streamBufferSize, ChunkSize-r.off%ChunkSize, r.end-r.off)]

@@ -8,6 +8,8 @@ import (
 // spillFile is the staging file holding the body of a transient entry.
 type spillFile struct {
 	f *os.File
+	// live, for the body of a Live entry, says how much of f may be read.
+	live *Live
 }
 
 // Transient returns e with the staged body attached, without storing it:

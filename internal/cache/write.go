@@ -28,6 +28,8 @@ type Staging struct {
 	size int64
 	md5  hash.Hash
 	sha  hash.Hash
+	// live, for a StageLive staging, is told of every write.
+	live *Live
 }
 
 // Stage starts a new staged body.
@@ -62,6 +64,9 @@ func (st *Staging) Write(p []byte) (int, error) {
 	st.md5.Write(p)
 	st.sha.Write(p)
 	st.size += int64(len(p))
+	if st.live != nil {
+		st.live.grew(st.size)
+	}
 	return len(p), nil
 }
 

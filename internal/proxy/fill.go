@@ -47,8 +47,12 @@ type filler struct {
 	// refreshing holds the refreshes of expired entries that are running,
 	// by key: at most one per key, joined by every request for it.
 	refreshing map[string]*refresh
-	// background counts running refreshes and gem checksum lookups.
+	// background counts running refreshes, gem checksum lookups and
+	// streamed fills.
 	background sync.WaitGroup
+	// live holds the entries of the bodies being streamed while they
+	// download (livebody.go), by key, until they are stored or refused.
+	live sync.Map
 }
 
 // fillRequest carries what a fill needs from the request that started it.
@@ -98,6 +102,9 @@ func (f *filler) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*
 	led := false
 	got, _, err := f.store.Fill(ctx, fr.key, f.fresh,
 		func(ctx context.Context) (*cache.Entry, error) {
+			if e := f.joinLive(fr.key); e != nil {
+				return e, nil
+			}
 			led = true
 			return f.load(ctx, fr)
 		})
@@ -105,7 +112,7 @@ func (f *filler) resolve(ctx context.Context, fr fillRequest, e *cache.Entry) (*
 	switch {
 	case err != nil:
 		return nil, metrics.ResultMiss, err
-	case got.ID == 0:
+	case got.ID == 0 && !got.Streaming():
 		return got, metrics.ResultBypass, nil
 	case !led:
 		return got, metrics.ResultCoalesced, nil
@@ -197,12 +204,7 @@ func (f *filler) startRefresh(fr fillRequest) *refresh {
 // goroutine of its own beyond the reach of the HTTP server's recovery: a
 // panic is turned into an error here.
 func (f *filler) load(ctx context.Context, fr fillRequest) (e *cache.Entry, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			f.log.Error("panic in fill", "key", fr.key, "panic", r, "stack", string(debug.Stack()))
-			e, err = nil, fmt.Errorf("proxy: internal error filling %s", fr.key)
-		}
-	}()
+	defer f.recoverFill(fr, &err)
 	old := f.store.Peek(fr.key)
 	if old != nil && old.Status == http.StatusOK && !old.Immutable {
 		if fr.rt.Class == ClassVersions || fr.rt.Class == ClassInfo {
@@ -211,6 +213,15 @@ func (f *filler) load(ctx context.Context, fr fillRequest) (e *cache.Entry, err 
 		return f.revalidate(ctx, fr, old)
 	}
 	return f.fetch(ctx, fr)
+}
+
+// recoverFill turns a panic of a fill of fr, deferred in a goroutine of
+// its own, into an error in *err, logged with its stack.
+func (f *filler) recoverFill(fr fillRequest, err *error) {
+	if r := recover(); r != nil {
+		f.log.Error("panic in fill", "key", fr.key, "panic", r, "stack", string(debug.Stack()))
+		*err = fmt.Errorf("proxy: internal error filling %s", fr.key)
+	}
 }
 
 // get sends a GET of fr.key upstream with the client's agent, the headers
@@ -234,27 +245,49 @@ func (f *filler) get(ctx context.Context, fr fillRequest, what string, h http.He
 
 // fetch gets key, from the shared store when it holds the key's class
 // (sharedtier.go), else upstream, and stores what may be stored. A gem's
-// checksum is looked up in /info/NAME meanwhile.
+// checksum is looked up in /info/NAME meanwhile. A large immutable body is
+// streamed to the clients as it arrives (streamLive): its fill outlives
+// this call, so it runs on a context that keeps ctx's deadline but not its
+// cancellation.
 func (f *filler) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
+	ctx, cancel := outliving(ctx)
 	var want checksumFuture
 	if fr.rt.Class == ClassGem {
 		want = f.checksumLookup(ctx, fr)
 	}
 	if key, ok := f.shared.sharedKey(fr); ok {
-		return f.fetchShared(ctx, fr, key, want)
+		return f.fetchShared(ctx, cancel, fr, key, want)
 	}
-	return f.fetchUpstream(ctx, fr, want)
+	return f.fetchUpstream(ctx, cancel, fr, want, nil)
 }
 
 // fetchUpstream gets key upstream without validators and stores what may
-// be stored; want yields a gem's checksum.
-func (f *filler) fetchUpstream(ctx context.Context, fr fillRequest, want checksumFuture) (*cache.Entry, error) {
+// be stored; want yields a gem's checksum and cancel ends ctx once the
+// body is done with. stored, when set, is told the outcome once the body
+// is stored or refused: for a streamed body, after fetchUpstream returned.
+func (f *filler) fetchUpstream(ctx context.Context, cancel context.CancelFunc, fr fillRequest, want checksumFuture,
+	stored func(*cache.Entry, error)) (*cache.Entry, error) {
 	resp, err := f.get(ctx, fr, "request", nil)
 	if err != nil {
+		cancel()
+		tell(stored, nil, err)
 		return nil, err
 	}
+	if f.streamsLive(fr, resp) {
+		return f.streamLive(fr, resp, want, cancel, stored)
+	}
+	defer cancel()
 	defer resp.Body.Close()
-	return f.storeResponse(fr, resp, want)
+	e, err := f.storeResponse(fr, resp, want)
+	tell(stored, e, err)
+	return e, err
+}
+
+// tell reports a fill's outcome to stored, when set.
+func tell(stored func(*cache.Entry, error), e *cache.Entry, err error) {
+	if stored != nil {
+		stored(e, err)
+	}
 }
 
 // revalidate asks upstream whether a stale entry changed, with its stored

@@ -76,20 +76,24 @@ func (t *sharedTier) sharedKey(fr fillRequest) (key string, ok bool) {
 
 // fetchShared is fetch for an object the shared store may hold: read from
 // the store, else (one replica of the fleet, when claims are on) from the
-// upstream, and then written to the store for the others.
-func (f *filler) fetchShared(ctx context.Context, fr fillRequest, key string, want checksumFuture) (*cache.Entry, error) {
+// upstream, and then written to the store for the others. cancel ends ctx
+// once the fill is done with it.
+func (f *filler) fetchShared(ctx context.Context, cancel context.CancelFunc, fr fillRequest, key string,
+	want checksumFuture) (*cache.Entry, error) {
 	if e, ok := f.readShared(ctx, fr, key, want); ok {
+		cancel()
 		return e, nil
 	}
 	c := f.shared.claim(ctx, key, claimLifetime(f.policy(fr.rt.Class)))
 	if c.waited {
 		if e, ok := f.readShared(ctx, fr, key, want); ok {
+			cancel()
 			return e, nil
 		}
 	}
-	e, err := f.fetchUpstream(ctx, fr, want)
-	f.publish(key, e, err, c)
-	return e, err
+	// Published (and the claim released) once the body is stored, which
+	// for a streamed gem is after this returns.
+	return f.fetchUpstream(ctx, cancel, fr, want, func(e *cache.Entry, err error) { f.publish(key, e, err, c) })
 }
 
 // readShared fills fr from the object at key in the shared store, verified

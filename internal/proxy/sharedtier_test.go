@@ -26,8 +26,9 @@ const (
 	sharedGemKey  = "gems/fleet-1.0.0.gem"
 )
 
-// sharedGem is the body of sharedGemPath.
-var sharedGem = bytes.Repeat([]byte("fleet gem "), 4000)
+// sharedGem is the body of sharedGemPath: 1.6 MB, so that its fills stream
+// (liveBodyMin) and are published only once stored.
+var sharedGem = bytes.Repeat([]byte("fleet gem "), 160000)
 
 // gemUpstream serves sharedGem and its /info; gate, when not nil, holds
 // every gem answer until it is closed.

@@ -19,8 +19,9 @@ const maxTransientBody = 1 << 20
 
 // storeResponse turns an upstream response into an entry: stored when it
 // may be, transient otherwise. A 2xx body is verified before any byte of
-// it is served, stored or not. want, for a gem, yields the SHA-256 it must
-// have.
+// it is served, stored or not (one streamed while it downloads,
+// livebody.go, before its last byte is). want, for a gem, yields the
+// SHA-256 it must have.
 func (f *filler) storeResponse(fr fillRequest, resp *http.Response, want checksumFuture) (*cache.Entry, error) {
 	if err := decodeContentEncoding(resp); err != nil {
 		return nil, err
@@ -79,20 +80,29 @@ func (f *filler) stageBody(fr fillRequest, resp *http.Response) (*cache.Staging,
 		return nil, f.errTooLarge(fr, limit)
 	}
 	st := f.store.Stage()
+	if err := f.copyBody(fr, resp, st); err != nil {
+		st.Discard()
+		return nil, err
+	}
+	return st, nil
+}
+
+// copyBody writes the body of resp to st, refusing it as soon as it grows
+// past the class's size limit, and when it differs from its announced
+// length. The caller discards st on an error.
+func (f *filler) copyBody(fr fillRequest, resp *http.Response, st *cache.Staging) error {
+	limit := f.policy(fr.rt.Class).MaxResponseSize
 	n, err := io.Copy(st, io.LimitReader(resp.Body, limit+1))
 	f.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
 	switch {
 	case err != nil:
-		st.Discard()
-		return nil, errUpstream("body read", err)
+		return errUpstream("body read", err)
 	case n > limit:
-		st.Discard()
-		return nil, f.errTooLarge(fr, limit)
+		return f.errTooLarge(fr, limit)
 	case resp.ContentLength >= 0 && n != resp.ContentLength:
-		st.Discard()
-		return nil, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent %d bytes, announced %d", n, resp.ContentLength)}
+		return &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream sent %d bytes, announced %d", n, resp.ContentLength)}
 	}
-	return st, nil
+	return nil
 }
 
 // errTooLarge logs and describes an upstream body over the size limit of
@@ -230,13 +240,23 @@ func transientHeaders(h http.Header) []cache.Field {
 // not know, from its staging file and without storing it, as long as it
 // is no larger than MaxUnverifiedSize.
 func (f *filler) unverifiedGem(fr fillRequest, resp *http.Response, st *cache.Staging) (*cache.Entry, error) {
-	f.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
-	f.log.Warn("gem checksum unknown; serving without storing", "key", fr.key)
-	if st.Size() > f.maxUnverifiedSize {
+	if err := f.allowUnverified(fr, st.Size()); err != nil {
 		st.Discard()
-		return nil, &upstreamError{status: http.StatusBadGateway, reason: "gem checksum unknown and too large to serve unverified"}
+		return nil, err
 	}
 	return f.unstored(fr, resp, st), nil
+}
+
+// allowUnverified counts and logs a gem of size bytes whose checksum the
+// compact index does not know, and refuses it when it is larger than
+// MaxUnverifiedSize.
+func (f *filler) allowUnverified(fr fillRequest, size int64) error {
+	f.m.ChecksumFailure(metrics.ChecksumUnknown).Inc()
+	f.log.Warn("gem checksum unknown; serving without storing", "key", fr.key)
+	if size > f.maxUnverifiedSize {
+		return &upstreamError{status: http.StatusBadGateway, reason: "gem checksum unknown and too large to serve unverified"}
+	}
+	return nil
 }
 
 // unstored turns a staged 2xx answer that is not stored into an entry for
