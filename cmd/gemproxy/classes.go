@@ -145,28 +145,19 @@ func (t ClassTables) validate() error {
 	for _, c := range proxy.Classes {
 		cc := t[string(c)]
 		key := "class." + string(c) + "."
-		for _, d := range []struct {
-			name    string
-			v       Duration
-			zeroBad bool
-		}{
-			{"ttl", cc.TTL, false},
-			{"negative_ttl", cc.NegativeTTL, false},
-			{"max_stale", cc.MaxStale, false},
-			{"stale_while_revalidate", cc.StaleWhileRevalidate, false},
-			{"revalidate_timeout", cc.RevalidateTimeout, false},
-			{"first_byte_timeout", cc.FirstByteTimeout, true},
-			{"idle_timeout", cc.IdleTimeout, true},
-		} {
-			switch {
-			case d.v < 0:
-				return &keyError{key: key + d.name, problem: "must not be negative"}
-			case d.v == 0 && d.zeroBad:
-				return &keyError{key: key + d.name, problem: "must be positive"}
-			}
+		if err := checkBounds([]bound[Duration]{
+			{key + "ttl", cc.TTL, false},
+			{key + "negative_ttl", cc.NegativeTTL, false},
+			{key + "max_stale", cc.MaxStale, false},
+			{key + "stale_while_revalidate", cc.StaleWhileRevalidate, false},
+			{key + "revalidate_timeout", cc.RevalidateTimeout, false},
+			{key + "first_byte_timeout", cc.FirstByteTimeout, true},
+			{key + "idle_timeout", cc.IdleTimeout, true},
+		}); err != nil {
+			return err
 		}
-		if cc.MaxResponseSize <= 0 {
-			return &keyError{key: key + "max_response_size", problem: "must be positive"}
+		if err := checkBounds([]bound[Size]{{key + "max_response_size", cc.MaxResponseSize, true}}); err != nil {
+			return err
 		}
 	}
 	return nil

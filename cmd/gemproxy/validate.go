@@ -47,22 +47,12 @@ func (c Config) Validate() error {
 	if f := strings.ToLower(c.LogFormat); f != "text" && f != "json" {
 		return bad("log_format", "unknown format %q (want text or json)", c.LogFormat)
 	}
-	sizes := []struct {
-		key     string
-		v       Size
-		zeroBad bool
-	}{
+	if err := checkBounds([]bound[Size]{
 		{"max_size", c.MaxSize, false},
 		{"memory_cache", c.MemoryCache, false},
 		{"max_body_size", c.MaxBodySize, true},
-	}
-	for _, s := range sizes {
-		switch {
-		case s.v < 0:
-			return bad(s.key, "must not be negative")
-		case s.v == 0 && s.zeroBad:
-			return bad(s.key, "must be positive")
-		}
+	}); err != nil {
+		return err
 	}
 	if c.UpstreamConcurrency <= 0 {
 		return bad("upstream_concurrency", "must be positive")
@@ -78,11 +68,7 @@ func (c Config) Validate() error {
 			return bad("upstream_redirect_hosts", "%q is not a host or host:port", h)
 		}
 	}
-	durations := []struct {
-		key     string
-		v       Duration
-		zeroBad bool
-	}{
+	if err := checkBounds([]bound[Duration]{
 		{"sweep_interval", c.SweepInterval, true},
 		{"breaker.backoff", c.Breaker.Backoff, true},
 		{"breaker.max_backoff", c.Breaker.MaxBackoff, true},
@@ -95,14 +81,8 @@ func (c Config) Validate() error {
 		{"server.idle_timeout", c.Server.IdleTimeout, true},
 		{"server.shutdown_grace", c.Server.ShutdownGrace, false},
 		{"server.drain_timeout", c.Server.DrainTimeout, true},
-	}
-	for _, d := range durations {
-		switch {
-		case d.v < 0:
-			return bad(d.key, "must not be negative")
-		case d.v == 0 && d.zeroBad:
-			return bad(d.key, "must be positive")
-		}
+	}); err != nil {
+		return err
 	}
 	if err := c.Classes.validate(); err != nil {
 		return err
@@ -208,4 +188,28 @@ func parseLogLevel(s string) (slog.Level, bool) {
 		return slog.LevelError, true
 	}
 	return 0, false
+}
+
+// bound is a numeric setting whose sign is checked: negative is refused,
+// and zero too when zeroBad.
+type bound[T ~int64] struct {
+	// key is the dotted TOML key.
+	key string
+	// v is the value.
+	v T
+	// zeroBad refuses zero.
+	zeroBad bool
+}
+
+// checkBounds returns the first bound out of range as a *keyError.
+func checkBounds[T ~int64](bounds []bound[T]) error {
+	for _, b := range bounds {
+		switch {
+		case b.v < 0:
+			return &keyError{key: b.key, problem: "must not be negative"}
+		case b.v == 0 && b.zeroBad:
+			return &keyError{key: b.key, problem: "must be positive"}
+		}
+	}
+	return nil
 }
