@@ -54,9 +54,35 @@ func (p *Proxy) Fetch(ctx context.Context, path string) (e *cache.Entry, hit boo
 	case e.Status != http.StatusOK:
 		return nil, false, fmt.Errorf("upstream answered %d %s%s", e.Status, http.StatusText(e.Status), reasonSuffix(p.reasonBody(e)))
 	case e.ID == 0:
-		return nil, false, errNotStored
+		stored, err := p.awaitStored(e, key)
+		if err != nil {
+			return nil, false, err
+		}
+		if stored == nil {
+			return nil, false, errNotStored
+		}
+		return stored, false, nil
 	}
 	return e, outcome == metrics.ResultHit, nil
+}
+
+// awaitStored reads the unstored entry e to its end, which for a body
+// still streaming from the upstream (streamLive) waits until its fill is
+// verified and stored or refused, then returns the 200 the cache holds for
+// key, or nil.
+func (p *Proxy) awaitStored(e *cache.Entry, key string) (*cache.Entry, error) {
+	r, err := p.store.Open(e, false)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, fmt.Errorf("upstream body refused: %w", err)
+	}
+	if stored := p.store.Peek(key); stored != nil && stored.Status == http.StatusOK && stored.ID != 0 {
+		return stored, nil
+	}
+	return nil, nil
 }
 
 // maxReasonLen bounds the part of an error body Fetch quotes.

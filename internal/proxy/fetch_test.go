@@ -66,3 +66,19 @@ func TestFetchStoresWhatAClientWould(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchWaitsForAStreamedGem: a gem large enough to stream to its
+// clients (liveBodyMin) is returned by Fetch once stored, not as the entry
+// that streams it.
+func TestFetchWaitsForAStreamedGem(t *testing.T) {
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	up.Publish(testupstream.GemSpec{Name: "large", Version: "1.0.0", Padding: 2 * liveBodyMin}, nil)
+	tp := newTestProxy(t, ts.URL)
+	e, hit, err := tp.Fetch(t.Context(), "/gems/large-1.0.0.gem")
+	if err != nil || hit || e.ID == 0 || e.Size < 2*liveBodyMin {
+		t.Fatalf("Fetch of a streamed gem: entry %+v, hit %v, err %v; want the stored gem", e, hit, err)
+	}
+	if stored := tp.store.Peek("/gems/large-1.0.0.gem"); stored == nil || stored.ID != e.ID {
+		t.Fatalf("the cache holds %+v, want the entry Fetch returned", stored)
+	}
+}
