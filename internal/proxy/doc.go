@@ -14,10 +14,15 @@
 //   - Fill: fill.go (filler) applies that decision. It coalesces misses
 //     per key through cache.Store.Fill, runs refreshes of expired entries
 //     in the background, and fetches or revalidates upstream (upstream.go,
-//     with its circuit breaker in breaker.go); compactfill.go brings
+//     behind the circuit breaker of package breaker); compactfill.go brings
 //     /versions and /info/NAME up to date by appending the upstream's tail.
+//     With a shared store (sharedtier.go, claims.go, sharedmeter.go), a gem or gemspec
+//     miss reads the fleet's bucket before the upstream, one replica of the
+//     fleet fetches it, and the verified object is written back once.
+//     A large gem streams to its clients while it downloads (livebody.go),
+//     its last byte held until the body is verified and stored.
 //   - Verification: gemverify.go checks every 2xx body before a byte of it
-//     is served: a gem's SHA-256 against the checksum /info/NAME lists
+//     is served (before its last byte, for a streamed gem): a gem's SHA-256 against the checksum /info/NAME lists
 //     (read through the cache by infoForChecksum), the digests of
 //     compact-index files, the zlib and gzip streams, JSON.
 //   - Store: store.go turns the verified answer into a cache entry: stored
@@ -26,5 +31,7 @@
 //
 // serve.go then writes the entry out (conditional requests, ranges, gzip),
 // and forward.go passes writes through to the upstream unchanged and
-// invalidates what they change.
+// invalidates what they change. Beside the read path: admin.go answers the
+// token-guarded /-/ API, usage.go feeds the client metrics and the status
+// page, fetch.go is Proxy.Fetch for prefetch.
 package proxy
