@@ -74,6 +74,7 @@ var configKeys = []string{
 	"server.read_timeout", "server.write_timeout", "server.idle_timeout",
 	"server.max_header_bytes", "server.max_connections",
 	"server.shutdown_grace", "server.drain_timeout",
+	"shared_store.url", "shared_store.endpoint",
 }
 
 // classKeys are the keys of every [class.CLASS] table.
@@ -98,7 +99,7 @@ func init() {
 }
 
 // configTables are the tables of config.toml.
-var configTables = []string{"class", "upstream_timeouts", "server"}
+var configTables = []string{"class", "upstream_timeouts", "server", "shared_store"}
 
 // durationKeys and sizeKeys are the keys whose values are Go durations and
 // byte sizes.
@@ -169,6 +170,11 @@ resources:
 extraEnv:
   - name: GOMEMLIMIT
     value: 1800MiB
+sharedStore:
+  url: s3://ci-gems/mirror
+  endpoint: http://minio.storage:9000
+  region: eu-west-1
+  existingSecret: gemproxy-s3
 persistence:
   storageClass: fast-ssd
   size: 100Gi
@@ -523,8 +529,11 @@ func TestRenderCustomValues(t *testing.T) {
 	if got := c.Resources.Requests[corev1.ResourceCPU]; got.String() != "500m" {
 		t.Errorf("requests.cpu = %s, want 500m", got.String())
 	}
-	if len(c.Env) != 1 || c.Env[0].Name != "GOMEMLIMIT" {
-		t.Errorf("extraEnv not rendered: %+v", c.Env)
+	if len(c.Env) != 2 || c.Env[0].Name != "AWS_REGION" || c.Env[0].Value != "eu-west-1" || c.Env[1].Name != "GOMEMLIMIT" {
+		t.Errorf("sharedStore.region and extraEnv not rendered: %+v", c.Env)
+	}
+	if len(c.EnvFrom) != 1 || c.EnvFrom[0].SecretRef == nil || c.EnvFrom[0].SecretRef.Name != "gemproxy-s3" {
+		t.Errorf("sharedStore.existingSecret not rendered as envFrom: %+v", c.EnvFrom)
 	}
 	if pod.ServiceAccountName != "gemproxy-sa" || m.serviceAccounts[0].Name != "gemproxy-sa" {
 		t.Errorf("serviceAccount name: pod uses %q, object is %q; want gemproxy-sa", pod.ServiceAccountName, m.serviceAccounts[0].Name)
@@ -557,6 +566,7 @@ func TestRenderCustomValues(t *testing.T) {
 		"class.full_index.ttl": "1h30m", "class.api.ttl": "0",
 		"class.info.negative_ttl": "0", "class.quick_spec.negative_ttl": "0",
 		"server.shutdown_grace": "10s", "server.drain_timeout": "300s",
+		"shared_store.url": "s3://ci-gems/mirror", "shared_store.endpoint": "http://minio.storage:9000",
 		// from extraConfig
 		"upstream_concurrency": int64(64), "max_body_size": "1GiB",
 		"server.max_connections": int64(20000), "upstream_timeouts.fill": "20m",
@@ -1018,8 +1028,10 @@ func TestRenderFailures(t *testing.T) {
 		{"extraConfig repeats a chart key", "config: {extraConfig: 'upstream = \"https://x.example\"'}", "must not set upstream"},
 		{"extraConfig sets listen", "config: {extraConfig: \"listen = ':8080'\"}", "must not set listen"},
 		{"extraConfig sets a chart ttl", "config: {extraConfig: 'class.info.ttl = \"5m\"'}", "must not set class.info.ttl"},
-		{"extraConfig opens [server]", "config: {extraConfig: \"[server]\\nmax_connections = 5\"}", "must not open a [class.*] or [server] table"},
-		{"extraConfig opens [class.info]", "config: {extraConfig: \"[ class.info ]\\nrevalidate_timeout = '5s'\"}", "must not open a [class.*] or [server] table"},
+		{"extraConfig opens [server]", "config: {extraConfig: \"[server]\\nmax_connections = 5\"}", "must not open a [class.*], [server] or [shared_store] table"},
+		{"extraConfig opens [shared_store]", "config: {extraConfig: \"[shared_store]\\nurl = 's3://b'\"}", "must not open a [class.*], [server] or [shared_store] table"},
+		{"bad shared store URL", "sharedStore: {url: 'https://bucket'}", "url"},
+		{"extraConfig opens [class.info]", "config: {extraConfig: \"[ class.info ]\\nrevalidate_timeout = '5s'\"}", "must not open a [class.*], [server] or [shared_store] table"},
 		{"grace too short", "terminationGracePeriodSeconds: 65", "must be larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

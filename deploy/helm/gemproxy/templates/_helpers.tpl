@@ -119,10 +119,10 @@ start-up with a TOML error, so the render fails here instead.
 */}}
 {{- define "gemproxy.checkExtraConfig" -}}
 {{- $extra := .Values.config.extraConfig | default "" }}
-{{- if regexMatch "(?m)^[ \\t]*\\[[ \\t]*(class|server)[ \\t]*[\\].]" $extra }}
-{{- fail "config.extraConfig must not open a [class.*] or [server] table: the chart renders keys in them; use config.ttl / config.*Seconds, or dotted keys such as class.info.revalidate_timeout = \"5s\" or server.max_connections = 20000" }}
+{{- if regexMatch "(?m)^[ \\t]*\\[[ \\t]*(class|server|shared_store)[ \\t]*[\\].]" $extra }}
+{{- fail "config.extraConfig must not open a [class.*], [server] or [shared_store] table: the chart renders keys in them (use sharedStore.* for the shared store); use config.ttl / config.*Seconds, or dotted keys such as class.info.revalidate_timeout = \"5s\" or server.max_connections = 20000" }}
 {{- end }}
-{{- $keys := list "listen" "data_dir" "upstream" "log_level" "log_format" "offline" "max_size" "memory_cache" "keep_yanked" "class\\.versions\\.ttl" "class\\.versions\\.negative_ttl" "class\\.info\\.ttl" "class\\.info\\.negative_ttl" "class\\.names\\.ttl" "class\\.names\\.negative_ttl" "class\\.full_index\\.ttl" "class\\.full_index\\.negative_ttl" "class\\.quick_spec\\.negative_ttl" "class\\.gem\\.negative_ttl" "class\\.api\\.ttl" "class\\.api\\.negative_ttl" "server\\.shutdown_grace" "server\\.drain_timeout" }}
+{{- $keys := list "listen" "data_dir" "upstream" "log_level" "log_format" "offline" "max_size" "memory_cache" "keep_yanked" "class\\.versions\\.ttl" "class\\.versions\\.negative_ttl" "class\\.info\\.ttl" "class\\.info\\.negative_ttl" "class\\.names\\.ttl" "class\\.names\\.negative_ttl" "class\\.full_index\\.ttl" "class\\.full_index\\.negative_ttl" "class\\.quick_spec\\.negative_ttl" "class\\.gem\\.negative_ttl" "class\\.api\\.ttl" "class\\.api\\.negative_ttl" "server\\.shutdown_grace" "server\\.drain_timeout" "shared_store\\.url" "shared_store\\.endpoint" }}
 {{- range $keys }}
 {{- if regexMatch (printf "(?m)^[ \\t]*[\"']?%s[\"']?[ \\t]*=" .) $extra }}
 {{- fail (printf "config.extraConfig must not set %s: the chart renders it from its own values (listen and data_dir are fixed)" (. | replace "\\" "")) }}
