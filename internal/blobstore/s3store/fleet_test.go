@@ -167,3 +167,74 @@ func waitForObject(t *testing.T, s blobstore.Store, key string, want []byte) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestFleetSurvivesAStoppedStore: with the shared store stopped (SIGSTOP:
+// connections open, no answer), replicas keep serving from their local
+// tier and the upstream, each miss delayed at most by the store's call
+// timeouts; once it is resumed, verified gems reach it again.
+func TestFleetSurvivesAStoppedStore(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	s := s3store.QuickWeedStore(t, timeout)
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	specs := []testupstream.GemSpec{{Name: "before", Version: "1.0.0"}, {Name: "during", Version: "1.0.0"}}
+	for i := range 45 {
+		specs = append(specs, testupstream.GemSpec{Name: fmt.Sprintf("after%d", i), Version: "1.0.0"})
+	}
+	gems := map[string][]byte{}
+	for _, spec := range specs {
+		gem, err := testupstream.BuildGem(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up.Publish(spec, gem)
+		gems[spec.Name] = gem
+	}
+	get := func(base, name string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		code, body, err := getBody(base + "/gems/" + name + "-1.0.0.gem")
+		if err != nil || code != http.StatusOK || !bytes.Equal(body, gems[name]) {
+			t.Fatalf("%s: %d, %d bytes, %v", name, code, len(body), err)
+		}
+		return time.Since(start)
+	}
+	r := startReplica(t, ts.URL, s, "r")
+	get(r, "before")
+	waitForObject(t, s, "gems/before-1.0.0.gem", gems["before"])
+
+	resume := s3store.PauseWeed(t)
+	// A read (Get), a claim (PutIfAbsent) and its release may each wait for
+	// the timeout before the breaker opens: a bounded delay, never an error.
+	const bound = 10 * timeout
+	if d := get(r, "during"); d > bound {
+		t.Errorf("a cold miss with the store stopped took %v, want under %v", d, bound)
+	}
+	if d := get(r, "before"); d > timeout {
+		t.Errorf("a local hit with the store stopped took %v", d)
+	}
+	fresh := startReplica(t, ts.URL, s, "fresh")
+	if d := get(fresh, "before"); d > bound {
+		t.Errorf("a fresh replica's miss with the store stopped took %v, want under %v", d, bound)
+	}
+	t.Logf("with the store stopped: cold misses served from the upstream within %v", bound)
+
+	resume()
+	// The store's breaker lets a probe through after its back-off, which
+	// doubled with each probe that failed while the store was stopped
+	// (about 45 s here): keep filling new gems, 2 s apart, until one
+	// reaches the bucket again.
+	resumed := time.Now()
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("after%d", i)
+		get(r, name)
+		if obj, _, err := s.Get(context.Background(), "gems/"+name+"-1.0.0.gem"); err == nil {
+			obj.Close()
+			t.Logf("resumed: %s reached the store %v after the resumption, at fill %d", name, time.Since(resumed).Round(time.Second), i+1)
+			break
+		}
+		if i == 44 {
+			t.Fatalf("no gem reached the store within %v of its resumption", time.Since(resumed).Round(time.Second))
+		}
+		time.Sleep(2 * time.Second)
+	}
+}

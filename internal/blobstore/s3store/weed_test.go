@@ -57,6 +57,15 @@ func TestMain(m *testing.M) {
 // skips, or fails under CI.
 func weedStore(t testing.TB) *Store {
 	t.Helper()
+	// SeaweedFS queues concurrent If-Match writes of one key behind a lock
+	// that it polls about once a second: 16 racers take up to 6 s on a
+	// loaded machine.
+	return weedStoreTimeout(t, 30*time.Second)
+}
+
+// weedStoreTimeout is weedStore with the given call timeout.
+func weedStoreTimeout(t testing.TB, timeout time.Duration) *Store {
+	t.Helper()
 	weed.once.Do(startWeed)
 	if weed.err != nil {
 		if os.Getenv("CI") != "" {
@@ -67,10 +76,7 @@ func weedStore(t testing.TB) *Store {
 	prefix := fmt.Sprintf("t%d", weed.prefixes.Add(1))
 	return newTestStore(t, weed.endpoint, weedBucket, func(o *Options) {
 		o.Prefix = prefix
-		// SeaweedFS queues concurrent If-Match writes of one key behind a
-		// lock that it polls about once a second: 16 racers take up to
-		// 6 s on a loaded machine.
-		o.Timeout = 30 * time.Second
+		o.Timeout = timeout
 	})
 }
 
