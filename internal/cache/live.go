@@ -109,6 +109,22 @@ func (l *Live) readable(off, end int64) (int64, error) {
 	}
 }
 
+// AwaitStreamed blocks, for the entry of a Live body, until its fill
+// ended, and returns why the fill failed (nil once it was finished
+// without error); for any other entry it returns nil at once.
+func (e *Entry) AwaitStreamed() error {
+	if !e.Streaming() {
+		return nil
+	}
+	l := e.spill.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for !l.done {
+		l.changed.Wait()
+	}
+	return l.err
+}
+
 // Streaming reports whether e is the entry of a Live body (see
 // Store.StageLive), still growing or not.
 func (e *Entry) Streaming() bool { return e.spill != nil && e.spill.live != nil }

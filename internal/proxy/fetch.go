@@ -66,17 +66,11 @@ func (p *Proxy) Fetch(ctx context.Context, path string) (e *cache.Entry, hit boo
 	return e, outcome == metrics.ResultHit, nil
 }
 
-// awaitStored reads the unstored entry e to its end, which for a body
-// still streaming from the upstream (streamLive) waits until its fill is
-// verified and stored or refused, then returns the 200 the cache holds for
-// key, or nil.
+// awaitStored waits, when the unstored entry e is a body still streaming
+// from the upstream (streamLive), until its fill is verified and stored or
+// refused, then returns the 200 the cache holds for key, or nil.
 func (p *Proxy) awaitStored(e *cache.Entry, key string) (*cache.Entry, error) {
-	r, err := p.store.Open(e, false)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if _, err := io.Copy(io.Discard, r); err != nil {
+	if err := e.AwaitStreamed(); err != nil {
 		return nil, fmt.Errorf("upstream body refused: %w", err)
 	}
 	if stored := p.store.Peek(key); stored != nil && stored.Status == http.StatusOK && stored.ID != 0 {
