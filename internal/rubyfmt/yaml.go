@@ -156,40 +156,30 @@ func yamlScalar(s string, col, indent int) string {
 // yamlPlain writes a plain scalar, folding at spaces past the best width as
 // libyaml's yaml_emitter_write_plain_scalar does.
 func yamlPlain(s string, col, indent int) string {
-	var b strings.Builder
-	spaces := false
-	column := col
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == ' ' {
-			if !spaces && column > yamlBestWidth && i+1 < len(s) && s[i+1] != ' ' {
-				b.WriteString("\n" + strings.Repeat(" ", indent))
-				column = indent
-			} else {
-				b.WriteByte(' ')
-				column++
-			}
-			spaces = true
-		} else {
-			b.WriteString(s[i : i+n])
-			column++
-			spaces = false
-		}
-		i += n
-	}
-	return b.String()
+	return yamlFolded(s, col, indent, false)
 }
 
 // yamlSingle writes a single-quoted scalar with libyaml's folding rules.
 func yamlSingle(s string, col, indent int) string {
+	return yamlFolded(s, col, indent, true)
+}
+
+// yamlFolded writes s as libyaml writes a plain (quoted false) or
+// single-quoted scalar: a lone space past the best width becomes a line
+// break and the indent. A single-quoted scalar is wrapped in quotes, doubles
+// each quote inside, and never breaks at its first character.
+func yamlFolded(s string, col, indent int, quoted bool) string {
 	var b strings.Builder
-	b.WriteByte('\'')
-	column := col + 1
+	column := col
+	if quoted {
+		b.WriteByte('\'')
+		column++
+	}
 	spaces := false
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
 		if r == ' ' {
-			if !spaces && column > yamlBestWidth && i != 0 && i != len(s)-1 && s[i+1] != ' ' {
+			if !spaces && column > yamlBestWidth && (!quoted || i != 0) && i+1 < len(s) && s[i+1] != ' ' {
 				b.WriteString("\n" + strings.Repeat(" ", indent))
 				column = indent
 			} else {
@@ -198,7 +188,7 @@ func yamlSingle(s string, col, indent int) string {
 			}
 			spaces = true
 		} else {
-			if r == '\'' {
+			if quoted && r == '\'' {
 				b.WriteByte('\'')
 				column++
 			}
@@ -208,7 +198,9 @@ func yamlSingle(s string, col, indent int) string {
 		}
 		i += n
 	}
-	b.WriteByte('\'')
+	if quoted {
+		b.WriteByte('\'')
+	}
 	return b.String()
 }
 
