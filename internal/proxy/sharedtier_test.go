@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
@@ -166,6 +167,40 @@ func TestSharedCorruptObjectReplaced(t *testing.T) {
 				t.Fatalf("upstream fetches of the gem: %d, want 1 (replica a's)", n)
 			}
 		})
+	}
+}
+
+// TestSharedCorruptQuickSpecReplaced: a quick spec in the store that is
+// not a zlib stream is replaced by the upstream's, which a fresh replica
+// then reads from the store.
+func TestSharedCorruptQuickSpecReplaced(t *testing.T) {
+	const path, key = "/quick/Marshal.4.8/fleet-1.0.0.gemspec.rz", "quick/Marshal.4.8/fleet-1.0.0.gemspec.rz"
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(bytes.Repeat([]byte("gemspec "), 1000))
+	zw.Close()
+	spec := z.Bytes()
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(spec)
+	})
+	s := blobstore.NewMemory()
+	putObject(t, s, key, []byte("not a zlib stream"))
+	for _, replica := range []string{"a", "fresh"} {
+		tp := newTestProxy(t, up.URL, withShared(s, blobstore.Conditional, replica))
+		if resp, body := tp.do(t, "GET", path); resp.StatusCode != http.StatusOK || !bytes.Equal(body, spec) {
+			t.Fatalf("replica %s: %d, %q", replica, resp.StatusCode, body)
+		}
+		tp.Wait()
+	}
+	if got := storedObject(t, s, key); !bytes.Equal(got, spec) {
+		t.Fatalf("the store holds %q, not the upstream's quick spec", got)
+	}
+	if n := up.count(path); n != 1 {
+		t.Fatalf("upstream fetches of the quick spec: %d, want 1", n)
 	}
 }
 
