@@ -72,6 +72,9 @@ type SharedStore struct {
 	// CoalescedWaits counts fills that waited for another replica's claim
 	// instead of asking the upstream.
 	CoalescedWaits prometheus.Counter
+	// CorruptReplaced counts objects that failed verification when read
+	// and were deleted, to be replaced by this replica's verified copy.
+	CorruptReplaced prometheus.Counter
 
 	// requests, bytes and duration are the resolved children, by op
 	// (and result).
@@ -92,6 +95,8 @@ func newSharedStore(f promauto.Factory) *SharedStore {
 			Help: "Time a shared-store call took, by operation (a get until its headers).", Buckets: durationBuckets()}, []string{"op"}),
 		CoalescedWaits: f.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "coalesced_waits_total",
 			Help: "Fills that found another replica's claim and waited for its object instead of asking the upstream."}),
+		CorruptReplaced: f.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "corrupt_replaced_total",
+			Help: "Objects of the shared store that failed verification when read and were deleted, to be replaced by a verified copy."}),
 	}
 	for op := range numSharedOps {
 		for r := range numSharedResults {

@@ -55,8 +55,9 @@ type claim struct {
 // claim asks for the right to fill the object at key from the upstream,
 // for lifetime. It returns at once holding the claim when no other replica
 // holds one; otherwise it waits, polling with back-off, until the object
-// appears, the claim goes or expires (an expired claim is taken over), or
-// ctx ends. Without claims (an unconditional store) or when the store
+// appears, the claim goes or expires (an expired claim is taken over; one
+// that another waiter took over first is waited for in turn), or ctx
+// ends. Without claims (an unconditional store) or when the store
 // fails, it returns a claim neither held nor waited on: the replica fills
 // on its own.
 func (t *sharedTier) claim(ctx context.Context, key string, lifetime time.Duration) claim {
@@ -76,13 +77,18 @@ func (t *sharedTier) claim(ctx context.Context, key string, lifetime time.Durati
 	}
 	t.store.m.CoalescedWaits.Inc()
 	c.waited = true
-	expired, version := t.waitForObject(ctx, key, c.key, lifetime)
-	if expired {
+	for {
+		expired, version := t.waitForObject(ctx, key, c.key, lifetime)
+		if !expired {
+			return c
+		}
 		body.Taken = time.Now().UnixNano()
 		_, err := t.store.PutIfMatch(ctx, c.key, mustJSON(body), version)
-		c.held = err == nil
+		if !errors.Is(err, blobstore.ErrConflict) {
+			c.held = err == nil
+			return c
+		}
 	}
-	return c
 }
 
 // waitForObject polls until the object at key exists, the claim at

@@ -23,6 +23,9 @@ type upstreamError struct {
 	// (a 429's "Retry later"), sent verbatim instead of reason.
 	body        []byte
 	contentType string
+	// corrupt is set when the whole body arrived and failed its integrity
+	// check (verifyStaged), as opposed to a transfer that failed.
+	corrupt bool
 }
 
 // Error describes the failure.
@@ -35,6 +38,13 @@ func (e *upstreamError) Error() string {
 
 // Unwrap returns the cause.
 func (e *upstreamError) Unwrap() error { return e.err }
+
+// isCorrupt reports whether err says that a whole body failed its
+// integrity check: bytes that are wrong, not a transfer that failed.
+func isCorrupt(err error) bool {
+	var ue *upstreamError
+	return errors.As(err, &ue) && ue.corrupt
+}
 
 // errUpstream wraps a transport error: 504 on timeouts, 502 otherwise. Its
 // reason says which timeout ran out, or that the circuit is open; the

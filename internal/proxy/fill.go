@@ -60,6 +60,10 @@ type fillRequest struct {
 	rt        *Route
 	key       string
 	userAgent string
+	// fromShared is set while a body read from the shared store is
+	// stored: gemproxy_shared_store_bytes_total counts its bytes, the
+	// upstream's counter does not.
+	fromShared bool
 }
 
 // policy is the cache policy of class c.

@@ -123,7 +123,8 @@ func (f *filler) infoForChecksum(ctx context.Context, name, userAgent string) (b
 func (f *filler) verifyStaged(fr fillRequest, h http.Header, st *cache.Staging, want checksumFuture) (verified bool, err error) {
 	if err := verifyBody(fr.rt, h, st); err != nil {
 		f.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
-		return false, &upstreamError{status: http.StatusBadGateway, reason: "upstream body of " + fr.key + " is corrupt", err: err}
+		return false, &upstreamError{status: http.StatusBadGateway, reason: "upstream body of " + fr.key + " is corrupt", err: err,
+			corrupt: errors.Is(err, errCorruptBody)}
 	}
 	if fr.rt.Class != ClassGem {
 		return true, nil
@@ -142,7 +143,7 @@ func (f *filler) verifyStaged(fr fillRequest, h http.Header, st *cache.Staging, 
 		f.m.ChecksumFailure(metrics.ChecksumMismatch).Inc()
 		return false, &upstreamError{status: http.StatusBadGateway, reason: fmt.Sprintf(
 			"upstream gem %s has SHA-256 %s, but the compact index says %s; not stored",
-			fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(wantSum[:]))}
+			fr.key, hex.EncodeToString(sha[:]), hex.EncodeToString(wantSum[:])), corrupt: true}
 	}
 	return true, nil
 }

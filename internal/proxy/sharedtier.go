@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,51 +77,75 @@ func (t *sharedTier) sharedKey(fr fillRequest) (key string, ok bool) {
 
 // fetchShared is fetch for an object the shared store may hold: read from
 // the store, else (one replica of the fleet, when claims are on) from the
-// upstream, and then written to the store for the others. cancel ends ctx
-// once the fill is done with it.
+// upstream, and then written to the store for the others, in place of an
+// object there that failed verification. A store that just failed is
+// asked for no claim. cancel ends ctx once the fill is done with it.
 func (f *filler) fetchShared(ctx context.Context, cancel context.CancelFunc, fr fillRequest, key string,
 	want checksumFuture) (*cache.Entry, error) {
-	if e, ok := f.readShared(ctx, fr, key, want); ok {
+	e, miss := f.readShared(ctx, fr, key, want)
+	if e != nil {
 		cancel()
 		return e, nil
 	}
-	c := f.shared.claim(ctx, key, claimLifetime(f.policy(fr.rt.Class)))
+	var c claim
+	if !miss.unavailable {
+		c = f.shared.claim(ctx, key, claimLifetime(f.policy(fr.rt.Class)))
+	}
 	if c.waited {
-		if e, ok := f.readShared(ctx, fr, key, want); ok {
+		e, again := f.readShared(ctx, fr, key, want)
+		if e != nil {
 			cancel()
 			return e, nil
 		}
+		miss.corrupt = cmp.Or(again.corrupt, miss.corrupt)
 	}
 	// Published (and the claim released) once the body is stored, which
 	// for a streamed gem is after this returns.
-	return f.fetchUpstream(ctx, cancel, fr, want, func(e *cache.Entry, err error) { f.publish(key, e, err, c) })
+	return f.fetchUpstream(ctx, cancel, fr, want, func(e *cache.Entry, err error) { f.publish(key, e, err, c, miss.corrupt) })
+}
+
+// sharedMiss says why a read of the shared store gave no entry.
+type sharedMiss struct {
+	// corrupt is the version of an object whose bytes all arrived and
+	// failed verification; upload replaces it with a verified copy.
+	corrupt string
+	// unavailable is set when the store failed (ErrUnavailable, or
+	// another error than a miss), before or during the body.
+	unavailable bool
 }
 
 // readShared fills fr from the object at key in the shared store, verified
 // as an upstream body is (storeResponse) while it streams into the local
-// tier. ok is false when the store has no such object, fails, or holds
-// bytes that do not verify: the caller then asks the upstream.
-func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, want checksumFuture) (*cache.Entry, bool) {
+// tier. It returns no entry when the store has no such object, fails, or
+// holds bytes that do not verify (nothing of which is served or stored),
+// and then says which in miss: the caller asks the upstream.
+func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, want checksumFuture) (e *cache.Entry, miss sharedMiss) {
 	rc, info, err := f.shared.store.Get(ctx, key)
 	if err != nil {
-		return nil, false
+		return nil, sharedMiss{unavailable: !errors.Is(err, blobstore.ErrNotFound)}
 	}
 	defer rc.Close()
+	fr.fromShared = true
 	resp := &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{}, Body: rc, ContentLength: info.Size}
-	e, err := f.storeResponse(fr, resp, want)
-	if err != nil {
-		f.log.Warn("shared store object refused; asking the upstream", "key", fr.key, "error", err)
-		return nil, false
+	e, err = f.storeResponse(fr, resp, want)
+	switch {
+	case err == nil:
+		return e, sharedMiss{}
+	case isCorrupt(err):
+		f.log.Warn("shared store object fails verification; asking the upstream, to replace it", "key", key, "error", err)
+		return nil, sharedMiss{corrupt: info.Version}
 	}
-	return e, true
+	f.log.Warn("shared store object refused; asking the upstream", "key", key, "error", err)
+	return nil, sharedMiss{unavailable: errors.Is(err, blobstore.ErrUnavailable)}
 }
 
 // publish writes a verified, stored immutable entry e (the outcome of a
 // fill from the upstream, err its error) to the shared store at key, in
-// the background (Proxy.Wait waits for it), and then releases the claim
-// c. Clients never wait for it, and a failure only costs the other
-// replicas a fetch of their own.
-func (f *filler) publish(key string, e *cache.Entry, err error, c claim) {
+// place of the object of version corrupt when that is set, in the
+// background (Proxy.Wait waits for it), and then releases the claim c.
+// Clients never wait for it, and a failure only costs the other replicas
+// a fetch of their own.
+func (f *filler) publish(key string, e *cache.Entry, err error, c claim, corrupt string) {
 	upload := err == nil && e != nil && e.ID != 0 && e.Status == http.StatusOK && e.Immutable
 	if !upload && !c.held {
 		return
@@ -128,17 +153,24 @@ func (f *filler) publish(key string, e *cache.Entry, err error, c claim) {
 	f.background.Go(func() {
 		ctx := context.Background()
 		if upload {
-			f.shared.upload(ctx, f.store, key, e)
+			f.shared.upload(ctx, f.store, key, e, corrupt)
 		}
 		c.release(ctx)
 	})
 }
 
 // upload writes e's body, read from the local tier, to key with
-// PutIfAbsent; ErrExists means another replica wrote it first. On a store
-// that ignores conditions, an object that is there is not written again.
-func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string, e *cache.Entry) {
-	if !t.claims {
+// PutIfAbsent; ErrExists means another replica wrote it first. An object
+// of version corrupt (one that failed verification here) is deleted first,
+// if it is still there (dropCorrupt). On a store that ignores conditions,
+// an object that is there is not written again.
+func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string, e *cache.Entry, corrupt string) {
+	switch {
+	case corrupt != "":
+		if !t.dropCorrupt(ctx, key, corrupt) {
+			return
+		}
+	case !t.claims:
 		if _, err := t.store.Stat(ctx, key); err == nil {
 			return
 		}
@@ -149,6 +181,29 @@ func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string,
 	}
 	defer r.Close()
 	_, _ = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size)
+}
+
+// dropCorrupt deletes the object at key when it is still of version
+// corrupt, which failed verification, so that upload can write the
+// verified copy in its place. ok is false when upload must not write: the
+// store failed, or another version is there (a verified copy that another
+// replica wrote meanwhile). Delete is unconditional, so a copy written
+// between the Stat and the Delete may be deleted too; the PutIfAbsent that
+// follows puts the same verified bytes back (docs/fleet.md).
+func (t *sharedTier) dropCorrupt(ctx context.Context, key, corrupt string) (ok bool) {
+	info, err := t.store.Stat(ctx, key)
+	switch {
+	case errors.Is(err, blobstore.ErrNotFound):
+		return true
+	case err != nil || info.Version != corrupt:
+		return false
+	}
+	if err := t.store.Delete(ctx, key); err != nil {
+		return false
+	}
+	t.store.m.CorruptReplaced.Inc()
+	t.store.log.Warn("shared store object failed verification; replacing it with the verified copy", "key", key)
+	return true
 }
 
 // entryBody reads a stored body at any offset, as PutIfAbsent needs (it

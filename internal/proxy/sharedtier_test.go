@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +99,8 @@ func sharedRequests(tp *testProxy, op metrics.SharedOp, r metrics.SharedResult) 
 // TestSharedWriteOnceThenReadThrough: a cold gem is fetched upstream once,
 // written to the shared store from the local copy (and its claim removed),
 // and a second replica on an empty data directory serves it from the store
-// with no upstream fetch of the gem.
+// with no upstream fetch of the gem, counting its bytes as read from the
+// store, not from the upstream.
 func TestSharedWriteOnceThenReadThrough(t *testing.T) {
 	up := gemUpstream(t, nil)
 	s := blobstore.NewMemory()
@@ -123,6 +125,110 @@ func TestSharedWriteOnceThenReadThrough(t *testing.T) {
 	}
 	if n := sharedRequests(b, metrics.SharedPut, metrics.SharedOK); n != 0 {
 		t.Fatalf("replica b wrote %v objects, want none", n)
+	}
+	if n := testutil.ToFloat64(b.m.UpstreamBytes("gem")); n != 0 {
+		t.Errorf("replica b counted %v upstream bytes of gems, want 0", n)
+	}
+	if n := testutil.ToFloat64(b.m.SharedStore.Bytes.WithLabelValues(metrics.SharedGet.String())); n != float64(len(sharedGem)) {
+		t.Errorf("replica b counted %v bytes read from the store, want %d", n, len(sharedGem))
+	}
+}
+
+// corruptGem is sharedGem with one bit flipped.
+func corruptGem() []byte {
+	bad := bytes.Clone(sharedGem)
+	bad[100] ^= 1
+	return bad
+}
+
+// TestSharedCorruptObjectReplaced: an object in the store that fails
+// verification is served to nobody, is replaced by the verified copy that
+// the replica fetched upstream, and a fresh replica then serves the gem
+// from the store with no upstream fetch.
+func TestSharedCorruptObjectReplaced(t *testing.T) {
+	for _, mode := range []blobstore.Mode{blobstore.Conditional, blobstore.Unconditional} {
+		t.Run(mode.String(), func(t *testing.T) {
+			up := gemUpstream(t, nil)
+			s := blobstore.NewMemory()
+			putObject(t, s, sharedGemKey, corruptGem())
+			a := newTestProxy(t, up.URL, withShared(s, mode, "a"))
+			getGem(t, a)
+			a.Wait()
+			if got := storedObject(t, s, sharedGemKey); !bytes.Equal(got, sharedGem) {
+				t.Fatalf("the store holds %d bytes at %s that are not the verified gem (corrupt ones: %v)", len(got), sharedGemKey, bytes.Equal(got, corruptGem()))
+			}
+			if n := testutil.ToFloat64(a.m.SharedStore.CorruptReplaced); n != 1 {
+				t.Errorf("corrupt objects replaced: %v, want 1", n)
+			}
+			b := newTestProxy(t, up.URL, withShared(s, mode, "b"))
+			getGem(t, b)
+			b.Wait()
+			if n := up.count(sharedGemPath); n != 1 {
+				t.Fatalf("upstream fetches of the gem: %d, want 1 (replica a's)", n)
+			}
+		})
+	}
+}
+
+// TestSharedCorruptQuickSpecReplaced: a quick spec in the store that is
+// not a zlib stream is replaced by the upstream's, which a fresh replica
+// then reads from the store.
+func TestSharedCorruptQuickSpecReplaced(t *testing.T) {
+	const path, key = "/quick/Marshal.4.8/fleet-1.0.0.gemspec.rz", "quick/Marshal.4.8/fleet-1.0.0.gemspec.rz"
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(bytes.Repeat([]byte("gemspec "), 1000))
+	zw.Close()
+	spec := z.Bytes()
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(spec)
+	})
+	s := blobstore.NewMemory()
+	putObject(t, s, key, []byte("not a zlib stream"))
+	for _, replica := range []string{"a", "fresh"} {
+		tp := newTestProxy(t, up.URL, withShared(s, blobstore.Conditional, replica))
+		if resp, body := tp.do(t, "GET", path); resp.StatusCode != http.StatusOK || !bytes.Equal(body, spec) {
+			t.Fatalf("replica %s: %d, %q", replica, resp.StatusCode, body)
+		}
+		tp.Wait()
+	}
+	if got := storedObject(t, s, key); !bytes.Equal(got, spec) {
+		t.Fatalf("the store holds %q, not the upstream's quick spec", got)
+	}
+	if n := up.count(path); n != 1 {
+		t.Fatalf("upstream fetches of the quick spec: %d, want 1", n)
+	}
+}
+
+// TestSharedCorruptObjectReplacedMeanwhile: a replica that read a corrupt
+// object does not delete the verified copy that another replica wrote in
+// its place meanwhile.
+func TestSharedCorruptObjectReplacedMeanwhile(t *testing.T) {
+	up := gemUpstream(t, nil)
+	s := blobstore.NewMemory()
+	bad := corruptGem()
+	putObject(t, s, sharedGemKey, bad)
+	badInfo, err := s.Stat(context.Background(), sharedGemKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(context.Background(), sharedGemKey); err != nil {
+		t.Fatal(err)
+	}
+	putObject(t, s, sharedGemKey, sharedGem) // another replica's verified copy
+	tp := newTestProxy(t, up.URL, withShared(s, blobstore.Conditional, "a"))
+	if tp.fill.shared.dropCorrupt(context.Background(), sharedGemKey, badInfo.Version) {
+		t.Error("dropCorrupt would write over another version")
+	}
+	if got := storedObject(t, s, sharedGemKey); !bytes.Equal(got, sharedGem) {
+		t.Fatalf("the verified copy was lost: the store holds %d bytes", len(got))
+	}
+	if n := sharedRequests(tp, metrics.SharedDelete, metrics.SharedOK); n != 0 {
+		t.Errorf("%v deletes, want none", n)
 	}
 }
 

@@ -93,7 +93,9 @@ func (f *filler) stageBody(fr fillRequest, resp *http.Response) (*cache.Staging,
 func (f *filler) copyBody(fr fillRequest, resp *http.Response, st *cache.Staging) error {
 	limit := f.policy(fr.rt.Class).MaxResponseSize
 	n, err := io.Copy(st, io.LimitReader(resp.Body, limit+1))
-	f.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
+	if !fr.fromShared {
+		f.m.UpstreamBytes(fr.rt.Endpoint).Add(float64(n))
+	}
 	switch {
 	case err != nil:
 		return errUpstream("body read", err)
