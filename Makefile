@@ -28,7 +28,7 @@ test-deps:
 # minutes on 2 cores when cold), in a module of its own. If it cannot be
 # built, those tests skip, or fail under CI.
 weed:
-	@GO=$(GO) ./internal/blobstore/s3store/testdata/build-weed.sh >/dev/null || \
+	@GO=$(GO) ./internal/testweed/build-weed.sh >/dev/null || \
 		echo "SeaweedFS could not be built: the S3 tests will skip (fail under CI)"
 
 test: test-deps weed
