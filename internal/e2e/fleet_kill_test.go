@@ -42,6 +42,7 @@ const killConfig = "[server]\nshutdown_grace = \"0s\"\n[class.gem]\nfirst_byte_t
 func TestFleetReplicaKilledDuringUpload(t *testing.T) {
 	rubyfmt.RequireTools(t, "go")
 	bin := buildGemproxy(t)
+	t.Parallel() // its 20 s overlap the other tests' waits
 	weed := testweed.Start(t)
 	up, ts := testupstream.Start(t, testupstream.Options{Marshal: noRuby})
 	gem, err := testupstream.BuildGem(bigGem)
