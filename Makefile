@@ -10,9 +10,10 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gemproxy ./cmd/gemproxy
 
 # test-deps installs what the end-to-end tests drive (Debian's ruby and
-# ruby-bundler, prometheus, and chromium for the status page) when it is
-# missing and we are root; without them those tests skip, or fail under CI.
-TEST_TOOLS := ruby:ruby bundle:ruby-bundler prometheus:prometheus chromium:chromium
+# ruby-bundler, prometheus, chromium for the status page, and nginx as the
+# fleet tests' balancer) when it is missing and we are root; without them
+# those tests skip, or fail under CI.
+TEST_TOOLS := ruby:ruby bundle:ruby-bundler prometheus:prometheus chromium:chromium nginx:nginx
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
@@ -28,7 +29,7 @@ test-deps:
 # minutes on 2 cores when cold), in a module of its own. If it cannot be
 # built, those tests skip, or fail under CI.
 weed:
-	@GO=$(GO) ./internal/blobstore/s3store/testdata/build-weed.sh >/dev/null || \
+	@GO=$(GO) ./internal/testweed/build-weed.sh >/dev/null || \
 		echo "SeaweedFS could not be built: the S3 tests will skip (fail under CI)"
 
 test: test-deps weed

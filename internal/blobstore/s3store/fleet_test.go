@@ -19,6 +19,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/cache"
 	"github.com/gemproxy/gemproxy/internal/proxy"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
+	"github.com/gemproxy/gemproxy/internal/testweed"
 )
 
 // The fleet tests run gemproxy replicas in process over one SeaweedFS
@@ -202,7 +203,7 @@ func TestFleetSurvivesAStoppedStore(t *testing.T) {
 	get(r, "before")
 	waitForObject(t, s, "gems/before-1.0.0.gem", gems["before"])
 
-	resume := s3store.PauseWeed(t)
+	resume := testweed.Start(t).Pause(t)
 	// A read (Get), a claim (PutIfAbsent) and its release may each wait for
 	// the timeout before the breaker opens: a bounded delay, never an error.
 	const bound = 10 * timeout

@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
 	"github.com/gemproxy/gemproxy/internal/blobstore"
 	"github.com/gemproxy/gemproxy/internal/blobstore/blobtest"
 	"github.com/gemproxy/gemproxy/internal/breaker"
+	"github.com/gemproxy/gemproxy/internal/testweed"
 )
 
 // newTestStore builds a store on endpoint and bucket with test
@@ -28,7 +27,7 @@ func newTestStore(t testing.TB, endpoint, bucket string, tweak func(*Options)) *
 		Bucket:      bucket,
 		Endpoint:    endpoint,
 		Region:      "us-east-1",
-		Credentials: staticCredentials(),
+		Credentials: testweed.Credentials(),
 		Logger:      slog.New(slog.DiscardHandler),
 	}
 	if tweak != nil {
@@ -39,12 +38,6 @@ func newTestStore(t testing.TB, endpoint, bucket string, tweak func(*Options)) *
 		t.Fatal(err)
 	}
 	return s
-}
-
-// staticCredentials are the test credentials, which SeaweedFS accepts and
-// the fake ignores.
-func staticCredentials() credentials.StaticCredentialsProvider {
-	return credentials.NewStaticCredentialsProvider(weedAccessKey, weedSecretKey, "")
 }
 
 // breakerOff disables the breaker, for tests that count on every call

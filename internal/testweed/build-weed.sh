@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # build-weed.sh builds the SeaweedFS server that the S3 integration tests
-# start on loopback, once per version, and prints the binary's path.
+# start on loopback (package testweed), once per version, and prints the
+# binary's path.
 #
 # SeaweedFS pulls hundreds of modules, so it is built in a throwaway module
 # of its own (never in gemproxy's go.mod). The binary is cached between runs

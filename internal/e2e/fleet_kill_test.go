@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gemproxy/gemproxy/internal/blobstore"
+	"github.com/gemproxy/gemproxy/internal/blobstore/s3store"
+	"github.com/gemproxy/gemproxy/internal/rubyfmt"
+	"github.com/gemproxy/gemproxy/internal/testupstream"
+	"github.com/gemproxy/gemproxy/internal/testweed"
+)
+
+// bigGem is the large gem whose upload to the shared store is cut by a
+// SIGKILL: 32 MiB, as the largest gems on rubygems.org are tens of MiB.
+var bigGem = testupstream.GemSpec{Name: "biggem", Version: "1.0.0", Padding: 32 << 20}
+
+// bigGemPath is bigGem's path, and its object key without the fleet's
+// prefix.
+const bigGemPath = "/gems/biggem-1.0.0.gem"
+
+// killConfig shortens the gem class's first-byte timeout, which bounds a
+// claim's lifetime (twice it), so that the replica that finds the killed
+// replica's claim waits 10 s for it rather than a minute.
+const killConfig = "[server]\nshutdown_grace = \"0s\"\n[class.gem]\nfirst_byte_timeout = \"5s\"\n"
+
+// TestFleetReplicaKilledDuringUpload is half of issue 13's test 4: a
+// replica killed with SIGKILL halfway through writing a large gem to the
+// shared store leaves no partial object and a clean data directory; once
+// restarted, it and another replica serve the gem, and the object ends up
+// whole.
+func TestFleetReplicaKilledDuringUpload(t *testing.T) {
+	rubyfmt.RequireTools(t, "go")
+	bin := buildGemproxy(t)
+	t.Parallel() // its 20 s overlap the other tests' waits
+	weed := testweed.Start(t)
+	up, ts := testupstream.Start(t, testupstream.Options{Marshal: noRuby})
+	gem, err := testupstream.BuildGem(bigGem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Publish(bigGem, gem)
+
+	prefix := weed.Prefix()
+	key := bigGemPath[1:]
+	trap := startUploadTrap(t, weed.Endpoint, "PUT /"+testweed.Bucket+"/"+prefix+"/"+key, int64(len(gem)/2))
+	config := filepath.Join(t.TempDir(), "gemproxy.toml")
+	if err := os.WriteFile(config, []byte(killConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := "s3://" + testweed.Bucket + "/" + prefix
+	victimDir := t.TempDir()
+	victim := startServe(t, bin, weed.Env(), "--config", config, "--data-dir", victimDir, "--upstream", ts.URL,
+		"--shared-store", store, "--s3-endpoint", trap.url)
+	other := startServe(t, bin, weed.Env(), "--config", config, "--data-dir", t.TempDir(), "--upstream", ts.URL,
+		"--shared-store", store, "--s3-endpoint", weed.Endpoint)
+
+	// The client gets the gem; the replica commits it locally and then
+	// uploads it from its local copy: half the body has reached SeaweedFS
+	// when the trap springs, and the rest is held back until the kill.
+	getGem(t, victim.url, gem)
+	select {
+	case <-trap.sprung:
+	case <-time.After(time.Minute):
+		t.Fatalf("the replica never uploaded half of the gem:\n%s", victim.log())
+	}
+	victim.kill()
+	<-trap.cut // the store now sees the PUT's connection end midway
+	shared := openShared(t, weed, prefix)
+	checkWholeOrAbsent(t, shared, key, gem)
+	t.Logf("killed after %d of %d bytes of the upload had reached the store", len(gem)/2, len(gem))
+
+	out := runGemproxy(t, bin, "cache", "verify", "--data-dir", victimDir)
+	t.Logf("gemproxy cache verify on the killed replica's data directory: %s", out)
+
+	victim.start()
+	start := time.Now()
+	getGem(t, victim.url, gem)
+	getGem(t, other.url, gem)
+	t.Logf("restarted replica and another one served the gem; the other in %v (it waits out the dead replica's claim)",
+		time.Since(start).Round(time.Millisecond))
+	waitWhole(t, shared, key, gem)
+	t.Logf("upstream fetches of the gem: %d", up.Requests(bigGemPath))
+}
+
+// getGem fetches the gem from base and fails unless it is want.
+func getGem(t *testing.T, base string, want []byte) {
+	t.Helper()
+	resp, err := http.Get(base + bigGemPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
+		t.Fatalf("GET %s%s: %d, %d bytes (want %d), %v", base, bigGemPath, resp.StatusCode, len(got), len(want), err)
+	}
+}
+
+// openShared is a client of the fleet's prefix in the test SeaweedFS.
+func openShared(t *testing.T, weed *testweed.Server, prefix string) *s3store.Store {
+	t.Helper()
+	s, err := s3store.New(t.Context(), s3store.Options{Bucket: testweed.Bucket, Prefix: prefix,
+		Endpoint: weed.Endpoint, Credentials: testweed.Credentials(), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// checkWholeOrAbsent fails if the object at key exists with other bytes
+// than want (compared by SHA-256).
+func checkWholeOrAbsent(t *testing.T, s blobstore.Store, key string, want []byte) {
+	t.Helper()
+	got, err := readObject(s, key)
+	switch {
+	case errors.Is(err, blobstore.ErrNotFound):
+		t.Logf("%s is absent from the store", key)
+	case err != nil:
+		t.Fatalf("reading %s: %v", key, err)
+	case sha256.Sum256(got) != sha256.Sum256(want):
+		t.Fatalf("%s is a partial or wrong object: %d bytes, want %d with the gem's SHA-256", key, len(got), len(want))
+	default:
+		t.Logf("%s is whole", key)
+	}
+}
+
+// waitWhole waits, for at most a minute, until the object at key holds
+// want.
+func waitWhole(t *testing.T, s blobstore.Store, key string, want []byte) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got, err := readObject(s, key)
+		if err == nil {
+			if sha256.Sum256(got) != sha256.Sum256(want) {
+				t.Fatalf("%s: %d bytes with another SHA-256 than the gem's", key, len(got))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never written whole: %v", key, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readObject reads the whole object at key.
+func readObject(s blobstore.Store, key string) ([]byte, error) {
+	rc, _, err := s.Get(context.Background(), key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// uploadTrap relays TCP connections to an S3 server. On the first request
+// that starts with its marker (a PUT of one object), once limit bytes have
+// followed the marker, it springs: it stops forwarding that request, so
+// that the object's body stays cut midway whatever the client does, and
+// closes the connection to the server once the client's side has ended.
+type uploadTrap struct {
+	// url is the trap's address as an S3 endpoint.
+	url string
+	// target is the server's host:port, marker what starts the request
+	// line, limit the bytes let through after it.
+	target string
+	marker []byte
+	limit  int64
+	// armed is cleared when the trap springs: later uploads go through.
+	armed atomic.Bool
+	// sprung is closed when the trap springs, cut once the trapped
+	// connection to the server is closed.
+	sprung, cut chan struct{}
+}
+
+// startUploadTrap listens on loopback until the end of the test and
+// relays every connection to endpoint (http://host:port).
+func startUploadTrap(t *testing.T, endpoint, marker string, limit int64) *uploadTrap {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	u := &uploadTrap{url: "http://" + ln.Addr().String(), target: endpoint[len("http://"):],
+		marker: []byte(marker), limit: limit, sprung: make(chan struct{}), cut: make(chan struct{})}
+	u.armed.Store(true)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go u.relay(conn)
+		}
+	}()
+	return u
+}
+
+// relay forwards one client connection to the server, both ways.
+func (u *uploadTrap) relay(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", u.target)
+	if err != nil {
+		return
+	}
+	go func() {
+		_, _ = io.Copy(client, server)
+		client.Close()
+	}()
+	trapped := u.forward(server, client)
+	server.Close()
+	if trapped {
+		close(u.cut)
+	}
+}
+
+// forward copies the client's bytes to the server until either side ends,
+// or until the armed trap springs on this connection: then it reads and
+// drops the client's bytes until the client is gone, and reports true.
+func (u *uploadTrap) forward(server io.Writer, client io.Reader) (trapped bool) {
+	buf := make([]byte, 32<<10)
+	var window []byte // the end of the stream, to find the marker across reads
+	passed := int64(-1)
+	for {
+		n, err := client.Read(buf)
+		chunk := buf[:n]
+		switch {
+		case passed >= 0:
+			passed += int64(n)
+		case u.armed.Load():
+			window = append(window, chunk...)
+			if i := bytes.Index(window, u.marker); i >= 0 {
+				passed = int64(len(window) - i - len(u.marker))
+			} else if keep := len(u.marker) - 1; len(window) > keep {
+				window = append(window[:0], window[len(window)-keep:]...)
+			}
+		}
+		if passed >= u.limit && u.armed.CompareAndSwap(true, false) {
+			close(u.sprung)
+			_, _ = io.Copy(io.Discard, client)
+			return true
+		}
+		if _, werr := server.Write(chunk); werr != nil || err != nil {
+			return false
+		}
+	}
+}
