@@ -204,47 +204,70 @@ func (f *filler) publishVersions(ctx context.Context, v *versionsSync, e *cache.
 	}
 }
 
+// maxAdoptTries bounds the fill flights of /versions an adoption waits
+// out (see adoptPointer) before giving up until the next poll.
+const maxAdoptTries = 3
+
 // adoptVersions reads the pointer and adopts the generation it names when
 // it is newer than the local /versions: a generation greater than the
 // one held, and a longer body. It returns the adopted entry, nil when
-// nothing was adopted. A pointer to the body the replica already holds
-// only records its generation.
+// nothing was adopted.
 func (f *filler) adoptVersions(ctx context.Context) *cache.Entry {
-	v := f.shared.versionsShared()
 	cur, err := f.shared.readPointer(ctx)
-	if err != nil || !cur.found || v.held(cur.ptr.Generation) || !cur.ptr.valid() {
+	if err != nil || !cur.found || !cur.ptr.valid() {
 		return nil
+	}
+	for range maxAdoptTries {
+		if e, decided := f.adoptPointer(ctx, cur.ptr); decided {
+			return e
+		}
+	}
+	return nil
+}
+
+// adoptPointer adopts the generation ptr names if it is newer than the
+// local /versions, inside the fill flight of /versions so that no refresh
+// from the upstream stores a body meanwhile that this one would replace.
+// It returns the adopted entry (nil when nothing was adopted); decided is
+// false when another flight (a refresh, one that a publication of this
+// replica is finishing) answered instead: the caller tries again. A
+// pointer to the body the replica already holds only records its
+// generation.
+func (f *filler) adoptPointer(ctx context.Context, ptr versionsPointer) (adopted *cache.Entry, decided bool) {
+	v := f.shared.versions
+	if v.held(ptr.Generation) {
+		return nil, true
 	}
 	local := f.store.Peek(versionsKey)
-	if local == nil || local.Status != http.StatusOK {
-		return nil // never fetched here: the first request fills it
-	}
 	switch {
-	case local.Size == cur.ptr.Size && hex.EncodeToString(local.SHA256[:]) == cur.ptr.SHA256:
-		if v.record(cur.ptr.Generation) {
-			f.shared.store.m.VersionsGeneration.Set(float64(cur.ptr.Generation))
+	case local == nil || local.Status != http.StatusOK:
+		return nil, true // never fetched here: the first request fills it
+	case local.Size == ptr.Size && hex.EncodeToString(local.SHA256[:]) == ptr.SHA256:
+		if v.record(ptr.Generation) {
+			f.shared.store.m.VersionsGeneration.Set(float64(ptr.Generation))
 		}
-		return nil
-	case cur.ptr.Size <= local.Size:
-		return nil // an older body, or a rebuilt one: never go back
+		return nil, true
+	case ptr.Size <= local.Size:
+		return nil, true // an older body, or a rebuilt one: never go back
 	}
 	fr := fillRequest{rt: f.versionsRoute, key: versionsKey}
-	adopted := false
-	// In the fill flight of /versions: no refresh from the upstream can
-	// store a body meanwhile that this one would replace.
 	e, _, err := f.store.Fill(ctx, versionsKey, func(e *cache.Entry) bool { return e.SHA256 != local.SHA256 },
 		func(ctx context.Context) (*cache.Entry, error) {
-			e, ok := f.adoptGeneration(ctx, fr, cur.ptr)
+			decided = true
+			e, ok := f.adoptGeneration(ctx, fr, ptr)
 			if !ok {
 				return local, nil
 			}
-			adopted = true
+			adopted = e
 			return e, nil
 		})
-	if err != nil || !adopted {
-		return nil
+	if err != nil {
+		return nil, true
 	}
-	return e
+	if adopted != nil {
+		return e, true
+	}
+	return nil, decided
 }
 
 // adoptGeneration stores the generation ptr names as the local /versions,
