@@ -35,10 +35,10 @@ func openSharedStore(ctx context.Context, c SharedStoreConfig, log *slog.Logger)
 		return proxy.SharedOptions{}
 	}
 	if mode == blobstore.Unconditional {
-		log.Warn("shared store ignores conditional writes: sharing gems and quick specs only, no fleet-wide coalescing",
+		log.Warn("shared store ignores conditional writes: sharing gems and quick specs only, no fleet-wide coalescing, /versions per replica",
 			"url", c.URL, "mode", mode.String())
 	} else {
-		log.Info("shared store ready", "url", c.URL, "endpoint", c.Endpoint, "mode", mode.String())
+		log.Info("shared store ready: gems, quick specs, claims and the /versions pointer shared", "url", c.URL, "endpoint", c.Endpoint, "mode", mode.String())
 	}
 	return proxy.SharedOptions{Store: s, Mode: mode}
 }

@@ -75,12 +75,21 @@ type SharedStore struct {
 	// CorruptReplaced counts objects that failed verification when read
 	// and were deleted, to be replaced by this replica's verified copy.
 	CorruptReplaced prometheus.Counter
+	// VersionsGeneration is the generation of the fleet's /versions that
+	// this replica holds: the last one it published or adopted, 0 before
+	// the first.
+	VersionsGeneration prometheus.Gauge
+	// Versions counts the /versions generations published, adopted and
+	// refused, by event.
+	Versions *prometheus.CounterVec
 
 	// requests, bytes and duration are the resolved children, by op
 	// (and result).
 	requests [numSharedOps][numSharedResults]prometheus.Counter
 	bytes    [numSharedOps]prometheus.Counter
 	duration [numSharedOps]prometheus.Observer
+	// versions are the resolved children of Versions, by event.
+	versions [numVersionsEvents]prometheus.Counter
 }
 
 // newSharedStore registers the shared-store metrics with f.
@@ -97,6 +106,13 @@ func newSharedStore(f promauto.Factory) *SharedStore {
 			Help: "Fills that found another replica's claim and waited for its object instead of asking the upstream."}),
 		CorruptReplaced: f.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "corrupt_replaced_total",
 			Help: "Objects of the shared store that failed verification when read and were deleted, to be replaced by a verified copy."}),
+		VersionsGeneration: f.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "shared_store", Name: "versions_generation",
+			Help: "Generation of the fleet's /versions this replica holds (last published or adopted), 0 before the first."}),
+		Versions: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "versions_total",
+			Help: "/versions generations this replica published, adopted, or refused (size or SHA-256 not the pointer's)."}, []string{"event"}),
+	}
+	for ev := range numVersionsEvents {
+		s.versions[ev] = s.Versions.WithLabelValues(ev.String())
 	}
 	for op := range numSharedOps {
 		for r := range numSharedResults {
@@ -119,5 +135,39 @@ func (s *SharedStore) Observe(op SharedOp, r SharedResult, d time.Duration) {
 func (s *SharedStore) AddBytes(op SharedOp, n int64) {
 	if c := s.bytes[op]; c != nil {
 		c.Add(float64(n))
+	}
+}
+
+// VersionsEvent is the value of the event label of
+// gemproxy_shared_store_versions_total.
+type VersionsEvent uint8
+
+// What can happen to a /versions generation.
+const (
+	// VersionsPublished: this replica wrote a generation and moved the
+	// pointer to it.
+	VersionsPublished VersionsEvent = iota
+	// VersionsAdopted: this replica replaced its /versions with the
+	// generation the pointer names.
+	VersionsAdopted
+	// VersionsRefused: the generation the pointer names did not have the
+	// pointer's size or SHA-256; it was dropped.
+	VersionsRefused
+	// numVersionsEvents bounds the VersionsEvent values.
+	numVersionsEvents
+)
+
+// versionsEventNames are the label values of the VersionsEvents, by value.
+var versionsEventNames = [numVersionsEvents]string{"published", "adopted", "refused"}
+
+// String returns the label value.
+func (e VersionsEvent) String() string { return versionsEventNames[e] }
+
+// ObserveVersions counts ev and, unless the generation was refused, sets
+// the generation held to gen.
+func (s *SharedStore) ObserveVersions(ev VersionsEvent, gen int64) {
+	s.versions[ev].Inc()
+	if ev != VersionsRefused {
+		s.VersionsGeneration.Set(float64(gen))
 	}
 }

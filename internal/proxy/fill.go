@@ -42,6 +42,12 @@ type filler struct {
 	// infoRoute is the route of /info/NAME, which a gem fill reads for the
 	// gem's checksum (see infoForChecksum).
 	infoRoute *Route
+	// versionsRoute is the route of /versions, which adoptVersions fills
+	// from the shared store.
+	versionsRoute *Route
+	// catchUps limits the refreshes forced by clients ahead of this
+	// replica (catchUp).
+	catchUps catchUpLimiter
 
 	refreshMu sync.Mutex
 	// refreshing holds the refreshes of expired entries that are running,
@@ -180,6 +186,12 @@ type refresh struct {
 // startRefresh returns the running refresh of fr.key, starting one when
 // none runs. Proxy.Wait waits for it.
 func (f *filler) startRefresh(fr fillRequest) *refresh {
+	return f.startRefreshUnless(fr, f.fresh)
+}
+
+// startRefreshUnless is startRefresh for a refresh that is skipped when
+// the entry the cache holds by then is done (fresh, for startRefresh).
+func (f *filler) startRefreshUnless(fr fillRequest, done func(*cache.Entry) bool) *refresh {
 	f.refreshMu.Lock()
 	defer f.refreshMu.Unlock()
 	if r := f.refreshing[fr.key]; r != nil {
@@ -190,7 +202,7 @@ func (f *filler) startRefresh(fr fillRequest) *refresh {
 	f.background.Add(1)
 	go func() {
 		defer f.background.Done()
-		r.entry, _, r.err = f.store.Fill(context.Background(), fr.key, f.fresh,
+		r.entry, _, r.err = f.store.Fill(context.Background(), fr.key, done,
 			func(ctx context.Context) (*cache.Entry, error) { return f.load(ctx, fr) })
 		if r.err != nil {
 			f.log.Warn("refresh failed", "endpoint", fr.rt.Endpoint, "key", fr.key, "error", r.err)
@@ -210,6 +222,9 @@ func (f *filler) startRefresh(fr fillRequest) *refresh {
 func (f *filler) load(ctx context.Context, fr fillRequest) (e *cache.Entry, err error) {
 	defer f.recoverFill(fr, &err)
 	old := f.store.Peek(fr.key)
+	if fr.rt.Class == ClassVersions {
+		defer func() { f.versionsLoaded(old, e, err) }()
+	}
 	if old != nil && old.Status == http.StatusOK && !old.Immutable {
 		if fr.rt.Class == ClassVersions || fr.rt.Class == ClassInfo {
 			return f.refreshCompactIndex(ctx, fr, old)

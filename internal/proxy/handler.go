@@ -196,11 +196,17 @@ func (p *Proxy) handle(c *fiber.Ctx) error {
 		key += "?" + rawQuery
 	}
 	fr := fillRequest{rt: rt, key: key}
+	if rt.Class == ClassVersions {
+		p.fill.followVersions()
+	}
 	e := p.store.Lookup(key)
 	outcome := metrics.ResultHit
 	if e == nil || !p.fill.fresh(e) {
 		detach(c, &fr)
 		e, outcome, err = p.fill.resolve(c.UserContext(), fr, e)
+	} else if req := &c.Context().Request; clientAhead(req, rt, e) {
+		detach(c, &fr)
+		e, outcome = p.fill.catchUp(c.UserContext(), fr, e, func(e *cache.Entry) bool { return clientAhead(req, rt, e) })
 	}
 	rl.outcome = outcome
 	if err != nil {

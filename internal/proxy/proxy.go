@@ -153,6 +153,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		maxUnverifiedSize: opts.MaxUnverifiedSize,
 		shared:            newSharedTier(opts),
 		infoRoute:         p.router.route("info"),
+		versionsRoute:     p.router.route("versions"),
 		refreshing:        make(map[string]*refresh),
 	}
 	p.app = p.newApp()
@@ -166,10 +167,14 @@ func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 // App returns the Fiber app (for Listen, Test and Shutdown).
 func (p *Proxy) App() *fiber.App { return p.app }
 
-// Wait blocks until background work (refreshes, gem checksum lookups,
-// writes to the shared store) has finished. Call it after the server
-// stopped and before closing the store.
-func (p *Proxy) Wait() { p.fill.background.Wait() }
+// Wait stops reading the shared /versions pointer (a later request for
+// /versions starts again) and blocks until background work (refreshes,
+// gem checksum lookups, writes to the shared store) has finished. Call it
+// after the server stopped and before closing the store.
+func (p *Proxy) Wait() {
+	p.fill.stopFollowingVersions()
+	p.fill.background.Wait()
+}
 
 // Drain marks the proxy as draining: /readyz answers 503 from now on.
 func (p *Proxy) Drain() { p.draining.Store(true) }

@@ -42,7 +42,7 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 
 	req := &c.Context().Request
 	if inm := req.Header.Peek("If-None-Match"); len(inm) > 0 {
-		if compactindex.ETagMatches(utils.UnsafeString(inm), strings.Trim(strings.TrimPrefix(e.HeaderValue("Etag"), "W/"), `"`)) {
+		if etagMatches(utils.UnsafeString(inm), e) {
 			return notModified(c), nil
 		}
 	} else if ims := req.Header.Peek("If-Modified-Since"); len(ims) > 0 {
@@ -82,6 +82,11 @@ func (p *Proxy) serveEntry(c *fiber.Ctx, rt *Route, e *cache.Entry, outcome metr
 		return p.writeBody(c, e, true, 0, e.GzipSize)
 	}
 	return p.writeBody(c, e, false, 0, size)
+}
+
+// etagMatches reports whether the If-None-Match value inm names e's ETag.
+func etagMatches(inm string, e *cache.Entry) bool {
+	return compactindex.ETagMatches(inm, strings.Trim(strings.TrimPrefix(e.HeaderValue("Etag"), "W/"), `"`))
 }
 
 // xCache maps a lookup result to the X-Cache header value.

@@ -29,6 +29,10 @@ type SharedOptions struct {
 	Mode blobstore.Mode
 	// Replica names this replica in its claims. Default HOSTNAME-PID.
 	Replica string
+	// VersionsPoll is how often a replica reads the fleet's /versions
+	// pointer (Conditional mode, once /versions was requested). Default
+	// DefaultVersionsPoll.
+	VersionsPoll time.Duration
 }
 
 // sharedTier is the shared store as the filler uses it. A nil *sharedTier
@@ -43,6 +47,9 @@ type sharedTier struct {
 	// pollMin and pollMax bound the back-off of a replica waiting for
 	// another's claim.
 	pollMin, pollMax time.Duration
+	// versions follows the fleet's /versions pointer; nil when the store
+	// does not honour conditional writes.
+	versions *versionsSync
 }
 
 // newSharedTier builds the shared tier of opts, nil when it has no store.
@@ -56,11 +63,12 @@ func newSharedTier(opts Options) *sharedTier {
 		so.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	return &sharedTier{
-		store:   &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger},
-		claims:  so.Mode == blobstore.Conditional,
-		replica: so.Replica,
-		pollMin: 20 * time.Millisecond,
-		pollMax: 500 * time.Millisecond,
+		store:    &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger},
+		claims:   so.Mode == blobstore.Conditional,
+		replica:  so.Replica,
+		pollMin:  20 * time.Millisecond,
+		pollMax:  500 * time.Millisecond,
+		versions: newVersionsSync(so.Mode, so.VersionsPoll),
 	}
 }
 
@@ -175,12 +183,21 @@ func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string,
 			return
 		}
 	}
+	// Evicted or replaced meanwhile, or the store failed: it costs the
+	// other replicas a fetch of their own.
+	_ = t.putEntry(ctx, local, key, e)
+}
+
+// putEntry writes e's body, read from the local tier, to key with
+// PutIfAbsent.
+func (t *sharedTier) putEntry(ctx context.Context, local *cache.Store, key string, e *cache.Entry) error {
 	r, err := local.Open(e, false)
 	if err != nil {
-		return // evicted or replaced meanwhile: another fill will publish it
+		return err
 	}
 	defer r.Close()
-	_, _ = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size)
+	_, err = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size)
+	return err
 }
 
 // dropCorrupt deletes the object at key when it is still of version

@@ -3,6 +3,7 @@ package s3store_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,8 +39,9 @@ const (
 )
 
 // startReplica serves a gemproxy replica on an empty data directory, over
-// the shared store s (none when nil), and returns its base URL.
-func startReplica(t *testing.T, upstream string, s blobstore.Store, name string) string {
+// the shared store s (none when nil), with its options changed by tweak,
+// and returns its base URL.
+func startReplica(t *testing.T, upstream string, s blobstore.Store, name string, tweak ...func(*proxy.Options)) string {
 	t.Helper()
 	store, err := cache.Open(t.TempDir(), cache.Options{})
 	if err != nil {
@@ -47,6 +51,9 @@ func startReplica(t *testing.T, upstream string, s blobstore.Store, name string)
 	opts := proxy.Options{Upstream: proxy.UpstreamOptions{URL: u}, Logger: slog.New(slog.DiscardHandler), Version: "test"}
 	if s != nil {
 		opts.Shared = proxy.SharedOptions{Store: s, Mode: blobstore.Conditional, Replica: name}
+	}
+	for _, f := range tweak {
+		f(&opts)
 	}
 	p, err := proxy.New(store, opts)
 	if err != nil {
@@ -237,5 +244,107 @@ func TestFleetSurvivesAStoppedStore(t *testing.T) {
 			t.Fatalf("no gem reached the store within %v of its resumption", time.Since(resumed).Round(time.Second))
 		}
 		time.Sleep(2 * time.Second)
+	}
+}
+
+// TestFleetVersionsClientNeverGoesBack: replica a refreshes /versions
+// after a push upstream and publishes it; replica b, whose /versions is
+// still fresh, is asked by a client that a served for the range from b's
+// old length: b reads the pointer at once, adopts a's generation and
+// answers 206 with the tail, without asking the upstream for /versions,
+// and its /info for the pushed gem has the new version.
+func TestFleetVersionsClientNeverGoesBack(t *testing.T) {
+	s := s3store.WeedStore(t)
+	up, ts := testupstream.Start(t, testupstream.Options{})
+	up.Publish(testupstream.GemSpec{Name: "fleetver", Version: "1.0.0"}, nil)
+	// a's /versions expires quickly; b only adopts when a client is ahead.
+	a := startReplica(t, ts.URL, s, "a", func(o *proxy.Options) {
+		o.TunePolicy(proxy.ClassVersions, func(p *proxy.Policy) { p.TTL = 100 * time.Millisecond })
+	})
+	b := startReplica(t, ts.URL, s, "b", func(o *proxy.Options) {
+		o.Shared.VersionsPoll = time.Hour
+		// SeaweedFS's reads may be slow under load: leave the pointer time.
+		o.TunePolicy(proxy.ClassVersions, func(p *proxy.Policy) { p.RevalidateTimeout = 20 * time.Second })
+	})
+	old := mustGet(t, a+"/versions")
+	waitForGeneration(t, s, 1)
+	if got := mustGet(t, b+"/versions"); got != old {
+		t.Fatalf("b's first /versions differs from a's")
+	}
+	if info := mustGet(t, b+"/info/fleetver"); strings.Contains(info, "2.0.0") {
+		t.Fatalf("/info/fleetver before the push: %q", info)
+	}
+
+	up.Publish(testupstream.GemSpec{Name: "fleetver", Version: "2.0.0"}, nil)
+	current := waitForGrowth(t, a+"/versions", len(old))
+	waitForGeneration(t, s, 2)
+	before := up.Requests("/versions")
+
+	req, _ := http.NewRequest(http.MethodGet, b+"/versions", nil)
+	req.Header.Set("Range", "bytes="+strconv.Itoa(len(old))+"-")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusPartialContent || string(tail) != current[len(old):] {
+		t.Fatalf("b, Range from a's old length: %d %q (%v), want 206 and %q", resp.StatusCode, tail, err, current[len(old):])
+	}
+	if n := up.Requests("/versions"); n != before {
+		t.Errorf("b asked the upstream for /versions: %d requests, was %d", n, before)
+	}
+	if info := mustGet(t, b+"/info/fleetver"); !strings.Contains(info, "2.0.0") {
+		t.Errorf("b's /info/fleetver after adopting /versions: %q, want 2.0.0 in it", info)
+	}
+}
+
+// waitForGrowth fetches url until its body is longer than size (a's
+// /versions, once its short TTL has run out) and returns that body.
+func waitForGrowth(t *testing.T, url string, size int) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if body := mustGet(t, url); len(body) > size {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not grow past %d bytes after the push", url, size)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// mustGet fetches url and returns its body, failing unless it is a 200.
+func mustGet(t *testing.T, url string) string {
+	t.Helper()
+	code, body, err := getBody(url)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET %s: %d, %v", url, code, err)
+	}
+	return string(body)
+}
+
+// waitForGeneration waits until the /versions pointer in s names
+// generation gen: replicas publish after serving their clients.
+func waitForGeneration(t *testing.T, s blobstore.Store, gen int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var p struct {
+			Generation int64 `json:"generation"`
+		}
+		rc, _, err := s.Get(context.Background(), "versions/current")
+		if err == nil {
+			err = json.NewDecoder(rc).Decode(&p)
+			rc.Close()
+		}
+		if err == nil && p.Generation == gen {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the /versions pointer never reached generation %d: at %d, %v", gen, p.Generation, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
