@@ -572,6 +572,7 @@ func TestDashboardCoversTheBrief(t *testing.T) {
 		{"shared-store bytes", `sum by \(op\) \(rate\(gemproxy_shared_store_bytes_total`},
 		{"shared-store latency", `gemproxy_shared_store_request_duration_seconds_bucket`},
 		{"fleet-coalesced waits", `gemproxy_shared_store_coalesced_waits_total`},
+		{"corrupt shared objects replaced", `rate\(gemproxy_shared_store_corrupt_replaced_total`},
 		{"fleet /versions generation", `gemproxy_shared_store_versions_generation`},
 		{"fleet /versions publications and adoptions", `sum by \(event\) \(rate\(gemproxy_shared_store_versions_total`},
 	} {
