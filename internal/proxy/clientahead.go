@@ -17,9 +17,11 @@ import (
 // key, so that requests cannot be turned into upstream traffic.
 const catchUpInterval = time.Second
 
-// maxCatchUpKeys bounds the keys whose last forced refresh is remembered
-// before the old ones are forgotten.
-const maxCatchUpKeys = 4096
+// maxCatchUpsPerInterval bounds the forced refreshes of all keys together
+// in one catchUpInterval: a client sending unknown ETags for every /info
+// name costs the upstream no more than this, and the limiter's memory
+// stays as small.
+const maxCatchUpsPerInterval = 64
 
 // clientAhead reports whether a request for the fresh compact-index file
 // e (/versions or /info/NAME) shows a client that may hold a newer file
@@ -44,38 +46,30 @@ func clientAhead(req *fasthttp.Request, rt *Route, e *cache.Entry) bool {
 	return len(inm) > 0 && !etagMatches(utils.UnsafeString(inm), e)
 }
 
-// catchUpLimiter remembers when each key was last refreshed for a client
-// ahead of this replica.
+// catchUpLimiter allows one refresh per key and catchUpInterval for a
+// client ahead of this replica, and maxCatchUpsPerInterval of them in all
+// per interval.
 type catchUpLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu sync.Mutex
+	// windowStart is when the current interval began; last holds the keys
+	// refreshed in it, at most maxCatchUpsPerInterval.
+	windowStart time.Time
+	last        map[string]struct{}
 }
 
 // allow reports whether key may be refreshed now, and if so notes it.
 func (l *catchUpLimiter) allow(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Sub(l.last[key]) < catchUpInterval {
+	if l.last == nil || now.Sub(l.windowStart) >= catchUpInterval {
+		l.windowStart = now
+		l.last = make(map[string]struct{}, maxCatchUpsPerInterval)
+	}
+	if _, done := l.last[key]; done || len(l.last) >= maxCatchUpsPerInterval {
 		return false
 	}
-	if l.last == nil || len(l.last) >= maxCatchUpKeys {
-		l.forgetBefore(now.Add(-catchUpInterval))
-	}
-	l.last[key] = now
+	l.last[key] = struct{}{}
 	return true
-}
-
-// forgetBefore drops the keys last refreshed before t (allocating the map
-// on first use).
-func (l *catchUpLimiter) forgetBefore(t time.Time) {
-	if l.last == nil {
-		l.last = make(map[string]time.Time)
-	}
-	for k, at := range l.last {
-		if at.Before(t) {
-			delete(l.last, k)
-		}
-	}
 }
 
 // catchUp brings the fresh entry e up to a client that is ahead of it
