@@ -91,6 +91,10 @@ type SharedStoreConfig struct {
 	// Endpoint is the URL of an S3-compatible server (MinIO, SeaweedFS,
 	// Ceph RGW), addressed path-style. Default "": AWS S3.
 	Endpoint string `toml:"endpoint"`
+	// VersionsPoll is how often a replica reads the fleet's /versions
+	// pointer (proxy.SharedOptions.VersionsPoll). Default
+	// proxy.DefaultVersionsPoll.
+	VersionsPoll Duration `toml:"versions_poll"`
 }
 
 // BreakerConfig is the [breaker] table of the upstream circuit breaker.
@@ -182,5 +186,6 @@ func Defaults() Config {
 			ShutdownGrace:  Duration(5 * time.Second),
 			DrainTimeout:   Duration(60 * time.Second),
 		},
+		SharedStore: SharedStoreConfig{VersionsPoll: Duration(proxy.DefaultVersionsPoll)},
 	}
 }

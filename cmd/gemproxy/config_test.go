@@ -127,13 +127,15 @@ data_dir = "/file"
 // environment or the flags, and its URL splits into bucket and prefix.
 func TestLoadSharedStore(t *testing.T) {
 	clearEnv(t)
-	t.Setenv(envConfig, writeFile(t, "gemproxy.toml", "[shared_store]\nurl = \"s3://file/x\"\nendpoint = \"http://file:1\"\n"))
+	t.Setenv(envConfig, writeFile(t, "gemproxy.toml",
+		"[shared_store]\nurl = \"s3://file/x\"\nendpoint = \"http://file:1\"\nversions_poll = \"1s\"\n"))
 	t.Setenv("GEMPROXY_SHARED_STORE", "s3://fleet-bucket/ci/gems")
-	c, err := loadServe(t, "--s3-endpoint", "http://127.0.0.1:8333")
+	t.Setenv("GEMPROXY_SHARED_VERSIONS_POLL", "2s")
+	c, err := loadServe(t, "--s3-endpoint", "http://127.0.0.1:8333", "--shared-versions-poll", "15s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SharedStoreConfig{URL: "s3://fleet-bucket/ci/gems", Endpoint: "http://127.0.0.1:8333"}
+	want := SharedStoreConfig{URL: "s3://fleet-bucket/ci/gems", Endpoint: "http://127.0.0.1:8333", VersionsPoll: Duration(15 * time.Second)}
 	if c.SharedStore != want {
 		t.Fatalf("shared store %+v, want %+v", c.SharedStore, want)
 	}
@@ -272,6 +274,10 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			want: `GEMPROXY_S3_ENDPOINT: set without shared_store.url`},
 		{name: "s3 endpoint not a URL", flags: []string{"--shared-store", "s3://b", "--s3-endpoint", "minio:9000"},
 			want: `--s3-endpoint: "minio:9000" is not an http or https URL`},
+		{name: "zero versions poll in file", file: "[shared_store]\nversions_poll = \"0s\"\n",
+			want: `config FILE: shared_store.versions_poll: must be positive`},
+		{name: "bad versions poll in env", env: map[string]string{"GEMPROXY_SHARED_VERSIONS_POLL": "often"},
+			want: `GEMPROXY_SHARED_VERSIONS_POLL: invalid duration "often"`},
 		{name: "missing config file", env: map[string]string{envConfig: "/nonexistent/gemproxy.toml"},
 			want: `config /nonexistent/gemproxy.toml: cannot read: no such file or directory`},
 	}

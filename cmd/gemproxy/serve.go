@@ -32,7 +32,7 @@ import (
 // setting.
 func serveFlagSet() *flag.FlagSet {
 	return newFlagSet("serve", "listen", "upstream", "data_dir", "log_level", "log_format", "offline",
-		"shared_store.url", "shared_store.endpoint")
+		"shared_store.url", "shared_store.endpoint", "shared_store.versions_poll")
 }
 
 // serve runs the proxy until SIGTERM or SIGINT and returns the exit status.

@@ -27,7 +27,7 @@ type setting struct {
 	arg string
 	// usage describes the setting in the usage text.
 	usage string
-	// field returns a *string or *bool pointing into c.
+	// field returns a *string, *bool or *Duration pointing into c.
 	field func(c *Config) any
 }
 
@@ -50,6 +50,9 @@ func settings() []setting {
 			func(c *Config) any { return &c.SharedStore.URL }},
 		{"shared_store.endpoint", "s3-endpoint", "GEMPROXY_S3_ENDPOINT", "URL", "S3-compatible server of the shared store (path-style); AWS when unset",
 			func(c *Config) any { return &c.SharedStore.Endpoint }},
+		{"shared_store.versions_poll", "shared-versions-poll", "GEMPROXY_SHARED_VERSIONS_POLL", "DURATION",
+			"how often a replica reads the fleet's /versions pointer in the shared store",
+			func(c *Config) any { return &c.SharedStore.VersionsPoll }},
 		{"admin_token", "", envAdminToken, "", "",
 			func(c *Config) any { return &c.AdminToken }},
 	}
@@ -66,6 +69,8 @@ func (s setting) apply(c *Config, v string) error {
 			return fmt.Errorf("invalid boolean %q", v)
 		}
 		*p = b
+	case *Duration:
+		return p.UnmarshalText([]byte(v))
 	}
 	return nil
 }
@@ -77,6 +82,8 @@ func (s setting) current(c *Config) string {
 		return *p
 	case *bool:
 		return strconv.FormatBool(*p)
+	case *Duration:
+		return p.String()
 	}
 	return ""
 }

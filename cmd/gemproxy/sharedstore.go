@@ -40,5 +40,5 @@ func openSharedStore(ctx context.Context, c SharedStoreConfig, log *slog.Logger)
 	} else {
 		log.Info("shared store ready: gems, quick specs, claims and the /versions pointer shared", "url", c.URL, "endpoint", c.Endpoint, "mode", mode.String())
 	}
-	return proxy.SharedOptions{Store: s, Mode: mode}
+	return proxy.SharedOptions{Store: s, Mode: mode, VersionsPoll: time.Duration(c.VersionsPoll)}
 }

@@ -104,6 +104,9 @@ func (c Config) Validate() error {
 
 // validate checks the [shared_store] table.
 func (s SharedStoreConfig) validate() error {
+	if err := checkBounds([]bound[Duration]{{"shared_store.versions_poll", s.VersionsPoll, true}}); err != nil {
+		return err
+	}
 	if s.URL != "" {
 		if _, _, err := parseSharedStore(s.URL); err != nil {
 			return &keyError{key: "shared_store.url", problem: err.Error()}

@@ -74,7 +74,7 @@ var configKeys = []string{
 	"server.read_timeout", "server.write_timeout", "server.idle_timeout",
 	"server.max_header_bytes", "server.max_connections",
 	"server.shutdown_grace", "server.drain_timeout",
-	"shared_store.url", "shared_store.endpoint",
+	"shared_store.url", "shared_store.endpoint", "shared_store.versions_poll",
 }
 
 // classKeys are the keys of every [class.CLASS] table.
@@ -110,6 +110,7 @@ var (
 		"upstream_timeouts.idle", "upstream_timeouts.fill",
 		"server.read_timeout", "server.write_timeout", "server.idle_timeout",
 		"server.shutdown_grace", "server.drain_timeout",
+		"shared_store.versions_poll",
 	}
 	sizeKeys = []string{"max_size", "memory_cache", "max_body_size"}
 )
@@ -173,6 +174,7 @@ extraEnv:
 sharedStore:
   url: s3://ci-gems/mirror
   endpoint: http://minio.storage:9000
+  versionsPoll: 10s
   region: eu-west-1
   existingSecret: gemproxy-s3
 persistence:
@@ -567,6 +569,7 @@ func TestRenderCustomValues(t *testing.T) {
 		"class.info.negative_ttl": "0", "class.quick_spec.negative_ttl": "0",
 		"server.shutdown_grace": "10s", "server.drain_timeout": "300s",
 		"shared_store.url": "s3://ci-gems/mirror", "shared_store.endpoint": "http://minio.storage:9000",
+		"shared_store.versions_poll": "10s",
 		// from extraConfig
 		"upstream_concurrency": int64(64), "max_body_size": "1GiB",
 		"server.max_connections": int64(20000), "upstream_timeouts.fill": "20m",
@@ -1031,6 +1034,7 @@ func TestRenderFailures(t *testing.T) {
 		{"extraConfig opens [server]", "config: {extraConfig: \"[server]\\nmax_connections = 5\"}", "must not open a [class.*], [server] or [shared_store] table"},
 		{"extraConfig opens [shared_store]", "config: {extraConfig: \"[shared_store]\\nurl = 's3://b'\"}", "must not open a [class.*], [server] or [shared_store] table"},
 		{"bad shared store URL", "sharedStore: {url: 'https://bucket'}", "url"},
+		{"versions poll without a unit", "sharedStore: {versionsPoll: '10'}", "versionsPoll"},
 		{"extraConfig opens [class.info]", "config: {extraConfig: \"[ class.info ]\\nrevalidate_timeout = '5s'\"}", "must not open a [class.*], [server] or [shared_store] table"},
 		{"grace too short", "terminationGracePeriodSeconds: 65", "must be larger than"},
 	} {

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,7 +101,8 @@ func movePointer(s blobstore.Store, gen int64, body string, size int64, sha [32]
 	if size == 0 {
 		size, sha = int64(len(body)), sha256.Sum256([]byte(body))
 	}
-	p := versionsPointer{Generation: gen, Key: generationKey(gen, sha), Size: size, SHA256: hex.EncodeToString(sha[:])}
+	p := versionsPointer{Generation: gen, Key: generationKey(gen, sha), Size: size, SHA256: hex.EncodeToString(sha[:]),
+		CreatedAt: createdAt(body)}
 	ctx := context.Background()
 	if _, err := s.PutIfAbsent(ctx, p.Key, bytes.NewReader([]byte(body)), int64(len(body))); err != nil {
 		return err
@@ -113,6 +116,14 @@ func movePointer(s blobstore.Store, gen int64, body string, size int64, sha [32]
 		_, err = s.PutIfMatch(ctx, versionsPointerKey, b, info.Version)
 	}
 	return err
+}
+
+// createdAt is the created_at stamp of the /versions body, "" when it has
+// none.
+func createdAt(body string) string {
+	line, _, _ := strings.Cut(body, "\n")
+	stamp, _ := strings.CutPrefix(line, "created_at: ")
+	return stamp
 }
 
 // versionsEvents is gemproxy_shared_store_versions_total{event}.
@@ -327,7 +338,8 @@ func TestClientAheadRevalidatesUpstream(t *testing.T) {
 }
 
 // TestVersionsSwapConflictAdopts: when another replica swaps the pointer
-// first (ErrConflict on the swap), the replica re-reads it and adopts the
+// first (ErrConflict on the swap), the replica deletes its own generation
+// object, which nobody points to, re-reads the pointer and adopts the
 // other's generation, newer than its own copy.
 func TestVersionsSwapConflictAdopts(t *testing.T) {
 	iu, up := fleetUpstream(t)
@@ -354,6 +366,9 @@ func TestVersionsSwapConflictAdopts(t *testing.T) {
 	}
 	if _, body := getVersions(t, a, http.StatusOK); body != newest {
 		t.Fatalf("a serves %q, want the generation that won the swap", body)
+	}
+	if lost := generationKey(2, sha256.Sum256([]byte(fleetVersions2))); storedObject(t, mem, lost) != nil {
+		t.Errorf("the generation object of the lost swap is still there: %s", lost)
 	}
 	if n := versionsEvents(a, metrics.VersionsAdopted); n != 1 {
 		t.Errorf("adoptions: %v, want 1", n)
@@ -404,5 +419,172 @@ func TestVersionsStoreFailures(t *testing.T) {
 	}
 	if n := sharedRequests(tp, metrics.SharedGet, metrics.SharedError); n < 1 {
 		t.Errorf("store errors counted: %v", n)
+	}
+}
+
+// generations lists the generation objects in s.
+func generations(s *blobstore.Memory) []string { return s.Keys(versionsGenPrefix) }
+
+// TestVersionsOldGenerationsDeleted: a replica that moves the pointer
+// from generation N to N+1 deletes the generation N replaced once the
+// grace has run out (and not before), so that the bucket holds a bounded
+// number of generations however many are published; replica b, following
+// the pointer meanwhile, ends up with the last one.
+func TestVersionsOldGenerationsDeleted(t *testing.T) {
+	iu, up := fleetUpstream(t)
+	s := blobstore.NewMemory()
+	a := newReplica(t, up.URL, s, blobstore.Conditional, "a", neverPoll)
+	b := newReplica(t, up.URL, s, blobstore.Conditional, "b", 10*time.Millisecond)
+	getVersions(t, b, http.StatusOK)
+	b.Wait()                         // b published generation 1
+	getVersions(t, b, http.StatusOK) // and follows the pointer again
+	body := fleetVersions1
+	ctx := context.Background()
+	const publications = 12
+	for i := range publications {
+		body += fmt.Sprintf("rack 1.0.%d %s\n", i, md5Hex(body))
+		iu.set("/versions", []byte(body))
+		expire(a)
+		getVersions(t, a, http.StatusOK)
+		a.Wait()
+		replaced := pointer(t, s).Replaced
+		a.fill.deleteDueGenerations(ctx, a.fill.shared.versions)
+		if replaced != "" && storedObject(t, s, replaced) == nil {
+			t.Fatalf("publication %d: the generation the pointer replaced was deleted within the grace", i)
+		}
+	}
+	p := pointer(t, s)
+	if p.Generation != publications+1 || string(storedObject(t, s, p.Key)) != body { // b's first fill is generation 1
+		t.Fatalf("pointer after %d publications: %+v", publications, p)
+	}
+	if g := generations(s); len(g) > 3 {
+		t.Errorf("%d generation objects after %d publications, want at most 3: %q", len(g), publications, g)
+	}
+	expire(a)
+	a.fill.deleteDueGenerations(ctx, a.fill.shared.versions)
+	if g := generations(s); len(g) != 2 || !slices.Contains(g, p.Key) || !slices.Contains(g, p.Replaced) {
+		t.Errorf("generation objects once the grace has run out: %q, want the pointer's and the one it replaced", g)
+	}
+	waitFor(t, func() bool { return localVersions(b) == int64(len(body)) })
+}
+
+// TestVersionsDoomedCurrentKept: a doomed generation that the pointer
+// names (again) is never deleted.
+func TestVersionsDoomedCurrentKept(t *testing.T) {
+	_, up := fleetUpstream(t)
+	s := blobstore.NewMemory()
+	a := newReplica(t, up.URL, s, blobstore.Conditional, "a", neverPoll)
+	setPointer(t, s, 1, fleetVersions1, 0, [32]byte{})
+	v := a.fill.shared.versions
+	v.doom(pointer(t, s).Key, time.Time{})
+	a.fill.deleteDueGenerations(context.Background(), v)
+	if storedObject(t, s, pointer(t, s).Key) == nil {
+		t.Fatal("the pointer's generation was deleted")
+	}
+}
+
+// TestVersionsGoneGenerationRereadsPointer: a replica that finds the
+// generation the pointer named gone (deleted once the pointer moved past
+// it) reads the pointer again and adopts the generation it names now.
+func TestVersionsGoneGenerationRereadsPointer(t *testing.T) {
+	_, up := fleetUpstream(t)
+	mem := blobstore.NewMemory()
+	s := &faultyStore{Memory: mem}
+	b := newReplica(t, up.URL, s, blobstore.Conditional, "b", neverPoll)
+	getVersions(t, b, http.StatusOK)
+	b.Wait()
+	setPointer(t, mem, 2, fleetVersions2, 0, [32]byte{})
+	gen2 := pointer(t, mem).Key
+	newest := fleetVersions2 + "rack 3.0.0 0123\n"
+	var moved error
+	s.get = func(ctx context.Context, key string) (io.ReadCloser, blobstore.Info, error) {
+		if key == gen2 && moved == nil {
+			moved = movePointer(mem, 3, newest, 0, [32]byte{})
+			_ = mem.Delete(ctx, gen2)
+		}
+		return mem.Get(ctx, key)
+	}
+	e := b.fill.adoptVersions(context.Background())
+	if moved != nil {
+		t.Fatal(moved)
+	}
+	if e == nil || localVersions(b) != int64(len(newest)) {
+		t.Fatalf("generation 3 not adopted after generation 2 was found gone: local size %d", localVersions(b))
+	}
+}
+
+// TestVersionsRebuildPublishedAndAdopted: after an upstream rebuild (a
+// later created_at, a shorter file), the replica that gets the rebuilt
+// file publishes it and another one adopts it; a body with an older
+// created_at is then neither published nor adopted, however long it is.
+func TestVersionsRebuildPublishedAndAdopted(t *testing.T) {
+	iu, up := fleetUpstream(t)
+	iu.set("/versions", []byte(fleetVersions2))
+	s := blobstore.NewMemory()
+	a := newReplica(t, up.URL, s, blobstore.Conditional, "a", neverPoll)
+	b := newReplica(t, up.URL, s, blobstore.Conditional, "b", 10*time.Millisecond)
+	getVersions(t, a, http.StatusOK)
+	a.Wait()
+	getVersions(t, b, http.StatusOK)
+
+	rebuilt := "created_at: 2024-05-01T00:00:05Z\n---\nrack 1.0.0,2.0.0 " + md5Hex(fleetInfo2) + "\n"
+	iu.set("/versions", []byte(rebuilt))
+	expire(a)
+	if _, body := getVersions(t, a, http.StatusOK); body != rebuilt {
+		t.Fatalf("replica a after the rebuild: %q", body)
+	}
+	a.Wait()
+	if p := pointer(t, s); p.Generation != 2 || p.CreatedAt != "2024-05-01T00:00:05Z" || string(storedObject(t, s, p.Key)) != rebuilt {
+		t.Fatalf("pointer after the rebuild: %+v", p)
+	}
+	waitFor(t, func() bool { return versionsEvents(b, metrics.VersionsAdopted) == 1 })
+	if _, body := getVersions(t, b, http.StatusOK); body != rebuilt {
+		t.Fatalf("replica b serves %q, want the rebuilt file", body)
+	}
+
+	// An upstream node still serving the old file, longer than the rebuilt
+	// one: a new replica c gets it, and adopts the pointer instead of
+	// publishing it.
+	older := fleetVersions2 + "rack 3.0.0 " + md5Hex("3") + "\n"
+	iu.set("/versions", []byte(older))
+	c := newReplica(t, up.URL, s, blobstore.Conditional, "c", neverPoll)
+	getVersions(t, c, http.StatusOK)
+	c.Wait()
+	if p := pointer(t, s); p.Generation != 2 {
+		t.Fatalf("a body with an older created_at was published: %+v", p)
+	}
+	if _, body := getVersions(t, c, http.StatusOK); body != rebuilt {
+		t.Errorf("replica c serves %q, want the rebuilt file it adopted", body)
+	}
+	setPointer(t, s, 3, older, 0, [32]byte{})
+	if e := b.fill.adoptVersions(context.Background()); e != nil || localVersions(b) != int64(len(rebuilt)) {
+		t.Fatalf("a longer body with an older created_at was adopted: local size %d", localVersions(b))
+	}
+}
+
+// TestVersionsUnreadablePointerReplaced: a pointer that is not JSON, or
+// names no valid generation, is replaced by the next publication (on its
+// version), counted and logged as a corrupt object replaced.
+func TestVersionsUnreadablePointerReplaced(t *testing.T) {
+	for name, junk := range map[string]string{
+		"not json": `{"generation": 7, "key": "versions/gen/7-`,
+		"invalid":  `{"generation": 7, "key": "elsewhere", "size": 999999999, "sha256": "00"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, up := fleetUpstream(t)
+			s := blobstore.NewMemory()
+			if _, err := s.PutIfAbsent(context.Background(), versionsPointerKey, strings.NewReader(junk), int64(len(junk))); err != nil {
+				t.Fatal(err)
+			}
+			a := newReplica(t, up.URL, s, blobstore.Conditional, "a", neverPoll)
+			getVersions(t, a, http.StatusOK)
+			a.Wait()
+			if p := pointer(t, s); p.Generation != 1 || !p.valid() || string(storedObject(t, s, p.Key)) != fleetVersions1 {
+				t.Fatalf("pointer after the publication: %+v", p)
+			}
+			if n := testutil.ToFloat64(a.m.SharedStore.CorruptReplaced); n != 1 {
+				t.Errorf("corrupt objects replaced: %v, want 1", n)
+			}
+		})
 	}
 }
