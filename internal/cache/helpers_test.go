@@ -192,6 +192,9 @@ func checkStore(t testing.TB, s *Store) {
 	if got := s.memoryBytes.Load(); got != memBytes {
 		t.Errorf("memoryBytes counter %d, memory bodies hold %d", got, memBytes)
 	}
+	if pending, err := s.PendingUploads(); err != nil || int64(len(pending)) != s.PendingCount() {
+		t.Errorf("PendingCount %d, the file holds %d keys pending upload (%v)", s.PendingCount(), len(pending), err)
+	}
 }
 
 // summary is the part of an entry worth printing.

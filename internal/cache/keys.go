@@ -12,8 +12,10 @@ import "encoding/binary"
 //	│   └── KEY                -> encoded Entry metadata (entry.go), KEY = canonical upstream path + query
 //	├── chunks                    bucket: the bodies, never one value per body
 //	│   └── BODYID|INDEX       -> up to ChunkSize bytes of one body (BODYID uint64, INDEX uint32, big endian)
-//	└── access                    bucket: usage per KEY, for least-recently-used eviction and stats
-//	    └── KEY                -> last access (unix seconds, uint64) | hits (uint64), big endian
+//	├── access                    bucket: usage per KEY, for least-recently-used eviction and stats
+//	│   └── KEY                -> last access (unix seconds, uint64) | hits (uint64), big endian
+//	└── pending                   bucket: entries still to upload to a fleet's shared store (pending.go)
+//	    └── KEY                -> pendingMark
 //
 // Each entry has one body ID for its identity body and, when it is served
 // compressed, one for its gzip form. Body IDs come from the chunks bucket's
@@ -36,6 +38,7 @@ var (
 	bucketEntries = []byte("entries")
 	bucketChunks  = []byte("chunks")
 	bucketAccess  = []byte("access")
+	bucketPending = []byte("pending")
 	keySchema     = []byte("schema")
 )
 

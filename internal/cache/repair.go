@@ -18,7 +18,8 @@ type RepairProgress struct {
 
 // Repair runs Verify's checks and removes every entry found bad, so that
 // the next lookup misses and the proxy fetches it again; an entry replaced
-// since it was checked stays. File-level problems are reported, not
+// since it was checked stays. A key pending upload that has no entry is
+// dropped from the pending uploads. File-level problems are reported, not
 // repaired. progress is called after each step (each entry checked, each
 // file-level problem). Repair stops when ctx ends or a removal fails, and
 // returns the final account (with a nil Problem).
@@ -29,7 +30,7 @@ func (s *Store) Repair(ctx context.Context, progress func(RepairProgress)) (Repa
 		if c.problem.Reason != "" {
 			p := c.problem
 			if p.Key != "" {
-				removed, err := s.removeBad(p.Key, c.entry)
+				removed, err := s.repair(c)
 				if err != nil {
 					return err
 				}
@@ -46,6 +47,15 @@ func (s *Store) Repair(ctx context.Context, progress func(RepairProgress)) (Repa
 	})
 	sum.Problem = nil
 	return sum, err
+}
+
+// repair removes what c found bad: the key pending upload when it has no
+// entry, else the entry. It reports whether it removed it.
+func (s *Store) repair(c checked) (bool, error) {
+	if c.dangling {
+		return s.dropDangling(c.problem.Key)
+	}
+	return s.removeBad(c.problem.Key, c.entry)
 }
 
 // removeBad removes the entry for key if it still is bad, the entry found

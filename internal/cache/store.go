@@ -128,6 +128,9 @@ type Store struct {
 	memoryMu sync.Mutex
 	// evictions counts entries removed by the size cap.
 	evictions atomic.Int64
+	// pendingCount is the number of keys in the pending bucket
+	// (PendingCount).
+	pendingCount atomic.Int64
 	// trimMu is held while the oldest negative entries are removed, so
 	// that concurrent commits do not remove them twice.
 	trimMu sync.Mutex
@@ -211,7 +214,7 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) init() error {
 	if !s.opts.ReadOnly {
 		err := s.update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketMeta, bucketEntries, bucketChunks, bucketAccess} {
+			for _, name := range [][]byte{bucketMeta, bucketEntries, bucketChunks, bucketAccess, bucketPending} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -234,6 +237,7 @@ func (s *Store) init() error {
 		if v := meta.Get(keySchema); string(v) != string(schemaBytes()) {
 			return fmt.Errorf("%w: file has %x, this build reads %d", ErrSchema, v, SchemaVersion)
 		}
+		s.pendingCount.Store(countPending(tx))
 		access := tx.Bucket(bucketAccess)
 		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
 			e, err := decodeEntry(string(k), v)
@@ -526,6 +530,7 @@ func (s *Store) deleteKeys(keys []string, doomed func(*Entry) bool) (int, error)
 	defer s.wmu.Unlock()
 	var removed []string
 	var freeNow, deferred []uint64
+	var unpended int64
 	err := s.update(func(tx *bolt.Tx) error {
 		entries, access := tx.Bucket(bucketEntries), tx.Bucket(bucketAccess)
 		for _, key := range keys {
@@ -551,6 +556,11 @@ func (s *Store) deleteKeys(keys []string, doomed func(*Entry) bool) (int, error)
 			if err := access.Delete([]byte(key)); err != nil {
 				return err
 			}
+			dropped, err := unmarkPending(tx, key)
+			if err != nil {
+				return err
+			}
+			unpended += dropped
 		}
 		return deleteBodies(tx, freeNow)
 	})
@@ -558,6 +568,7 @@ func (s *Store) deleteKeys(keys []string, doomed func(*Entry) bool) (int, error)
 		s.settle(freeNow, deferred, false)
 		return 0, fmt.Errorf("cache: delete: %w", err)
 	}
+	s.pendingCount.Add(-unpended)
 	s.mu.Lock()
 	for _, key := range removed {
 		if it := s.items[key]; it != nil {

@@ -18,14 +18,16 @@ type Problem struct {
 	Key string `json:"key"`
 	// Reason says what is wrong.
 	Reason string `json:"reason"`
-	// Removed reports that Repair removed the entry.
+	// Removed reports that Repair removed the entry (or the key pending
+	// upload that has no entry).
 	Removed bool `json:"removed,omitempty"`
 }
 
 // Verify re-reads every entry and checks that its metadata decodes, its
 // chunks are all present with the recorded length, the identity body hashes
 // to the recorded MD5 and SHA-256, and the gzip form decompresses to the
-// identity body's length. It also runs bbolt's own consistency check.
+// identity body's length. It also runs bbolt's own consistency check, and
+// reports the keys pending upload that have no entry (danglingReason).
 func (s *Store) Verify() ([]Problem, error) {
 	var problems []Problem
 	err := s.verify(context.Background(), func(c checked) error {
@@ -50,17 +52,28 @@ type checked struct {
 	// entry is the entry as checked: nil for file-level problems and
 	// undecodable metadata.
 	entry *Entry
+	// dangling is set for a key pending upload that has no entry.
+	dangling bool
 }
+
+// danglingReason is the Reason of a key pending upload to the shared
+// store that has no entry: there is nothing to upload.
+const danglingReason = "pending upload to the shared store, but no entry"
 
 // verify runs Verify's checks, calling report with each file-level problem
 // and then once per entry, until ctx ends or report fails.
 func (s *Store) verify(ctx context.Context, report func(checked) error) error {
-	keys, fileProblems, err := s.checkFile()
+	keys, fileProblems, dangling, err := s.checkFile()
 	if err != nil {
 		return fmt.Errorf("cache: verify: %w", err)
 	}
 	for _, p := range fileProblems {
 		if err := report(checked{total: len(keys), problem: p}); err != nil {
+			return err
+		}
+	}
+	for _, key := range dangling {
+		if err := report(checked{total: len(keys), problem: Problem{Key: key, Reason: danglingReason}, dangling: true}); err != nil {
 			return err
 		}
 	}
@@ -76,8 +89,9 @@ func (s *Store) verify(ctx context.Context, report func(checked) error) error {
 	return nil
 }
 
-// checkFile runs bbolt's consistency check and lists the entries' keys.
-func (s *Store) checkFile() (keys []string, problems []Problem, err error) {
+// checkFile runs bbolt's consistency check and lists the entries' keys and
+// the keys pending upload that have no entry.
+func (s *Store) checkFile() (keys []string, problems []Problem, dangling []string, err error) {
 	check := s.db.View
 	if !s.opts.ReadOnly {
 		// bbolt's check reads the shared freelist, which concurrent writers
@@ -104,12 +118,16 @@ func (s *Store) checkFile() (keys []string, problems []Problem, err error) {
 		if b == nil {
 			return nil
 		}
+		var err error
+		if dangling, err = danglingPending(tx); err != nil {
+			return err
+		}
 		return b.ForEach(func(k, _ []byte) error {
 			keys = append(keys, string(k))
 			return nil
 		})
 	})
-	return keys, problems, err
+	return keys, problems, dangling, err
 }
 
 // errRollback discards the write transaction Verify runs its check in.

@@ -113,6 +113,9 @@ type CommitOptions struct {
 	Gzip bool
 	// Appendable keeps hash states so Append can extend the body cheaply.
 	Appendable bool
+	// Pending records the key as pending upload to a fleet's shared store
+	// (PendingUploads), in the transaction that stores the entry.
+	Pending bool
 }
 
 // Commit stores the staged body as the entry for e.Key, replacing any
@@ -150,7 +153,7 @@ func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error)
 	if err != nil {
 		return nil, err
 	}
-	stored, err := s.commit(&e, r, gz)
+	stored, err := s.commit(&e, r, gz, opts.Pending)
 	if err == nil && stored.negative() {
 		// The entry is stored whatever this does; a failure is left to
 		// the sweeper, which caps the negative entries too.
@@ -186,8 +189,9 @@ func storable(e *Entry) error {
 }
 
 // commit writes e (sizes set) with identity body r and optional gzip body in
-// one transaction and publishes it in the index.
-func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
+// one transaction, with its key marked pending upload when pending is set,
+// and publishes it in the index.
+func (s *Store) commit(e *Entry, r io.Reader, gz *Staging, pending bool) (*Entry, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var gr io.Reader
@@ -219,6 +223,7 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 		}
 	}
 	var freeNow, freeLater []uint64
+	var pended int64
 	err := s.update(func(tx *bolt.Tx) error {
 		chunks := tx.Bucket(bucketChunks)
 		if !large {
@@ -250,6 +255,12 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 		if err := tx.Bucket(bucketAccess).Put([]byte(e.Key), accessValue(s.now().Unix(), 0)); err != nil {
 			return err
 		}
+		if pending {
+			var err error
+			if pended, err = markPending(tx, e.Key); err != nil {
+				return err
+			}
+		}
 		return entries.Put([]byte(e.Key), encodeEntry(e))
 	})
 	if err != nil {
@@ -259,6 +270,7 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging) (*Entry, error) {
 		}
 		return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
 	}
+	s.pendingCount.Add(pended)
 	s.publish(e)
 	s.settle(freeNow, freeLater, true)
 	return e, nil

@@ -82,6 +82,10 @@ type SharedStore struct {
 	// Versions counts the /versions generations published, adopted and
 	// refused, by event.
 	Versions *prometheus.CounterVec
+	// PendingUploads is the number of verified objects stored locally that
+	// this replica has still to write to the shared store (the store was
+	// down, or the replica stopped, before their upload).
+	PendingUploads prometheus.Gauge
 
 	// requests, bytes and duration are the resolved children, by op
 	// (and result).
@@ -110,6 +114,8 @@ func newSharedStore(f promauto.Factory) *SharedStore {
 			Help: "Generation of the fleet's /versions this replica holds (last published or adopted), 0 before the first."}),
 		Versions: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "shared_store", Name: "versions_total",
 			Help: "/versions generations this replica published, adopted, or refused (size or SHA-256 not the pointer's)."}, []string{"event"}),
+		PendingUploads: f.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "shared_store", Name: "pending_uploads",
+			Help: "Verified objects stored locally that this replica has still to write to the shared store."}),
 	}
 	for ev := range numVersionsEvents {
 		s.versions[ev] = s.Versions.WithLabelValues(ev.String())

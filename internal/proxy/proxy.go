@@ -156,6 +156,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		versionsRoute:     p.router.route("versions"),
 		refreshing:        make(map[string]*refresh),
 	}
+	p.fill.startPendingUploads()
 	p.app = p.newApp()
 	return p, nil
 }
@@ -168,10 +169,12 @@ func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 func (p *Proxy) App() *fiber.App { return p.app }
 
 // Wait stops reading the shared /versions pointer (a later request for
-// /versions starts again) and blocks until background work (refreshes,
-// gem checksum lookups, writes to the shared store) has finished. Call it
-// after the server stopped and before closing the store.
+// /versions starts again) and the uploads of pending keys (which stay
+// pending, for the next start), and blocks until background work
+// (refreshes, gem checksum lookups, writes to the shared store) has
+// finished. Call it after the server stopped and before closing the store.
 func (p *Proxy) Wait() {
+	p.fill.stopPendingUploads()
 	p.fill.stopFollowingVersions()
 	p.fill.background.Wait()
 }

@@ -25,6 +25,9 @@ type meteredStore struct {
 	log *slog.Logger
 	// failing is set by a failed call and cleared by an answered one.
 	failing atomic.Bool
+	// answering, when set, is called when a call is answered after a
+	// failed one; it must not block.
+	answering func()
 }
 
 // Get implements blobstore.Store; the body's bytes are counted as read.
@@ -86,6 +89,9 @@ func (ms *meteredStore) observe(op metrics.SharedOp, key string, err error, star
 		ms.log.Warn("shared store failed; going on without it until it answers again", "op", op.String(), "key", key, "error", err)
 	case r != metrics.SharedError && ms.failing.Swap(false):
 		ms.log.Info("shared store answers again", "op", op.String(), "key", key)
+		if ms.answering != nil {
+			ms.answering()
+		}
 	}
 }
 

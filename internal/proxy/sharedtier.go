@@ -33,6 +33,10 @@ type SharedOptions struct {
 	// pointer (Conditional mode, once /versions was requested). Default
 	// DefaultVersionsPoll.
 	VersionsPoll time.Duration
+	// PendingRetry is how often a replica with uploads pending tries the
+	// store again when nothing else showed that it answers again
+	// (sharedpending.go). Default DefaultPendingRetry.
+	PendingRetry time.Duration
 }
 
 // sharedTier is the shared store as the filler uses it. A nil *sharedTier
@@ -50,6 +54,9 @@ type sharedTier struct {
 	// versions follows the fleet's /versions pointer; nil when the store
 	// does not honour conditional writes.
 	versions *versionsSync
+	// pending uploads what the local tier holds and the store does not
+	// have yet (sharedpending.go).
+	pending *pendingUploads
 }
 
 // newSharedTier builds the shared tier of opts, nil when it has no store.
@@ -62,13 +69,15 @@ func newSharedTier(opts Options) *sharedTier {
 		host, _ := os.Hostname()
 		so.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
+	pending := newPendingUploads(so.PendingRetry)
 	return &sharedTier{
-		store:    &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger},
+		store:    &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger, answering: pending.wakeUp},
 		claims:   so.Mode == blobstore.Conditional,
 		replica:  so.Replica,
 		pollMin:  20 * time.Millisecond,
 		pollMax:  500 * time.Millisecond,
 		versions: newVersionsSync(so.Mode, so.VersionsPoll),
+		pending:  pending,
 	}
 }
 
@@ -76,11 +85,30 @@ func newSharedTier(opts Options) *sharedTier {
 // store, ok only for the immutable classes the store holds (gems, quick
 // specs) and keys it accepts: "/gems/a-1.gem" is "gems/a-1.gem".
 func (t *sharedTier) sharedKey(fr fillRequest) (key string, ok bool) {
-	if t == nil || (fr.rt.Class != ClassGem && fr.rt.Class != ClassQuickSpec) {
+	if t == nil {
 		return "", false
 	}
-	key = strings.TrimPrefix(fr.key, "/")
+	return objectKey(fr.rt.Class, fr.key)
+}
+
+// objectKey is the object key in the shared store of the cache key of an
+// entry of class c, ok only for the immutable classes the store holds and
+// keys it accepts.
+func objectKey(c Class, cacheKey string) (key string, ok bool) {
+	if c != ClassGem && c != ClassQuickSpec {
+		return "", false
+	}
+	key = strings.TrimPrefix(cacheKey, "/")
 	return key, blobstore.CheckKey(key) == nil
+}
+
+// publishes reports whether a body of fr that the fill stores is written
+// to the shared store (publish): the store holds its class and the body
+// did not come from there. Its key is then recorded as pending upload
+// with the entry (cache.CommitOptions.Pending).
+func (f *filler) publishes(fr fillRequest) bool {
+	_, ok := f.shared.sharedKey(fr)
+	return ok && !fr.fromShared && fr.rt.Immutable
 }
 
 // fetchShared is fetch for an object the shared store may hold: read from
@@ -151,41 +179,47 @@ func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, wan
 // fill from the upstream, err its error) to the shared store at key, in
 // place of the object of version corrupt when that is set, in the
 // background (Proxy.Wait waits for it), and then releases the claim c.
-// Clients never wait for it, and a failure only costs the other replicas
-// a fetch of their own.
+// Clients never wait for it; when the store fails, the key stays pending
+// and the worker of pending uploads writes it later (uploadFresh).
 func (f *filler) publish(key string, e *cache.Entry, err error, c claim, corrupt string) {
-	upload := err == nil && e != nil && e.ID != 0 && e.Status == http.StatusOK && e.Immutable
+	upload := err == nil && e != nil && uploadable(e)
 	if !upload && !c.held {
 		return
 	}
 	f.background.Go(func() {
 		ctx := context.Background()
 		if upload {
-			f.shared.upload(ctx, f.store, key, e, corrupt)
+			f.uploadFresh(ctx, key, e, corrupt)
 		}
 		c.release(ctx)
 	})
+}
+
+// uploadable reports whether the shared store takes e: a stored,
+// immutable 200.
+func uploadable(e *cache.Entry) bool {
+	return e.ID != 0 && e.Status == http.StatusOK && e.Immutable
 }
 
 // upload writes e's body, read from the local tier, to key with
 // PutIfAbsent; ErrExists means another replica wrote it first. An object
 // of version corrupt (one that failed verification here) is deleted first,
 // if it is still there (dropCorrupt). On a store that ignores conditions,
-// an object that is there is not written again.
-func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string, e *cache.Entry, corrupt string) {
+// an object that is there is not written again (ErrExists). It returns
+// nil or ErrExists when the store holds the object, cache.ErrNotFound when
+// e was evicted or replaced meanwhile, and the store's error otherwise.
+func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string, e *cache.Entry, corrupt string) error {
 	switch {
 	case corrupt != "":
-		if !t.dropCorrupt(ctx, key, corrupt) {
-			return
+		if err := t.dropCorrupt(ctx, key, corrupt); err != nil {
+			return err
 		}
 	case !t.claims:
 		if _, err := t.store.Stat(ctx, key); err == nil {
-			return
+			return blobstore.ErrExists
 		}
 	}
-	// Evicted or replaced meanwhile, or the store failed: it costs the
-	// other replicas a fetch of their own.
-	_ = t.putEntry(ctx, local, key, e)
+	return t.putEntry(ctx, local, key, e)
 }
 
 // putEntry writes e's body, read from the local tier, to key with
@@ -202,25 +236,28 @@ func (t *sharedTier) putEntry(ctx context.Context, local *cache.Store, key strin
 
 // dropCorrupt deletes the object at key when it is still of version
 // corrupt, which failed verification, so that upload can write the
-// verified copy in its place. ok is false when upload must not write: the
-// store failed, or another version is there (a verified copy that another
-// replica wrote meanwhile). Delete is unconditional, so a copy written
-// between the Stat and the Delete may be deleted too; the PutIfAbsent that
-// follows puts the same verified bytes back (docs/fleet.md).
-func (t *sharedTier) dropCorrupt(ctx context.Context, key, corrupt string) (ok bool) {
+// verified copy in its place. It returns nil when upload may write, and
+// otherwise the store's error or ErrExists: another version is there (a
+// verified copy that another replica wrote meanwhile). Delete is
+// unconditional, so a copy written between the Stat and the Delete may be
+// deleted too; the PutIfAbsent that follows puts the same verified bytes
+// back (docs/fleet.md).
+func (t *sharedTier) dropCorrupt(ctx context.Context, key, corrupt string) error {
 	info, err := t.store.Stat(ctx, key)
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
-		return true
-	case err != nil || info.Version != corrupt:
-		return false
+		return nil
+	case err != nil:
+		return err
+	case info.Version != corrupt:
+		return blobstore.ErrExists
 	}
 	if err := t.store.Delete(ctx, key); err != nil {
-		return false
+		return err
 	}
 	t.store.m.CorruptReplaced.Inc()
 	t.store.log.Warn("shared store object failed verification; replacing it with the verified copy", "key", key)
-	return true
+	return nil
 }
 
 // entryBody reads a stored body at any offset, as PutIfAbsent needs (it

@@ -221,8 +221,8 @@ func TestSharedCorruptObjectReplacedMeanwhile(t *testing.T) {
 	}
 	putObject(t, s, sharedGemKey, sharedGem) // another replica's verified copy
 	tp := newTestProxy(t, up.URL, withShared(s, blobstore.Conditional, "a"))
-	if tp.fill.shared.dropCorrupt(context.Background(), sharedGemKey, badInfo.Version) {
-		t.Error("dropCorrupt would write over another version")
+	if err := tp.fill.shared.dropCorrupt(context.Background(), sharedGemKey, badInfo.Version); !errors.Is(err, blobstore.ErrExists) {
+		t.Errorf("dropCorrupt = %v, want ErrExists: it would write over another version", err)
 	}
 	if got := storedObject(t, s, sharedGemKey); !bytes.Equal(got, sharedGem) {
 		t.Fatalf("the verified copy was lost: the store holds %d bytes", len(got))

@@ -129,7 +129,7 @@ func (f *filler) commitResponse(fr fillRequest, h http.Header, st *cache.Staging
 	if !e.Immutable {
 		e.FreshUntil = now.Add(f.policy(fr.rt.Class).TTL)
 	}
-	stored, err := f.store.Commit(st, e, cache.CommitOptions{Gzip: fr.rt.CompactIndex, Appendable: fr.rt.CompactIndex})
+	stored, err := f.store.Commit(st, e, cache.CommitOptions{Gzip: fr.rt.CompactIndex, Appendable: fr.rt.CompactIndex, Pending: f.publishes(fr)})
 	if err != nil {
 		return nil, err
 	}
