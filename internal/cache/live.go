@@ -12,8 +12,9 @@ import (
 // Live is a body that clients stream while a fill stages it: the entry it
 // serves (Entry) reads the staging file as it grows, from a file handle
 // of its own, and holds back the last byte of every read range until the
-// fill ends it with Finish. A fill that fails makes every reader fail, so
-// a client never gets a complete answer with bytes the fill refused.
+// fill releases it (Release, once the body is verified) or ends it with
+// Finish. A fill that fails before Release makes every reader fail, so a
+// client never gets a complete answer with bytes the fill refused.
 type Live struct {
 	// entry is the transient entry whose Reader streams the body.
 	entry *Entry
@@ -23,6 +24,8 @@ type Live struct {
 	changed *sync.Cond
 	// staged is the number of bytes written to the staging file so far.
 	staged int64
+	// released is set by Release.
+	released bool
 	// done is set by Finish.
 	done bool
 	// err is why the fill failed, set by Finish; readers return it.
@@ -65,8 +68,19 @@ func (s *Store) StageLive(e Entry) (*Staging, *Live, error) {
 // Entry is the transient entry that streams the body.
 func (l *Live) Entry() *Entry { return l.entry }
 
-// Finish ends the body: readers get their last bytes when err is nil,
-// and an error wrapping ErrLiveFailed and err otherwise.
+// Release lets readers take the last bytes of the body, complete and
+// verified, while the fill goes on storing it: a failure to store it,
+// told to Finish afterwards, fails no reader.
+func (l *Live) Release() {
+	l.mu.Lock()
+	l.released = true
+	l.mu.Unlock()
+	l.changed.Broadcast()
+}
+
+// Finish ends the body: readers get their last bytes when err is nil or
+// the body was released, and an error wrapping ErrLiveFailed and err
+// otherwise; AwaitStreamed returns.
 func (l *Live) Finish(err error) {
 	l.mu.Lock()
 	l.done = true
@@ -87,22 +101,22 @@ func (l *Live) grew(size int64) {
 
 // readable waits until some of the bytes [off, end) of the body may be
 // read and returns how many: those staged, but never the range's last
-// byte before Finish(nil).
+// byte before Release or Finish(nil).
 func (l *Live) readable(off, end int64) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
-		if l.err != nil {
+		if l.err != nil && !l.released {
 			return 0, l.err
 		}
 		avail := min(l.staged, end)
-		if !l.done && avail == end {
+		if !l.done && !l.released && avail == end {
 			avail--
 		}
 		switch {
 		case avail > off:
 			return avail - off, nil
-		case l.done:
+		case l.done || l.released:
 			return 0, fmt.Errorf("%w: %w", ErrLiveFailed, io.ErrUnexpectedEOF)
 		}
 		l.changed.Wait()
@@ -110,8 +124,9 @@ func (l *Live) readable(off, end int64) (int64, error) {
 }
 
 // AwaitStreamed blocks, for the entry of a Live body, until its fill
-// ended, and returns why the fill failed (nil once it was finished
-// without error); for any other entry it returns nil at once.
+// ended (Finish, after the body was stored or refused; not Release), and
+// returns why the fill failed (nil once it was finished without error);
+// for any other entry it returns nil at once.
 func (e *Entry) AwaitStreamed() error {
 	if !e.Streaming() {
 		return nil

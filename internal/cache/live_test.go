@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 )
 
 // TestLiveReaders: the readers of a Live body get the bytes staged so
@@ -56,5 +57,51 @@ func TestLiveReaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLiveRelease: once a Live body is released (verified), its readers
+// get their last bytes before Finish, a failure to store it told to
+// Finish afterwards fails none of them, and AwaitStreamed waits for
+// Finish, not Release.
+func TestLiveRelease(t *testing.T) {
+	s := newTestStore(t, Options{})
+	body := bytes.Repeat([]byte("0123456789"), 1000)
+	st, live, err := s.StageLive(Entry{Key: "/gems/live.gem", Status: 200, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := live.Entry()
+	early, _ := s.Open(e, false)
+	late, _ := s.Open(e, false)
+	st.Write(body)
+	awaited := make(chan error, 1)
+	go func() { awaited <- e.AwaitStreamed() }()
+	live.Release()
+	read := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(early)
+		read <- b
+	}()
+	select {
+	case b := <-read:
+		if !bytes.Equal(b, body) {
+			t.Fatalf("released, not finished: read %d bytes; want the whole body", len(b))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("released, not finished: the last byte is still held back")
+	}
+	select {
+	case err := <-awaited:
+		t.Fatalf("AwaitStreamed returned %v on Release", err)
+	default:
+	}
+	st.Discard()
+	live.Finish(errors.New("commit failed"))
+	if err := <-awaited; !errors.Is(err, ErrLiveFailed) {
+		t.Errorf("AwaitStreamed = %v, want the store failure", err)
+	}
+	if b, err := io.ReadAll(late); err != nil || !bytes.Equal(b, body) {
+		t.Errorf("released, then not stored: read %d bytes, %v; want the whole verified body", len(b), err)
 	}
 }

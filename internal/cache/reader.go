@@ -158,10 +158,11 @@ type chunkAt struct {
 
 // locate returns where chunk index lies in the cache file, looking it up
 // only when it is not the chunk located last or a commit came in between.
-// A lookup maps the chunk's first pages (bbolt reads the key there): they
-// are released at once. inFile is false when bbolt handed out a copy of
-// the value instead of a slice of its mapping of the file (an inline
-// bucket's values): it is read from the mapping then.
+// A lookup maps the chunk's first pages (bbolt reads the key there): those
+// of a large body (releaseBodyMin) are released at once. inFile is false
+// when bbolt handed out a copy of the value instead of a slice of its
+// mapping of the file (an inline bucket's values): it is read from the
+// mapping then.
 func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (at chunkAt, inFile bool, err error) {
 	if r.at.known && r.at.txid == tx.ID() && r.at.index == index {
 		return r.at, true, nil
@@ -175,7 +176,9 @@ func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (at chunkAt, in
 	if offset < 0 || offset+int64(len(v)) > tx.Size() {
 		return chunkAt{}, false, nil
 	}
-	releasePages(tx, v)
+	if r.size >= releaseBodyMin {
+		releasePages(tx, v)
+	}
 	r.at = chunkAt{known: true, txid: tx.ID(), index: index, offset: offset, limit: int64(len(v))}
 	return r.at, true, nil
 }

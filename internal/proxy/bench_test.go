@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -253,4 +254,51 @@ func lastLineStart(body []byte) int {
 func quotedMD5(b []byte) string {
 	s := md5.Sum(b)
 	return `"` + hex.EncodeToString(s[:]) + `"`
+}
+
+// BenchmarkHitGem1MiBTCP serves the 1 MiB .gem of BenchmarkHitGem1MiB
+// over a loopback TCP connection kept alive, as bench/run.sh's wrk does:
+// the path a real client takes, sendfile included. The client's reads
+// are part of the time.
+func BenchmarkHitGem1MiBTCP(b *testing.B) {
+	const path = "/gems/benchgem1m-1.0.0.gem"
+	bp := newBenchProxy(b)
+	size := bp.up.ServedSize(path)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go bp.p.App().Listener(ln)
+	b.Cleanup(func() { _ = bp.p.App().Shutdown() })
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := []byte("GET " + path + " HTTP/1.1\r\nHost: gemproxy.bench\r\n\r\n")
+	br := bufio.NewReaderSize(conn, 64<<10)
+	get := func() (*http.Response, int64) {
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return resp, n
+	}
+	get() // the miss that stores it
+	if resp, n := get(); resp.Header.Get("X-Cache") != "HIT" || n != int64(size) {
+		b.Fatalf("%s: X-Cache %q, %d bytes, want a HIT of %d", path, resp.Header.Get("X-Cache"), n, size)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for range b.N {
+		get()
+	}
 }

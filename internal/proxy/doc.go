@@ -20,7 +20,8 @@
 //     miss reads the fleet's bucket before the upstream, one replica of the
 //     fleet fetches it, and the verified object is written back once.
 //     A large gem streams to its clients while it downloads (livebody.go),
-//     its last byte held until the body is verified and stored.
+//     its last byte held until the body is verified (it goes out while the
+//     body is stored).
 //   - Verification: gemverify.go checks every 2xx body before a byte of it
 //     is served (before its last byte, for a streamed gem): a gem's SHA-256 against the checksum /info/NAME lists
 //     (read through the cache by infoForChecksum), the digests of

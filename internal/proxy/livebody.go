@@ -30,9 +30,10 @@ func (f *filler) streamsLive(fr fillRequest, resp *http.Response) bool {
 // the upstream's Content-Length, and stages, verifies and stores it in the
 // background (completeLive). The clients of the fill, and those that
 // arrive before it ends (joinLive), read the staging file as it grows; the
-// last byte of each answer waits for the body to be verified and stored,
-// and a body refused cuts every answer short of its length, so no client
-// gets a complete 200 with bytes gemproxy would not store. cancel ends the
+// last byte of each answer waits for the body to be verified (it goes out
+// while the body is committed; the key stays coalesced until then), and a
+// body refused cuts every answer short of its length, so no client gets a
+// complete 200 with bytes gemproxy would not store. cancel ends the
 // fill's context; resp's body is closed once it is read; stored, when set,
 // is told the outcome once the body is stored or refused.
 func (f *filler) streamLive(fr fillRequest, resp *http.Response, want checksumFuture, cancel context.CancelFunc,
@@ -51,13 +52,13 @@ func (f *filler) streamLive(fr fillRequest, resp *http.Response, want checksumFu
 	go func() {
 		defer f.background.Done()
 		defer cancel()
-		e, err := f.completeLive(fr, resp, st, want)
+		e, err := f.completeLive(fr, resp, st, want, live)
 		// Forgotten before the readers learn the outcome: a request that
 		// comes after a failure starts a fill of its own, and one that
 		// comes after success finds the stored entry.
 		f.live.Delete(fr.key)
 		if err != nil {
-			f.log.Warn("streamed fill refused; its answers are cut short", "key", fr.key, "error", err)
+			f.log.Warn("streamed fill not stored; answers not yet released are cut short", "key", fr.key, "error", err)
 		}
 		live.Finish(err)
 		tell(stored, e, err)
@@ -65,11 +66,13 @@ func (f *filler) streamLive(fr fillRequest, resp *http.Response, want checksumFu
 	return live.Entry(), nil
 }
 
-// completeLive stages the body of resp into st, verifies it and stores
-// it: what storeResponse does for a 200 once it decided to stream it. It
-// returns the stored entry; a gem whose checksum is unknown is served, not
-// stored (nil entry), within MaxUnverifiedSize.
-func (f *filler) completeLive(fr fillRequest, resp *http.Response, st *cache.Staging, want checksumFuture) (e *cache.Entry, err error) {
+// completeLive stages the body of resp into st, verifies it, releases its
+// last byte to live's readers and stores it: what storeResponse does for a
+// 200 once it decided to stream it. It returns the stored entry; a gem
+// whose checksum is unknown is served, not stored (nil entry), within
+// MaxUnverifiedSize.
+func (f *filler) completeLive(fr fillRequest, resp *http.Response, st *cache.Staging, want checksumFuture,
+	live *cache.Live) (e *cache.Entry, err error) {
 	defer f.recoverFill(fr, &err)
 	defer resp.Body.Close()
 	if err := f.copyBody(fr, resp, st); err != nil {
@@ -86,6 +89,7 @@ func (f *filler) completeLive(fr fillRequest, resp *http.Response, st *cache.Sta
 	case !verified:
 		return nil, f.allowUnverified(fr, st.Size())
 	}
+	live.Release()
 	return f.commitResponse(fr, resp.Header, st)
 }
 

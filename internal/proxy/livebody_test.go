@@ -89,7 +89,9 @@ func TestLiveBodyFlowsBeforeUpstreamEnds(t *testing.T) {
 	if err != nil || !bytes.Equal(body, gem) {
 		t.Fatalf("streamed gem: %v, %d bytes, equal %v", err, len(body), bytes.Equal(body, gem))
 	}
-	// The last byte went out once the gem was stored.
+	// The last byte went out once the gem was verified; it is stored once
+	// its fill ends.
+	tp.Wait()
 	if e := tp.store.Peek(liveGemPath); e == nil || e.SHA256 != sha256.Sum256(gem) {
 		t.Fatalf("streamed gem not stored once complete: %+v", e)
 	}
@@ -97,6 +99,17 @@ func TestLiveBodyFlowsBeforeUpstreamEnds(t *testing.T) {
 	if r.Header.Get("X-Cache") != "HIT" || !bytes.Equal(again, gem) {
 		t.Fatalf("after the streamed fill: %q, equal %v", r.Header.Get("X-Cache"), bytes.Equal(again, gem))
 	}
+}
+
+// storedWithin reports whether key is stored within d: the last byte of
+// a streamed gem goes out before the gem is committed.
+func storedWithin(tp *testProxy, key string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); tp.store.Peek(key) == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // pacedGem serves gem as foo-bar 1.0.0 (see miniGems) with its
@@ -273,7 +286,7 @@ func TestLiveBodySlowReaderDoesNotDelayOthers(t *testing.T) {
 	if err != nil || !bytes.Equal(body, gem) {
 		t.Fatalf("fast reader: %v, %d bytes", err, len(body))
 	}
-	if tp.store.Peek(liveGemPath) == nil {
+	if !storedWithin(tp, liveGemPath, 10*time.Second) {
 		t.Fatal("the fill waited for the slow reader")
 	}
 	if body, err = finishDownload(slow, head); err != nil || !bytes.Equal(body, gem) {
@@ -352,6 +365,7 @@ func TestLiveBodyClientDisconnectLeavesFill(t *testing.T) {
 	if err != nil || !bytes.Equal(body, gem) {
 		t.Fatalf("the client that stayed: %v, %d bytes", err, len(body))
 	}
+	tp.Wait()
 	if e := tp.store.Peek(liveGemPath); e == nil || up.Requests(liveGemPath) != 1 {
 		t.Fatalf("after a client hung up: stored %v, %d fetches", e != nil, up.Requests(liveGemPath))
 	}

@@ -254,6 +254,6 @@ func (p *Proxy) writeBody(c *fiber.Ctx, e *cache.Entry, gzip bool, start, end in
 		return 0, err
 	}
 	r.Limit(start, end)
-	resp.SetBodyStream(r, int(n))
+	setBodyStream(c, r, n)
 	return n, nil
 }
