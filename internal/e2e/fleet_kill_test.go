@@ -165,19 +165,25 @@ func readObject(s blobstore.Store, key string) ([]byte, error) {
 	return io.ReadAll(rc)
 }
 
-// uploadTrap relays TCP connections to an S3 server. On the first request
-// that starts with its marker (a PUT of one object), once limit bytes have
-// followed the marker, it springs: it stops forwarding that request, so
-// that the object's body stays cut midway whatever the client does, and
-// closes the connection to the server once the client's side has ended.
+// uploadTrap relays TCP connections to an S3 server and traps the first
+// request whose request line starts with its marker (a PUT of one object).
+// By default it springs once limit bytes of that request's body have gone
+// through: it stops forwarding the request, so that the object's body
+// stays cut midway whatever the client does. With holdAnswer it lets the
+// whole request through and springs when the server answers, holding the
+// answer back: the write has landed, the writer never learns it. Either
+// way it closes the connection to the server once the client's side has
+// ended.
 type uploadTrap struct {
 	// url is the trap's address as an S3 endpoint.
 	url string
 	// target is the server's host:port, marker what starts the request
-	// line, limit the bytes let through after it.
+	// line, limit the body bytes let through.
 	target string
 	marker []byte
 	limit  int64
+	// holdAnswer traps the answer instead of the request's body.
+	holdAnswer bool
 	// armed is cleared when the trap springs: later uploads go through.
 	armed atomic.Bool
 	// sprung is closed when the trap springs, cut once the trapped
@@ -186,16 +192,31 @@ type uploadTrap struct {
 }
 
 // startUploadTrap listens on loopback until the end of the test and
-// relays every connection to endpoint (http://host:port).
+// relays every connection to endpoint (http://host:port), cutting the
+// first request that starts with marker after limit bytes of its body.
 func startUploadTrap(t *testing.T, endpoint, marker string, limit int64) *uploadTrap {
+	t.Helper()
+	return startTrap(t, endpoint, &uploadTrap{marker: []byte(marker), limit: limit})
+}
+
+// startAnswerTrap is startUploadTrap for a trap that lets the first
+// request starting with marker through whole and holds back its answer.
+func startAnswerTrap(t *testing.T, endpoint, marker string) *uploadTrap {
+	t.Helper()
+	return startTrap(t, endpoint, &uploadTrap{marker: []byte(marker), holdAnswer: true})
+}
+
+// startTrap arms u and relays every connection to its listener to
+// endpoint until the end of the test.
+func startTrap(t *testing.T, endpoint string, u *uploadTrap) *uploadTrap {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	u := &uploadTrap{url: "http://" + ln.Addr().String(), target: endpoint[len("http://"):],
-		marker: []byte(marker), limit: limit, sprung: make(chan struct{}), cut: make(chan struct{})}
+	u.url, u.target = "http://"+ln.Addr().String(), endpoint[len("http://"):]
+	u.sprung, u.cut = make(chan struct{}), make(chan struct{})
 	u.armed.Store(true)
 	go func() {
 		for {
@@ -216,45 +237,112 @@ func (u *uploadTrap) relay(client net.Conn) {
 	if err != nil {
 		return
 	}
-	go func() {
-		_, _ = io.Copy(client, server)
-		client.Close()
-	}()
-	trapped := u.forward(server, client)
+	var holding atomic.Bool
+	go u.answer(client, server, &holding)
+	trapped := u.forward(server, client, &holding)
 	server.Close()
 	if trapped {
 		close(u.cut)
 	}
 }
 
-// forward copies the client's bytes to the server until either side ends,
-// or until the armed trap springs on this connection: then it reads and
-// drops the client's bytes until the client is gone, and reports true.
-func (u *uploadTrap) forward(server io.Writer, client io.Reader) (trapped bool) {
+// answer copies the server's bytes to the client until either side ends;
+// once holding is set (the trapped request went through whole) it drops
+// them instead, and springs the trap when the first arrive.
+func (u *uploadTrap) answer(client io.WriteCloser, server io.Reader, holding *atomic.Bool) {
+	defer client.Close()
 	buf := make([]byte, 32<<10)
-	var window []byte // the end of the stream, to find the marker across reads
-	passed := int64(-1)
+	held := false
+	for {
+		n, err := server.Read(buf)
+		switch {
+		case n == 0:
+		case holding.Load():
+			if !held {
+				held = true
+				close(u.sprung)
+			}
+		default:
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// forward copies the client's bytes to the server until either side ends.
+// While the trap is armed it watches for the trapped request: with
+// holdAnswer it sets holding before that request reaches the server;
+// otherwise, once limit bytes of its body have gone through, it springs,
+// reads and drops the client's bytes until the client is gone. It reports
+// whether this connection was trapped.
+func (u *uploadTrap) forward(server io.Writer, client io.Reader, holding *atomic.Bool) (trapped bool) {
+	buf := make([]byte, 32<<10)
+	watch := requestWatch{marker: u.marker, body: -1}
 	for {
 		n, err := client.Read(buf)
 		chunk := buf[:n]
-		switch {
-		case passed >= 0:
-			passed += int64(n)
-		case u.armed.Load():
-			window = append(window, chunk...)
-			if i := bytes.Index(window, u.marker); i >= 0 {
-				passed = int64(len(window) - i - len(u.marker))
-			} else if keep := len(u.marker) - 1; len(window) > keep {
-				window = append(window[:0], window[len(window)-keep:]...)
+		if !trapped && u.armed.Load() {
+			found, body := watch.feed(chunk)
+			switch {
+			case u.holdAnswer && found && u.armed.CompareAndSwap(true, false):
+				trapped = true
+				holding.Store(true)
+			case !u.holdAnswer && body >= u.limit && u.armed.CompareAndSwap(true, false):
+				_, _ = server.Write(chunk[:int64(n)-(body-u.limit)])
+				close(u.sprung)
+				_, _ = io.Copy(io.Discard, client)
+				return true
 			}
 		}
-		if passed >= u.limit && u.armed.CompareAndSwap(true, false) {
-			close(u.sprung)
-			_, _ = io.Copy(io.Discard, client)
-			return true
-		}
 		if _, werr := server.Write(chunk); werr != nil || err != nil {
-			return false
+			return trapped
 		}
 	}
+}
+
+// headersEnd ends the header block of an HTTP/1.1 request.
+var headersEnd = []byte("\r\n\r\n")
+
+// requestWatch finds, in what a client sends on one connection, the first
+// request whose request line starts with marker, and counts its body.
+type requestWatch struct {
+	marker []byte
+	// window is, before the marker is found, the end of the stream that
+	// may start it; after, the stream from the marker until the end of the
+	// request's headers.
+	window []byte
+	found  bool
+	// body counts the request's body bytes read, -1 until its headers
+	// have ended.
+	body int64
+}
+
+// feed reads the next chunk of the stream and reports whether the request
+// was found, and how many bytes of its body were read (-1 until its
+// headers have ended).
+func (w *requestWatch) feed(chunk []byte) (found bool, body int64) {
+	if w.body >= 0 {
+		w.body += int64(len(chunk))
+		return true, w.body
+	}
+	w.window = append(w.window, chunk...)
+	if !w.found {
+		i := bytes.Index(w.window, w.marker)
+		if i < 0 {
+			if keep := len(w.marker) - 1; len(w.window) > keep {
+				w.window = append(w.window[:0], w.window[len(w.window)-keep:]...)
+			}
+			return false, -1
+		}
+		w.found, w.window = true, w.window[i:]
+	}
+	if j := bytes.Index(w.window, headersEnd); j >= 0 {
+		w.body = int64(len(w.window) - j - len(headersEnd))
+		w.window = nil
+	}
+	return true, w.body
 }

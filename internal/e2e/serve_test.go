@@ -111,6 +111,14 @@ func (s *served) kill() {
 	s.exited <- err
 }
 
+// restart stops the process (as stop does) and starts it again with the
+// same command line: its address, data directory and log.
+func (s *served) restart() {
+	s.t.Helper()
+	s.stop()
+	s.start()
+}
+
 // stop interrupts the process unless it has exited, waits for it, and
 // shows its log if the test failed.
 func (s *served) stop() {
