@@ -54,16 +54,7 @@ func TestFleetReplicaKilledDuringUpload(t *testing.T) {
 	prefix := weed.Prefix()
 	key := bigGemPath[1:]
 	trap := startUploadTrap(t, weed.Endpoint, "PUT /"+testweed.Bucket+"/"+prefix+"/"+key, int64(len(gem)/2))
-	config := filepath.Join(t.TempDir(), "gemproxy.toml")
-	if err := os.WriteFile(config, []byte(killConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store := "s3://" + testweed.Bucket + "/" + prefix
-	victimDir := t.TempDir()
-	victim := startServe(t, bin, weed.Env(), "--config", config, "--data-dir", victimDir, "--upstream", ts.URL,
-		"--shared-store", store, "--s3-endpoint", trap.url)
-	other := startServe(t, bin, weed.Env(), "--config", config, "--data-dir", t.TempDir(), "--upstream", ts.URL,
-		"--shared-store", store, "--s3-endpoint", weed.Endpoint)
+	victim, other, victimDir := startVictimAndOther(t, bin, weed, prefix, killConfig, ts.URL, trap.url)
 
 	// The client gets the gem; the replica commits it locally and then
 	// uploads it from its local copy: half the body has reached SeaweedFS
@@ -91,6 +82,25 @@ func TestFleetReplicaKilledDuringUpload(t *testing.T) {
 		time.Since(start).Round(time.Millisecond))
 	waitWhole(t, shared, key, gem)
 	t.Logf("upstream fetches of the gem: %d", up.Requests(bigGemPath))
+}
+
+// startVictimAndOther starts two replicas of bin on one shared store (the
+// prefix of weed), both with the config file text config and upstream: the
+// victim reaches the store through trapURL, the other directly. dir is the
+// victim's data directory, for `gemproxy cache verify` after a kill.
+func startVictimAndOther(t *testing.T, bin string, weed *testweed.Server, prefix, config, upstream, trapURL string) (victim, other *served, dir string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gemproxy.toml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := "s3://" + testweed.Bucket + "/" + prefix
+	dir = t.TempDir()
+	victim = startServe(t, bin, weed.Env(), "--config", path, "--data-dir", dir, "--upstream", upstream,
+		"--shared-store", store, "--s3-endpoint", trapURL)
+	other = startServe(t, bin, weed.Env(), "--config", path, "--data-dir", t.TempDir(), "--upstream", upstream,
+		"--shared-store", store, "--s3-endpoint", weed.Endpoint)
+	return victim, other, dir
 }
 
 // getGem fetches the gem from base and fails unless it is want.

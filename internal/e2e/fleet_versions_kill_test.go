@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,11 +38,15 @@ const versionsKillConfig = "[server]\nshutdown_grace = \"0s\"\n[class.versions]\
 // fleetPointer is the content of the pointer, as docs/fleet.md states it.
 type fleetPointer struct {
 	// Generation counts the bodies published; Key is the generation
-	// object's key, Size and SHA256 (hex) what its body must be.
+	// object's key, Size and SHA256 (hex) what its body must be,
+	// CreatedAt the created_at stamp of its first line, and Replaced the
+	// key of the generation it replaced.
 	Generation int64  `json:"generation"`
 	Key        string `json:"key"`
 	Size       int64  `json:"size"`
 	SHA256     string `json:"sha256"`
+	CreatedAt  string `json:"created_at,omitempty"`
+	Replaced   string `json:"replaced,omitempty"`
 }
 
 // TestFleetReplicaKilledDuringVersionsPublication is the other half of
@@ -102,16 +104,7 @@ func replicaKilledDuringVersionsPublication(t *testing.T, bin string,
 	publishFixture(t, up)
 	prefix := weed.Prefix()
 	trapped := trap(t, weed.Endpoint, "PUT /"+testweed.Bucket+"/"+prefix+"/")
-	config := filepath.Join(t.TempDir(), "gemproxy.toml")
-	if err := os.WriteFile(config, []byte(versionsKillConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store := "s3://" + testweed.Bucket + "/" + prefix
-	victimDir := t.TempDir()
-	victim := startServe(t, bin, weed.Env(), "--config", config, "--data-dir", victimDir, "--upstream", ts.URL,
-		"--shared-store", store, "--s3-endpoint", trapped.url)
-	other := startServe(t, bin, weed.Env(), "--config", config, "--data-dir", t.TempDir(), "--upstream", ts.URL,
-		"--shared-store", store, "--s3-endpoint", weed.Endpoint)
+	victim, other, victimDir := startVictimAndOther(t, bin, weed, prefix, versionsKillConfig, ts.URL, trapped.url)
 	shared := openShared(t, weed, prefix)
 
 	getVersions(t, other.url)
@@ -131,7 +124,8 @@ func replicaKilledDuringVersionsPublication(t *testing.T, bin string,
 
 	want := old
 	if newPointer {
-		want = fleetPointer{Generation: old.Generation + 1, Size: int64(len(v2)), SHA256: sha256Hex(v2)}
+		want = fleetPointer{Generation: old.Generation + 1, Size: int64(len(v2)), SHA256: sha256Hex(v2),
+			CreatedAt: createdAt(v2), Replaced: old.Key}
 		want.Key = fmt.Sprintf("%s%d-%s", generationPrefix, want.Generation, want.SHA256)
 	}
 	ptr := checkPointer(t, shared)
@@ -204,6 +198,12 @@ func waitPointer(t *testing.T, s blobstore.Store) fleetPointer {
 			t.Fatal("no replica published /versions to the fleet within a minute")
 		}
 	}
+}
+
+// createdAt is the created_at stamp of a /versions body's first line.
+func createdAt(versions []byte) string {
+	line, _, _ := bytes.Cut(versions, []byte("\n"))
+	return strings.TrimSpace(strings.TrimPrefix(string(line), "created_at:"))
 }
 
 // checkPointer reads the pointer and fails unless it is whole: JSON of
