@@ -71,8 +71,8 @@ func (f *filler) stopProbing() {
 // tier stays off, logged) or ctx ends; then it closes done.
 func (f *filler) probeUntilOn(ctx context.Context, retry time.Duration, done chan struct{}) {
 	defer close(done)
-	start := time.Now()
-	for wait := retry; ; {
+	start, wait := time.Now(), retry
+	for {
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
