@@ -10,13 +10,19 @@ import (
 	"github.com/gemproxy/gemproxy/internal/proxy"
 )
 
-// sharedProbeTimeout bounds the capability probe at start.
-const sharedProbeTimeout = 30 * time.Second
+// sharedProbeTimeout bounds the capability probe at start, short so that a
+// store that is down does not hold back readiness: the proxy probes it
+// again in the background.
+const sharedProbeTimeout = 5 * time.Second
 
 // openSharedStore connects to the shared store of c, probes what its
 // writes can do and logs the mode that runs. A store that cannot be
-// reached or probed is logged and left out: the replica serves alone, as
-// serving never depends on the shared store. c must have passed Validate.
+// reached at start (blobstore.ProbeRetryable) is handed over unprobed:
+// the replica serves alone and the proxy probes it again in the
+// background, switching the tier on once it answers. A store that refuses
+// the probe otherwise (access denied, no such bucket) is logged and left
+// out until a restart. Serving never depends on the shared store. c must
+// have passed Validate.
 func openSharedStore(ctx context.Context, c SharedStoreConfig, log *slog.Logger) proxy.SharedOptions {
 	if c.URL == "" {
 		return proxy.SharedOptions{}
@@ -29,16 +35,17 @@ func openSharedStore(ctx context.Context, c SharedStoreConfig, log *slog.Logger)
 	}
 	probeCtx, cancel := context.WithTimeout(ctx, sharedProbeTimeout)
 	defer cancel()
-	mode, err := blobstore.Probe(probeCtx, s)
-	if err != nil {
-		log.Warn("shared store unreachable at start; running without it", "url", c.URL, "error", err)
-		return proxy.SharedOptions{}
+	opts := proxy.SharedOptions{Store: s, VersionsPoll: time.Duration(c.VersionsPoll)}
+	opts.Mode, err = blobstore.Probe(probeCtx, s)
+	switch {
+	case err == nil:
+		proxy.LogSharedMode(log, opts.Mode, "url", c.URL, "endpoint", c.Endpoint)
+		return opts
+	case blobstore.ProbeRetryable(err):
+		log.Warn("shared store unreachable at start; serving alone and probing it again in the background", "url", c.URL, "error", err)
+		opts.Unprobed = true
+		return opts
 	}
-	if mode == blobstore.Unconditional {
-		log.Warn("shared store ignores conditional writes: sharing gems and quick specs only, no fleet-wide coalescing, /versions per replica",
-			"url", c.URL, "mode", mode.String())
-	} else {
-		log.Info("shared store ready: gems, quick specs, claims and the /versions pointer shared", "url", c.URL, "endpoint", c.Endpoint, "mode", mode.String())
-	}
-	return proxy.SharedOptions{Store: s, Mode: mode, VersionsPoll: time.Duration(c.VersionsPoll)}
+	log.Warn("shared store refused the probe at start; running without it until restarted", "url", c.URL, "error", err)
+	return proxy.SharedOptions{}
 }

@@ -67,6 +67,15 @@ func Probe(ctx context.Context, s Store) (mode Mode, err error) {
 	return modeOf(conditional, err, "swap with a stale version")
 }
 
+// ProbeRetryable reports whether err, an error of Probe, may go away if
+// the probe is tried again later: the store was unavailable
+// (ErrUnavailable: down, a 5xx, a reset, a stall, its breaker open) or
+// the probe ran out of time. Any other error is permanent until the
+// configuration changes (a denied access, a missing bucket).
+func ProbeRetryable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
 // refused reads the outcome of a write that a conditional store refuses:
 // true for ErrExists or ErrConflict, false when it went through.
 func refused(_ Info, err error) (bool, error) {

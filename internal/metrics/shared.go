@@ -86,6 +86,9 @@ type SharedStore struct {
 	// this replica has still to write to the shared store (the store was
 	// down, or the replica stopped, before their upload).
 	PendingUploads prometheus.Gauge
+	// State is 1 for the state the shared tier is in and 0 for the others
+	// (SharedState).
+	State *prometheus.GaugeVec
 
 	// requests, bytes and duration are the resolved children, by op
 	// (and result).
@@ -94,6 +97,8 @@ type SharedStore struct {
 	duration [numSharedOps]prometheus.Observer
 	// versions are the resolved children of Versions, by event.
 	versions [numVersionsEvents]prometheus.Counter
+	// states are the resolved children of State, by state.
+	states [numSharedStates]prometheus.Gauge
 }
 
 // newSharedStore registers the shared-store metrics with f.
@@ -116,7 +121,14 @@ func newSharedStore(f promauto.Factory) *SharedStore {
 			Help: "/versions generations this replica published, adopted, or refused (size or SHA-256 not the pointer's)."}, []string{"event"}),
 		PendingUploads: f.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "shared_store", Name: "pending_uploads",
 			Help: "Verified objects stored locally that this replica has still to write to the shared store."}),
+		State: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "shared_store", Name: "state",
+			Help: "1 for the state of this replica's shared tier: off (none, or refused), probing (unreachable at start, probed again in the background), conditional or unconditional (on, in that mode); 0 for the others."},
+			[]string{"state"}),
 	}
+	for st := range numSharedStates {
+		s.states[st] = s.State.WithLabelValues(st.String())
+	}
+	s.SetState(SharedOff)
 	for ev := range numVersionsEvents {
 		s.versions[ev] = s.Versions.WithLabelValues(ev.String())
 	}
@@ -175,5 +187,41 @@ func (s *SharedStore) ObserveVersions(ev VersionsEvent, gen int64) {
 	s.versions[ev].Inc()
 	if ev != VersionsRefused {
 		s.VersionsGeneration.Set(float64(gen))
+	}
+}
+
+// SharedState is the value of the state label of
+// gemproxy_shared_store_state.
+type SharedState uint8
+
+// The states of a replica's shared tier.
+const (
+	// SharedOff: no shared store, or one that refused the probe.
+	SharedOff SharedState = iota
+	// SharedProbing: the store could not be probed at start; the replica
+	// serves alone and probes it again in the background.
+	SharedProbing
+	// SharedConditional: on, the store honours conditional writes.
+	SharedConditional
+	// SharedUnconditional: on, the store ignores conditional writes.
+	SharedUnconditional
+	// numSharedStates bounds the SharedState values.
+	numSharedStates
+)
+
+// sharedStateNames are the label values of the SharedStates, by value.
+var sharedStateNames = [numSharedStates]string{"off", "probing", "conditional", "unconditional"}
+
+// String returns the label value.
+func (st SharedState) String() string { return sharedStateNames[st] }
+
+// SetState sets gemproxy_shared_store_state to st.
+func (s *SharedStore) SetState(st SharedState) {
+	for other, g := range s.states {
+		v := 0.0
+		if SharedState(other) == st {
+			v = 1
+		}
+		g.Set(v)
 	}
 }

@@ -62,7 +62,7 @@ type claim struct {
 // on its own.
 func (t *sharedTier) claim(ctx context.Context, key string, lifetime time.Duration) claim {
 	c := claim{t: t, key: claimPrefix + key}
-	if !t.claims {
+	if !t.conditional() {
 		return c
 	}
 	body := claimBody{Replica: t.replica, LifetimeMillis: lifetime.Milliseconds()}

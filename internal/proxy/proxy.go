@@ -157,6 +157,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		refreshing:        make(map[string]*refresh),
 	}
 	p.fill.startPendingUploads()
+	p.fill.startProbing()
 	p.app = p.newApp()
 	return p, nil
 }
@@ -168,12 +169,15 @@ func (p *Proxy) policy(c Class) Policy { return p.opts.Policies[c] }
 // App returns the Fiber app (for Listen, Test and Shutdown).
 func (p *Proxy) App() *fiber.App { return p.app }
 
-// Wait stops reading the shared /versions pointer (a later request for
-// /versions starts again) and the uploads of pending keys (which stay
-// pending, for the next start), and blocks until background work
-// (refreshes, gem checksum lookups, writes to the shared store) has
-// finished. Call it after the server stopped and before closing the store.
+// Wait stops probing a shared store that could not be probed at start
+// (its tier stays as it is), reading the shared /versions pointer (a
+// later request for /versions starts again) and the uploads of pending
+// keys (which stay pending, for the next start), and blocks until
+// background work (refreshes, gem checksum lookups, writes to the shared
+// store) has finished. Call it after the server stopped and before
+// closing the store.
 func (p *Proxy) Wait() {
+	p.fill.stopProbing()
 	p.fill.stopPendingUploads()
 	p.fill.stopFollowingVersions()
 	p.fill.background.Wait()

@@ -28,6 +28,8 @@ type faultyStore struct {
 	putIfAbsent func(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error)
 	// putIfMatch, when set, answers PutIfMatch.
 	putIfMatch func(ctx context.Context, key string, body []byte, version string) (blobstore.Info, error)
+	// stat, when set, answers Stat.
+	stat func(ctx context.Context, key string) (blobstore.Info, error)
 	// deletes counts the calls of Delete on objects, claims left out.
 	deletes atomic.Int64
 }
@@ -54,6 +56,14 @@ func (s *faultyStore) PutIfMatch(ctx context.Context, key string, body []byte, v
 		return s.putIfMatch(ctx, key, body, version)
 	}
 	return s.Memory.PutIfMatch(ctx, key, body, version)
+}
+
+// Stat implements blobstore.Store.
+func (s *faultyStore) Stat(ctx context.Context, key string) (blobstore.Info, error) {
+	if s.stat != nil {
+		return s.stat(ctx, key)
+	}
+	return s.Memory.Stat(ctx, key)
 }
 
 // Delete implements blobstore.Store.

@@ -130,7 +130,8 @@ func (f *filler) runPendingUploads(ctx context.Context, pu *pendingUploads, done
 
 // drainPending uploads the keys pending, pendingConcurrency at a time,
 // until none is left or the store fails, and logs at INFO when it left
-// none.
+// none. While the tier is off it only shows their number: the switch on
+// wakes the worker (sharedprobe.go).
 func (f *filler) drainPending(ctx context.Context, pu *pendingUploads) {
 	keys, err := f.store.PendingUploads()
 	f.showPending()
@@ -138,7 +139,7 @@ func (f *filler) drainPending(ctx context.Context, pu *pendingUploads) {
 		f.log.Warn("cannot list the uploads pending to the shared store", "error", err)
 		return
 	}
-	if len(keys) == 0 {
+	if len(keys) == 0 || f.shared.currentMode() == 0 {
 		return
 	}
 	var g errgroup.Group

@@ -10,10 +10,12 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gemproxy/gemproxy/internal/blobstore"
 	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
 // SharedOptions configures the shared tier of a fleet: an object store
@@ -27,6 +29,17 @@ type SharedOptions struct {
 	// start: Conditional also coalesces fills fleet-wide with claims;
 	// Unconditional (or zero) only shares immutable objects.
 	Mode blobstore.Mode
+	// Unprobed is set when the probe at start failed for a reason that
+	// may pass (blobstore.ProbeRetryable): Mode is ignored, the tier starts
+	// off (the replica serves alone, recording what it would upload as
+	// pending) and the proxy probes Store again in the background until
+	// the probe succeeds, then switches the tier on in the mode found
+	// (sharedprobe.go).
+	Unprobed bool
+	// ProbeRetry is the first wait before probing an Unprobed store again,
+	// doubled after each failure up to maxProbeRetry. Default
+	// DefaultProbeRetry.
+	ProbeRetry time.Duration
 	// Replica names this replica in its claims. Default HOSTNAME-PID.
 	Replica string
 	// VersionsPoll is how often a replica reads the fleet's /versions
@@ -40,23 +53,29 @@ type SharedOptions struct {
 }
 
 // sharedTier is the shared store as the filler uses it. A nil *sharedTier
-// is no shared tier.
+// is no shared tier; one whose mode is still zero is off until the
+// background probe switches it on (sharedprobe.go).
 type sharedTier struct {
 	// store is the metered store.
 	store *meteredStore
-	// claims is set when the store honours conditional writes.
-	claims bool
+	// mode is the blobstore.Mode the tier runs in, zero while the store
+	// is not probed yet: then it does nothing. It is read on every fill,
+	// without a lock; everything else here is fixed at construction.
+	mode atomic.Int32
 	// replica names this replica in its claims.
 	replica string
 	// pollMin and pollMax bound the back-off of a replica waiting for
 	// another's claim.
 	pollMin, pollMax time.Duration
-	// versions follows the fleet's /versions pointer; nil when the store
-	// does not honour conditional writes.
+	// versions follows the fleet's /versions pointer, once the tier is on
+	// in the Conditional mode (versionsShared).
 	versions *versionsSync
 	// pending uploads what the local tier holds and the store does not
 	// have yet (sharedpending.go).
 	pending *pendingUploads
+	// probe probes the store in the background until it answers; nil
+	// when the store was probed at start.
+	probe *lateProbe
 }
 
 // newSharedTier builds the shared tier of opts, nil when it has no store.
@@ -70,22 +89,51 @@ func newSharedTier(opts Options) *sharedTier {
 		so.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	pending := newPendingUploads(so.PendingRetry)
-	return &sharedTier{
+	t := &sharedTier{
 		store:    &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger, answering: pending.wakeUp},
-		claims:   so.Mode == blobstore.Conditional,
 		replica:  so.Replica,
 		pollMin:  20 * time.Millisecond,
 		pollMax:  500 * time.Millisecond,
-		versions: newVersionsSync(so.Mode, so.VersionsPoll),
+		versions: newVersionsSync(so.VersionsPoll),
 		pending:  pending,
 	}
+	if so.Unprobed {
+		t.probe = newLateProbe(so.ProbeRetry)
+		t.store.m.SetState(metrics.SharedProbing)
+	} else {
+		t.switchOn(cmp.Or(so.Mode, blobstore.Unconditional))
+	}
+	return t
+}
+
+// currentMode is the mode the tier runs in, zero while it is off.
+func (t *sharedTier) currentMode() blobstore.Mode {
+	return blobstore.Mode(t.mode.Load())
+}
+
+// conditional reports whether the tier is on with a store that honours
+// conditional writes: claims and the /versions pointer work.
+func (t *sharedTier) conditional() bool {
+	return t.currentMode() == blobstore.Conditional
+}
+
+// switchOn turns the tier on in mode and shows it in
+// gemproxy_shared_store_state.
+func (t *sharedTier) switchOn(mode blobstore.Mode) {
+	t.mode.Store(int32(mode))
+	state := metrics.SharedUnconditional
+	if mode == blobstore.Conditional {
+		state = metrics.SharedConditional
+	}
+	t.store.m.SetState(state)
 }
 
 // sharedKey is the object key of a cached route's key in the shared
 // store, ok only for the immutable classes the store holds (gems, quick
-// specs) and keys it accepts: "/gems/a-1.gem" is "gems/a-1.gem".
+// specs) and keys it accepts, once the tier is on: "/gems/a-1.gem" is
+// "gems/a-1.gem".
 func (t *sharedTier) sharedKey(fr fillRequest) (key string, ok bool) {
-	if t == nil {
+	if t == nil || t.currentMode() == 0 {
 		return "", false
 	}
 	return objectKey(fr.rt.Class, fr.key)
@@ -103,11 +151,15 @@ func objectKey(c Class, cacheKey string) (key string, ok bool) {
 }
 
 // publishes reports whether a body of fr that the fill stores is written
-// to the shared store (publish): the store holds its class and the body
-// did not come from there. Its key is then recorded as pending upload
-// with the entry (cache.CommitOptions.Pending).
+// to the shared store (publish, or the worker of pending uploads once a
+// tier still off is on): the store holds its class and the body did not
+// come from there. Its key is then recorded as pending upload with the
+// entry (cache.CommitOptions.Pending).
 func (f *filler) publishes(fr fillRequest) bool {
-	_, ok := f.shared.sharedKey(fr)
+	if f.shared == nil {
+		return false
+	}
+	_, ok := objectKey(fr.rt.Class, fr.key)
 	return ok && !fr.fromShared && fr.rt.Immutable
 }
 
@@ -214,7 +266,7 @@ func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string,
 		if err := t.dropCorrupt(ctx, key, corrupt); err != nil {
 			return err
 		}
-	case !t.claims:
+	case !t.conditional():
 		if _, err := t.store.Stat(ctx, key); err == nil {
 			return blobstore.ErrExists
 		}

@@ -153,13 +153,11 @@ type versionsSync struct {
 	doomed []doomedGeneration
 }
 
-// newVersionsSync is the /versions state of a shared tier in mode, nil
-// unless the store honours conditional writes (without them, each replica
-// keeps its own /versions).
-func newVersionsSync(mode blobstore.Mode, poll time.Duration) *versionsSync {
-	if mode != blobstore.Conditional {
-		return nil
-	}
+// newVersionsSync is the /versions state of a shared tier, reading the
+// pointer every poll (DefaultVersionsPoll when zero). It is used only once
+// the tier is on in the Conditional mode (versionsShared): without
+// conditional writes, each replica keeps its own /versions.
+func newVersionsSync(poll time.Duration) *versionsSync {
 	if poll <= 0 {
 		poll = DefaultVersionsPoll
 	}
@@ -167,9 +165,10 @@ func newVersionsSync(mode blobstore.Mode, poll time.Duration) *versionsSync {
 }
 
 // versionsShared is the /versions state of the shared tier, nil when
-// there is no pointer to follow.
+// there is no pointer to follow: no tier, one still off, or a store that
+// does not honour conditional writes.
 func (t *sharedTier) versionsShared() *versionsSync {
-	if t == nil {
+	if t == nil || !t.conditional() {
 		return nil
 	}
 	return t.versions

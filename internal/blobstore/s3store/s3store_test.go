@@ -331,3 +331,55 @@ func TestCallerCancel(t *testing.T) {
 		t.Fatalf("Stat after a cancelled call = %v; want ErrNotFound (breaker closed)", err)
 	}
 }
+
+// TestProbeRetryable: the probe of a server that is down, closed, failing
+// with a 5xx or stalling (past the store's timeout, or past the caller's
+// deadline) fails with an error worth probing again after; one that
+// denies access or has no such bucket fails for good.
+func TestProbeRetryable(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fault     func(f *fakeS3, w http.ResponseWriter, r *http.Request) bool
+		closed    bool
+		retryable bool
+		// deadline, when set, bounds the probe, shorter than the store's
+		// timeout.
+		deadline time.Duration
+	}{
+		{"503", func(_ *fakeS3, w http.ResponseWriter, _ *http.Request) bool {
+			s3Error(w, http.StatusServiceUnavailable, "SlowDown")
+			return true
+		}, false, true, 0},
+		{"stall", (*fakeS3).stall, false, true, 0},
+		{"stall past the deadline", (*fakeS3).stall, false, true, 50 * time.Millisecond},
+		{"closed", nil, true, true, 0},
+		{"access denied", func(_ *fakeS3, w http.ResponseWriter, _ *http.Request) bool {
+			s3Error(w, http.StatusForbidden, "AccessDenied")
+			return true
+		}, false, false, 0},
+		{"no such bucket", func(_ *fakeS3, w http.ResponseWriter, _ *http.Request) bool {
+			s3Error(w, http.StatusNotFound, "NoSuchBucket")
+			return true
+		}, false, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := newFakeStore(t, nil)
+			if tc.fault != nil {
+				f.setFault(func(w http.ResponseWriter, r *http.Request) bool { return tc.fault(f, w, r) })
+			}
+			if tc.closed {
+				f.srv.Close()
+			}
+			ctx := t.Context()
+			if tc.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
+				defer cancel()
+			}
+			_, err := blobstore.Probe(ctx, s)
+			if err == nil || blobstore.ProbeRetryable(err) != tc.retryable {
+				t.Fatalf("Probe: %v; retryable %v, want %v", err, blobstore.ProbeRetryable(err), tc.retryable)
+			}
+		})
+	}
+}
