@@ -223,14 +223,16 @@ func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string,
 }
 
 // putEntry writes e's body, read from the local tier, to key with
-// PutIfAbsent.
+// PutIfAbsent, recording with it the SHA-256 of the verified body, which a
+// replica that reads the object and has no other checksum for it verifies
+// it against (readShared).
 func (t *sharedTier) putEntry(ctx context.Context, local *cache.Store, key string, e *cache.Entry) error {
 	r, err := local.Open(e, false)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	_, err = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size)
+	_, err = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size, blobstore.PutOptions{SHA256: e.SHA256})
 	return err
 }
 
