@@ -54,6 +54,20 @@ type Info struct {
 	// generation number, into the content. It is for PutIfMatch only:
 	// never a digest to verify against, never sent to an HTTP client.
 	Version string
+	// SHA256 is the SHA-256 that the writer recorded with the object
+	// (PutOptions.SHA256), zero when none was recorded or the store keeps
+	// no metadata. The store keeps it, it does not compute or check it:
+	// it is the writer's claim about the bytes, for a reader to verify
+	// them against.
+	SHA256 [32]byte
+}
+
+// PutOptions is what PutIfAbsent records with an object besides its
+// bytes. The zero value records nothing.
+type PutOptions struct {
+	// SHA256, when not zero, is the SHA-256 of the body as the writer
+	// verified it; Get and Stat return it in Info.SHA256.
+	SHA256 [32]byte
 }
 
 // Store is an object store shared by the replicas of a fleet. Keys follow
@@ -75,6 +89,11 @@ type Info struct {
 //   - Integrity is the caller's business: the store returns the bytes it
 //     holds. A body cut short is an error from Read, never a clean io.EOF
 //     before Info.Size bytes.
+//   - Recorded checksums: the SHA-256 that PutIfAbsent records
+//     (PutOptions) is kept with the object, atomically with its bytes, and
+//     returned by Get and Stat in Info.SHA256, until the object is
+//     replaced (PutIfMatch records none) or deleted. A store that cannot
+//     keep metadata returns zero, never another value.
 type Store interface {
 	// Get opens the object at key for streaming. The reader returns
 	// exactly Info.Size bytes and then io.EOF, or an error; the caller
@@ -88,12 +107,13 @@ type Store interface {
 	// local copy, or a *bytes.Reader) at key, only when no object is
 	// there. ErrExists, without writing, when one is: whoever wrote it,
 	// this caller or another. A body shorter than size is an error and
-	// stores nothing.
-	PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64) (Info, error)
+	// stores nothing. opts says what is recorded with the object.
+	PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64, opts PutOptions) (Info, error)
 	// PutIfMatch replaces the object at key with body, only when the
 	// object is there and its version is version. ErrConflict, without
 	// writing, when there is no object or its version differs. For small
-	// objects (claims, pointers): body is held in memory.
+	// objects (claims, pointers): body is held in memory. The new object
+	// has no recorded SHA-256.
 	PutIfMatch(ctx context.Context, key string, body []byte, version string) (Info, error)
 	// Delete removes the object at key, unconditionally; deleting an
 	// absent object is not an error.

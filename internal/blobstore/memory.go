@@ -17,36 +17,45 @@ import (
 // shared store without a server. The zero value is not usable; call
 // NewMemory.
 type Memory struct {
-	// mu guards objects, the stored bytes by key.
+	// mu guards objects, the stored objects by key.
 	mu      sync.Mutex
-	objects map[string][]byte
+	objects map[string]memObject
+}
+
+// memObject is one object of a Memory store.
+type memObject struct {
+	// b is the object's bytes, never modified in place: every write
+	// stores a new slice.
+	b []byte
+	// sum is the SHA-256 recorded with it (PutOptions), zero when none.
+	sum [32]byte
 }
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{objects: make(map[string][]byte)}
+	return &Memory{objects: make(map[string]memObject)}
 }
 
 // Get implements Store.
 func (m *Memory) Get(ctx context.Context, key string) (io.ReadCloser, Info, error) {
-	b, err := m.load(ctx, key)
+	o, err := m.load(ctx, key)
 	if err != nil {
 		return nil, Info{}, err
 	}
-	return io.NopCloser(bytes.NewReader(b)), infoOf(b), nil
+	return io.NopCloser(bytes.NewReader(o.b)), o.info(), nil
 }
 
 // Stat implements Store.
 func (m *Memory) Stat(ctx context.Context, key string) (Info, error) {
-	b, err := m.load(ctx, key)
+	o, err := m.load(ctx, key)
 	if err != nil {
 		return Info{}, err
 	}
-	return infoOf(b), nil
+	return o.info(), nil
 }
 
 // PutIfAbsent implements Store.
-func (m *Memory) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64) (Info, error) {
+func (m *Memory) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64, opts PutOptions) (Info, error) {
 	if err := ready(ctx, key); err != nil {
 		return Info{}, err
 	}
@@ -59,8 +68,9 @@ func (m *Memory) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, 
 	if _, ok := m.objects[key]; ok {
 		return Info{}, ErrExists
 	}
-	m.objects[key] = b
-	return infoOf(b), nil
+	o := memObject{b: b, sum: opts.SHA256}
+	m.objects[key] = o
+	return o.info(), nil
 }
 
 // PutIfMatch implements Store.
@@ -68,15 +78,15 @@ func (m *Memory) PutIfMatch(ctx context.Context, key string, body []byte, versio
 	if err := ready(ctx, key); err != nil {
 		return Info{}, err
 	}
-	b := bytes.Clone(body)
+	o := memObject{b: bytes.Clone(body)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old, ok := m.objects[key]
-	if !ok || infoOf(old).Version != version {
+	if !ok || old.info().Version != version {
 		return Info{}, ErrConflict
 	}
-	m.objects[key] = b
-	return infoOf(b), nil
+	m.objects[key] = o
+	return o.info(), nil
 }
 
 // Delete implements Store.
@@ -105,19 +115,18 @@ func (m *Memory) Keys(prefix string) []string {
 	return keys
 }
 
-// load returns the stored bytes of key (never modified in place: every
-// write stores a new slice), or ErrNotFound.
-func (m *Memory) load(ctx context.Context, key string) ([]byte, error) {
+// load returns the stored object at key, or ErrNotFound.
+func (m *Memory) load(ctx context.Context, key string) (memObject, error) {
 	if err := ready(ctx, key); err != nil {
-		return nil, err
+		return memObject{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	b, ok := m.objects[key]
+	o, ok := m.objects[key]
 	if !ok {
-		return nil, ErrNotFound
+		return memObject{}, ErrNotFound
 	}
-	return b, nil
+	return o, nil
 }
 
 // ready checks what every call checks first: the key, and that ctx is
@@ -129,9 +138,9 @@ func ready(ctx context.Context, key string) error {
 	return ctx.Err()
 }
 
-// infoOf describes stored bytes; the version is their SHA-256, so that it
-// changes with the content, as an S3 ETag does.
-func infoOf(b []byte) Info {
-	sum := sha256.Sum256(b)
-	return Info{Size: int64(len(b)), Version: hex.EncodeToString(sum[:])}
+// info describes the object; the version is the SHA-256 of its bytes, so
+// that it changes with the content, as an S3 ETag does.
+func (o memObject) info() Info {
+	sum := sha256.Sum256(o.b)
+	return Info{Size: int64(len(o.b)), Version: hex.EncodeToString(sum[:]), SHA256: o.sum}
 }

@@ -21,7 +21,7 @@ func TestMemoryKeys(t *testing.T) {
 	ctx := context.Background()
 	m := blobstore.NewMemory()
 	for _, k := range []string{"versions/gen/2-b", "versions/current", "versions/gen/1-a", "gems/a-1.gem"} {
-		if _, err := m.PutIfAbsent(ctx, k, strings.NewReader(k), int64(len(k))); err != nil {
+		if _, err := m.PutIfAbsent(ctx, k, strings.NewReader(k), int64(len(k)), blobstore.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -44,7 +44,7 @@ const ProbePrefix = "gemproxy-probe/"
 // access denied): the caller then knows nothing of its mode.
 func Probe(ctx context.Context, s Store) (mode Mode, err error) {
 	key := ProbePrefix + rand.Text()
-	first, err := s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("1")), 1)
+	first, err := s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("1")), 1, PutOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("blobstore: probe: first write: %w", err)
 	}
@@ -53,7 +53,7 @@ func Probe(ctx context.Context, s Store) (mode Mode, err error) {
 			mode, err = 0, fmt.Errorf("blobstore: probe: deleting %s: %w", key, derr)
 		}
 	}()
-	if conditional, err := refused(s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("2")), 1)); err != nil || !conditional {
+	if conditional, err := refused(s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("2")), 1, PutOptions{})); err != nil || !conditional {
 		return modeOf(conditional, err, "second write with If-None-Match")
 	}
 	second, err := s.PutIfMatch(ctx, key, []byte("3"), first.Version)

@@ -67,7 +67,7 @@ func (t *sharedTier) claim(ctx context.Context, key string, lifetime time.Durati
 	}
 	body := claimBody{Replica: t.replica, LifetimeMillis: lifetime.Milliseconds()}
 	b := mustJSON(body)
-	_, err := t.store.PutIfAbsent(ctx, c.key, bytes.NewReader(b), int64(len(b)))
+	_, err := t.store.PutIfAbsent(ctx, c.key, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{})
 	switch {
 	case err == nil:
 		c.held = true

@@ -24,7 +24,9 @@
 //     body is stored).
 //   - Verification: gemverify.go checks every 2xx body before a byte of it
 //     is served (before its last byte, for a streamed gem): a gem's SHA-256 against the checksum /info/NAME lists
-//     (read through the cache by infoForChecksum), the digests of
+//     (read through the cache by infoForChecksum; for a gem read from the
+//     shared store, the SHA-256 recorded with the object when the local
+//     tier holds no /info/NAME: sharedChecksum), the digests of
 //     compact-index files, the zlib and gzip streams, JSON.
 //   - Store: store.go turns the verified answer into a cache entry: stored
 //     (with the headers headers.go computes), negative (404), or transient

@@ -264,20 +264,19 @@ func (f *filler) get(ctx context.Context, fr fillRequest, what string, h http.He
 
 // fetch gets key, from the shared store when it holds the key's class
 // (sharedtier.go), else upstream, and stores what may be stored. A gem's
-// checksum is looked up in /info/NAME meanwhile. A large immutable body is
+// checksum is looked up in /info/NAME meanwhile (for a body from the
+// shared store, only when the object has none recorded with it or this
+// replica holds that /info). A large immutable body is
 // streamed to the clients as it arrives (streamLive): its fill outlives
 // this call, so it runs on a context that keeps ctx's deadline but not its
 // cancellation.
 func (f *filler) fetch(ctx context.Context, fr fillRequest) (*cache.Entry, error) {
 	ctx, cancel := outliving(ctx)
-	var want checksumFuture
-	if fr.rt.Class == ClassGem {
-		want = f.checksumLookup(ctx, fr)
-	}
+	lookup := f.checksumOnDemand(ctx, fr)
 	if key, ok := f.shared.sharedKey(fr); ok {
-		return f.fetchShared(ctx, cancel, fr, key, want)
+		return f.fetchShared(ctx, cancel, fr, key, lookup)
 	}
-	return f.fetchUpstream(ctx, cancel, fr, want, nil)
+	return f.fetchUpstream(ctx, cancel, fr, lookup(), nil)
 }
 
 // fetchUpstream gets key upstream without validators and stores what may

@@ -22,6 +22,39 @@ import (
 // compact index does not list it), waiting for a lookup started earlier.
 type checksumFuture func() (sum [32]byte, known bool, err error)
 
+// checksumOnDemand returns a function that starts checksumLookup for a gem
+// on its first call and returns that lookup's future on every call; nil,
+// and no lookup, for another class.
+func (f *filler) checksumOnDemand(ctx context.Context, fr fillRequest) func() checksumFuture {
+	if fr.rt.Class != ClassGem {
+		return func() checksumFuture { return nil }
+	}
+	return sync.OnceValue(func() checksumFuture { return f.checksumLookup(ctx, fr) })
+}
+
+// knownChecksum is the future of a checksum known already.
+func knownChecksum(sum [32]byte) checksumFuture {
+	return func() ([32]byte, bool, error) { return sum, true, nil }
+}
+
+// holdsInfo reports whether the local tier holds a 200 of /info/NAME for
+// the gem file of fr.key under one of the names it may have (see
+// gemChecksum), fresh or not, without fetching anything.
+func (f *filler) holdsInfo(fr fillRequest) bool {
+	for name := range compactindex.SplitFullName(gemFullName(fr.key)) {
+		if e := f.store.Peek("/info/" + name); e != nil && e.Status == http.StatusOK {
+			return true
+		}
+	}
+	return false
+}
+
+// gemFullName is NAME-VERSION[-PLATFORM] of the gem file key
+// /gems/NAME-VERSION[-PLATFORM].gem.
+func gemFullName(key string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(key, "/gems/"), ".gem")
+}
+
 // checksumLookup starts gemChecksum in a goroutine of its own while the gem
 // itself downloads, so the two upstream round trips overlap; the gem's
 // storeResponse waits for the result (verifyStaged). The future may be
@@ -51,8 +84,7 @@ func (f *filler) checksumLookup(ctx context.Context, fr fillRequest) checksumFut
 // of fr.key (/gems/NAME-VERSION[-PLATFORM].gem) in /info/NAME (see
 // infoForChecksum). Names contain dashes, so every valid split is tried.
 func (f *filler) gemChecksum(ctx context.Context, fr fillRequest) (sum [32]byte, known bool, err error) {
-	file := strings.TrimSuffix(strings.TrimPrefix(fr.key, "/gems/"), ".gem")
-	for name, version := range compactindex.SplitFullName(file) {
+	for name, version := range compactindex.SplitFullName(gemFullName(fr.key)) {
 		for attempt := 0; attempt < 2; attempt++ {
 			info, outcome, err := f.infoForChecksum(ctx, name, fr.userAgent)
 			if err != nil {

@@ -25,7 +25,7 @@ type faultyStore struct {
 	// get, when set, answers Get.
 	get func(ctx context.Context, key string) (io.ReadCloser, blobstore.Info, error)
 	// putIfAbsent, when set, answers PutIfAbsent.
-	putIfAbsent func(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error)
+	putIfAbsent func(ctx context.Context, key string, body io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error)
 	// putIfMatch, when set, answers PutIfMatch.
 	putIfMatch func(ctx context.Context, key string, body []byte, version string) (blobstore.Info, error)
 	// stat, when set, answers Stat.
@@ -43,11 +43,11 @@ func (s *faultyStore) Get(ctx context.Context, key string) (io.ReadCloser, blobs
 }
 
 // PutIfAbsent implements blobstore.Store.
-func (s *faultyStore) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error) {
+func (s *faultyStore) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error) {
 	if s.putIfAbsent != nil {
-		return s.putIfAbsent(ctx, key, body, size)
+		return s.putIfAbsent(ctx, key, body, size, opts)
 	}
-	return s.Memory.PutIfAbsent(ctx, key, body, size)
+	return s.Memory.PutIfAbsent(ctx, key, body, size, opts)
 }
 
 // PutIfMatch implements blobstore.Store.
@@ -122,12 +122,12 @@ func (r stallingReader) Read([]byte) (int, error) { return 0, stallFor(r.ctx, r.
 
 // claimPuts counts the claims that a hook of PutIfAbsent sees asked for,
 // and passes every call on to s.
-func claimPuts(s *faultyStore, n *atomic.Int64) func(context.Context, string, io.ReaderAt, int64) (blobstore.Info, error) {
-	return func(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error) {
+func claimPuts(s *faultyStore, n *atomic.Int64) func(context.Context, string, io.ReaderAt, int64, blobstore.PutOptions) (blobstore.Info, error) {
+	return func(ctx context.Context, key string, body io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error) {
 		if strings.HasPrefix(key, claimPrefix) {
 			n.Add(1)
 		}
-		return s.Memory.PutIfAbsent(ctx, key, body, size)
+		return s.Memory.PutIfAbsent(ctx, key, body, size, opts)
 	}
 }
 
@@ -217,7 +217,7 @@ func TestSharedStoreStallBounded(t *testing.T) {
 			s := &faultyStore{Memory: blobstore.NewMemory()}
 			putObject(t, s.Memory, sharedGemKey, sharedGem)
 			s.get = tc.get(s)
-			s.putIfAbsent = func(ctx context.Context, _ string, _ io.ReaderAt, _ int64) (blobstore.Info, error) {
+			s.putIfAbsent = func(ctx context.Context, _ string, _ io.ReaderAt, _ int64, _ blobstore.PutOptions) (blobstore.Info, error) {
 				return blobstore.Info{}, stallFor(ctx, storeTimeout)
 			}
 			tp := newTestProxy(t, up.URL, withShared(s, blobstore.Conditional, "a"))
@@ -259,7 +259,7 @@ func TestSharedClaimTakenOverFirstIsWaitedFor(t *testing.T) {
 		if key == claimKey && tookOver.Load() {
 			bWrites.Do(func() {
 				go func() {
-					_, err := s.Memory.PutIfAbsent(context.Background(), sharedGemKey, bytes.NewReader(sharedGem), int64(len(sharedGem)))
+					_, err := s.Memory.PutIfAbsent(context.Background(), sharedGemKey, bytes.NewReader(sharedGem), int64(len(sharedGem)), blobstore.PutOptions{})
 					bDone <- errors.Join(err, s.Memory.Delete(context.Background(), claimKey))
 				}()
 			})

@@ -50,9 +50,9 @@ func (ms *meteredStore) Stat(ctx context.Context, key string) (blobstore.Info, e
 }
 
 // PutIfAbsent implements blobstore.Store; size is counted as written.
-func (ms *meteredStore) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error) {
+func (ms *meteredStore) PutIfAbsent(ctx context.Context, key string, body io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error) {
 	start := time.Now()
-	info, err := ms.s.PutIfAbsent(ctx, key, body, size)
+	info, err := ms.s.PutIfAbsent(ctx, key, body, size, opts)
 	ms.observe(metrics.SharedPut, key, err, start)
 	if err == nil {
 		ms.m.AddBytes(metrics.SharedPut, size)

@@ -28,14 +28,14 @@ func downStore() (s *faultyStore, down *atomic.Bool, refused *atomic.Int64) {
 		}
 		return s.Memory.Get(ctx, key)
 	}
-	s.putIfAbsent = func(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error) {
+	s.putIfAbsent = func(ctx context.Context, key string, body io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error) {
 		if down.Load() {
 			if !strings.HasPrefix(key, claimPrefix) {
 				refused.Add(1)
 			}
 			return blobstore.Info{}, errStoreDown
 		}
-		return s.Memory.PutIfAbsent(ctx, key, body, size)
+		return s.Memory.PutIfAbsent(ctx, key, body, size, opts)
 	}
 	return s, down, refused
 }

@@ -167,9 +167,12 @@ func (f *filler) publishes(fr fillRequest) bool {
 // the store, else (one replica of the fleet, when claims are on) from the
 // upstream, and then written to the store for the others, in place of an
 // object there that failed verification. A store that just failed is
-// asked for no claim. cancel ends ctx once the fill is done with it.
+// asked for no claim. cancel ends ctx once the fill is done with it;
+// lookup starts (once) and yields the lookup of a gem's checksum in
+// /info/NAME (checksumOnDemand).
 func (f *filler) fetchShared(ctx context.Context, cancel context.CancelFunc, fr fillRequest, key string,
-	want checksumFuture) (*cache.Entry, error) {
+	lookup func() checksumFuture) (*cache.Entry, error) {
+	want := f.sharedChecksum(fr, lookup)
 	e, miss := f.readShared(ctx, fr, key, want)
 	if e != nil {
 		cancel()
@@ -189,7 +192,28 @@ func (f *filler) fetchShared(ctx context.Context, cancel context.CancelFunc, fr 
 	}
 	// Published (and the claim released) once the body is stored, which
 	// for a streamed gem is after this returns.
-	return f.fetchUpstream(ctx, cancel, fr, want, func(e *cache.Entry, err error) { f.publish(key, e, err, c, miss.corrupt) })
+	return f.fetchUpstream(ctx, cancel, fr, lookup(), func(e *cache.Entry, err error) { f.publish(key, e, err, c, miss.corrupt) })
+}
+
+// sharedChecksum returns what readShared verifies an object of fr read
+// from the shared store against, given the object's Info. For a gem: the
+// checksum in this replica's /info/NAME when the local tier holds it
+// (lookup, as for an upstream body, started at once so that it overlaps
+// the store's Get); else the SHA-256 that the replica which verified the
+// object recorded with it, so that a replica on an empty data directory
+// asks the upstream for nothing (docs/fleet.md); else lookup's, which
+// fetches /info/NAME. A quick spec has no checksum (nil).
+func (f *filler) sharedChecksum(fr fillRequest, lookup func() checksumFuture) func(blobstore.Info) checksumFuture {
+	if fr.rt.Class != ClassGem || f.holdsInfo(fr) {
+		want := lookup()
+		return func(blobstore.Info) checksumFuture { return want }
+	}
+	return func(info blobstore.Info) checksumFuture {
+		if info.SHA256 == ([32]byte{}) {
+			return lookup()
+		}
+		return knownChecksum(info.SHA256)
+	}
 }
 
 // sharedMiss says why a read of the shared store gave no entry.
@@ -203,11 +227,12 @@ type sharedMiss struct {
 }
 
 // readShared fills fr from the object at key in the shared store, verified
-// as an upstream body is (storeResponse) while it streams into the local
+// as an upstream body is (storeResponse), against the checksum that want
+// gives for the object (sharedChecksum), while it streams into the local
 // tier. It returns no entry when the store has no such object, fails, or
 // holds bytes that do not verify (nothing of which is served or stored),
 // and then says which in miss: the caller asks the upstream.
-func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, want checksumFuture) (e *cache.Entry, miss sharedMiss) {
+func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, want func(blobstore.Info) checksumFuture) (e *cache.Entry, miss sharedMiss) {
 	rc, info, err := f.shared.store.Get(ctx, key)
 	if err != nil {
 		return nil, sharedMiss{unavailable: !errors.Is(err, blobstore.ErrNotFound)}
@@ -215,7 +240,7 @@ func (f *filler) readShared(ctx context.Context, fr fillRequest, key string, wan
 	defer rc.Close()
 	fr.fromShared = true
 	resp := &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{}, Body: rc, ContentLength: info.Size}
-	e, err = f.storeResponse(fr, resp, want)
+	e, err = f.storeResponse(fr, resp, want(info))
 	switch {
 	case err == nil:
 		return e, sharedMiss{}
@@ -275,14 +300,16 @@ func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string,
 }
 
 // putEntry writes e's body, read from the local tier, to key with
-// PutIfAbsent.
+// PutIfAbsent, recording with it the SHA-256 of the verified body, which a
+// replica that reads the object and has no other checksum for it verifies
+// it against (readShared).
 func (t *sharedTier) putEntry(ctx context.Context, local *cache.Store, key string, e *cache.Entry) error {
 	r, err := local.Open(e, false)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	_, err = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size)
+	_, err = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size, blobstore.PutOptions{SHA256: e.SHA256})
 	return err
 }
 

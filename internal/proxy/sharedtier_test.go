@@ -86,7 +86,7 @@ func storedObject(t *testing.T, s blobstore.Store, key string) []byte {
 // putObject stores body at key in s.
 func putObject(t *testing.T, s blobstore.Store, key string, body []byte) {
 	t.Helper()
-	if _, err := s.PutIfAbsent(context.Background(), key, bytes.NewReader(body), int64(len(body))); err != nil {
+	if _, err := s.PutIfAbsent(context.Background(), key, bytes.NewReader(body), int64(len(body)), blobstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -265,7 +265,7 @@ func (f failingStore) Stat(context.Context, string) (blobstore.Info, error) {
 }
 
 // PutIfAbsent implements blobstore.Store.
-func (f failingStore) PutIfAbsent(context.Context, string, io.ReaderAt, int64) (blobstore.Info, error) {
+func (f failingStore) PutIfAbsent(context.Context, string, io.ReaderAt, int64, blobstore.PutOptions) (blobstore.Info, error) {
 	return blobstore.Info{}, f.err
 }
 

@@ -312,7 +312,7 @@ func (t *sharedTier) swapPointer(ctx context.Context, cur seenPointer, next vers
 	if cur.found {
 		_, err = t.store.PutIfMatch(ctx, versionsPointerKey, body, cur.version)
 	} else {
-		_, err = t.store.PutIfAbsent(ctx, versionsPointerKey, bytes.NewReader(body), int64(len(body)))
+		_, err = t.store.PutIfAbsent(ctx, versionsPointerKey, bytes.NewReader(body), int64(len(body)), blobstore.PutOptions{})
 	}
 	return err
 }

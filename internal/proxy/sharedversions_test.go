@@ -104,14 +104,14 @@ func movePointer(s blobstore.Store, gen int64, body string, size int64, sha [32]
 	p := versionsPointer{Generation: gen, Key: generationKey(gen, sha), Size: size, SHA256: hex.EncodeToString(sha[:]),
 		CreatedAt: createdAt(body)}
 	ctx := context.Background()
-	if _, err := s.PutIfAbsent(ctx, p.Key, bytes.NewReader([]byte(body)), int64(len(body))); err != nil {
+	if _, err := s.PutIfAbsent(ctx, p.Key, bytes.NewReader([]byte(body)), int64(len(body)), blobstore.PutOptions{}); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(p)
 	info, err := s.Stat(ctx, versionsPointerKey)
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
-		_, err = s.PutIfAbsent(ctx, versionsPointerKey, bytes.NewReader(b), int64(len(b)))
+		_, err = s.PutIfAbsent(ctx, versionsPointerKey, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{})
 	case err == nil:
 		_, err = s.PutIfMatch(ctx, versionsPointerKey, b, info.Version)
 	}
@@ -395,7 +395,7 @@ func TestVersionsStoreFailures(t *testing.T) {
 			}
 			return nil, blobstore.Info{}, down
 		},
-		putIfAbsent: func(context.Context, string, io.ReaderAt, int64) (blobstore.Info, error) {
+		putIfAbsent: func(context.Context, string, io.ReaderAt, int64, blobstore.PutOptions) (blobstore.Info, error) {
 			return blobstore.Info{}, down
 		},
 		putIfMatch: func(context.Context, string, []byte, string) (blobstore.Info, error) { return blobstore.Info{}, down },
@@ -573,7 +573,7 @@ func TestVersionsUnreadablePointerReplaced(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, up := fleetUpstream(t)
 			s := blobstore.NewMemory()
-			if _, err := s.PutIfAbsent(context.Background(), versionsPointerKey, strings.NewReader(junk), int64(len(junk))); err != nil {
+			if _, err := s.PutIfAbsent(context.Background(), versionsPointerKey, strings.NewReader(junk), int64(len(junk)), blobstore.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			a := newReplica(t, up.URL, s, blobstore.Conditional, "a", neverPoll)

@@ -6,6 +6,7 @@ package blobtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -29,6 +30,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		{"Missing", testMissing},
 		{"PutIfAbsentThenGet", testPutThenGet},
 		{"EmptyObject", testEmptyObject},
+		{"RecordedSHA256", testRecordedSHA256},
 		{"PutIfAbsentExisting", testPutExisting},
 		{"PutIfAbsentRace", testPutRace},
 		{"ShortBodyStoresNothing", testShortBody},
@@ -60,7 +62,7 @@ func payload(n int, seed uint64) []byte {
 // put stores b at key with PutIfAbsent and fails the test on error.
 func put(t *testing.T, s blobstore.Store, key string, b []byte) blobstore.Info {
 	t.Helper()
-	info, err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(b), int64(len(b)))
+	info, err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{})
 	if err != nil {
 		t.Fatalf("PutIfAbsent(%s): %v", key, err)
 	}
@@ -138,11 +140,50 @@ func testPutThenGet(t *testing.T, s blobstore.Store) {
 	wantEqual(t, s, gemKey, b)
 }
 
+// testRecordedSHA256: the SHA-256 given to PutIfAbsent comes back with
+// the object from PutIfAbsent, Get and Stat (read checks that the two
+// agree); an object written without one has none; PutIfMatch writes an
+// object without one. The store records the value, it does not check it
+// against the bytes: one that does not match comes back as given.
+func testRecordedSHA256(t *testing.T, s blobstore.Store) {
+	b := payload(1000, 4)
+	sum := sha256.Sum256(b)
+	info, err := s.PutIfAbsent(t.Context(), gemKey, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{SHA256: sum})
+	if err != nil || info.SHA256 != sum {
+		t.Fatalf("PutIfAbsent with a SHA-256 = %+v, %v; want the SHA-256 %x", info, err, sum)
+	}
+	if got := wantEqual(t, s, gemKey, b); got.SHA256 != sum {
+		t.Fatalf("Get's Info.SHA256 = %x; recorded %x", got.SHA256, sum)
+	}
+
+	wrong := sha256.Sum256([]byte("other bytes"))
+	quick := "quick/Marshal.4.8/a-1.gemspec.rz"
+	if _, err := s.PutIfAbsent(t.Context(), quick, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{SHA256: wrong}); err != nil {
+		t.Fatalf("PutIfAbsent(%s): %v", quick, err)
+	}
+	if got := wantEqual(t, s, quick, b); got.SHA256 != wrong {
+		t.Fatalf("Get's Info.SHA256 = %x; recorded %x", got.SHA256, wrong)
+	}
+
+	put(t, s, pointerKey, []byte("gen 1"))
+	if got := wantEqual(t, s, pointerKey, []byte("gen 1")); got.SHA256 != ([32]byte{}) {
+		t.Fatalf("an object written with no SHA-256 has Info.SHA256 %x; want zero", got.SHA256)
+	}
+
+	swapped, err := s.PutIfMatch(t.Context(), gemKey, []byte("gen 2"), info.Version)
+	if err != nil {
+		t.Fatalf("PutIfMatch over an object with a SHA-256: %v", err)
+	}
+	if got := wantEqual(t, s, gemKey, []byte("gen 2")); got.SHA256 != ([32]byte{}) || swapped.SHA256 != ([32]byte{}) {
+		t.Fatalf("after PutIfMatch Info.SHA256 = %x (returned %x); want zero", got.SHA256, swapped.SHA256)
+	}
+}
+
 // testEmptyObject: a zero-length object is an object.
 func testEmptyObject(t *testing.T, s blobstore.Store) {
 	put(t, s, "claims/empty", nil)
 	wantEqual(t, s, "claims/empty", nil)
-	if _, err := s.PutIfAbsent(t.Context(), "claims/empty", bytes.NewReader(nil), 0); !errors.Is(err, blobstore.ErrExists) {
+	if _, err := s.PutIfAbsent(t.Context(), "claims/empty", bytes.NewReader(nil), 0, blobstore.PutOptions{}); !errors.Is(err, blobstore.ErrExists) {
 		t.Fatalf("second PutIfAbsent of an empty object = %v; want ErrExists", err)
 	}
 }
@@ -153,7 +194,7 @@ func testPutExisting(t *testing.T, s blobstore.Store) {
 	first := payload(1000, 1)
 	info := put(t, s, gemKey, first)
 	for _, b := range [][]byte{first, payload(2000, 2)} {
-		if _, err := s.PutIfAbsent(t.Context(), gemKey, bytes.NewReader(b), int64(len(b))); !errors.Is(err, blobstore.ErrExists) {
+		if _, err := s.PutIfAbsent(t.Context(), gemKey, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{}); !errors.Is(err, blobstore.ErrExists) {
 			t.Fatalf("PutIfAbsent over an object = %v; want ErrExists", err)
 		}
 	}
@@ -178,7 +219,7 @@ func RacePutIfAbsent(t *testing.T, s blobstore.Store, key string, racers int) in
 		bodies[i] = payload(64<<10+i, uint64(i))
 	}
 	errs := race(racers, func(i int) error {
-		_, err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(bodies[i]), int64(len(bodies[i])))
+		_, err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(bodies[i]), int64(len(bodies[i])), blobstore.PutOptions{})
 		return err
 	})
 	winner := onlyWinner(t, errs, blobstore.ErrExists)
@@ -236,7 +277,7 @@ func (r shortReader) ReadAt(p []byte, off int64) (int, error) {
 // nothing, so a later PutIfAbsent of the whole body succeeds.
 func testShortBody(t *testing.T, s blobstore.Store) {
 	b := payload(100<<10, 3)
-	if _, err := s.PutIfAbsent(t.Context(), gemKey, shortReader{b[:len(b)/2]}, int64(len(b))); err == nil {
+	if _, err := s.PutIfAbsent(t.Context(), gemKey, shortReader{b[:len(b)/2]}, int64(len(b)), blobstore.PutOptions{}); err == nil {
 		t.Fatal("PutIfAbsent of a short body succeeded")
 	}
 	wantAbsent(t, s, gemKey)
@@ -314,7 +355,7 @@ func testInvalidKey(t *testing.T, s blobstore.Store) {
 	ctx := t.Context()
 	for _, key := range []string{"", "/gems/a.gem", "gems//a.gem", "gems/../a.gem", "gems/a b.gem", "gems/a.gem/"} {
 		calls := map[string]error{
-			"PutIfAbsent": second(s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("x")), 1)),
+			"PutIfAbsent": second(s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("x")), 1, blobstore.PutOptions{})),
 			"PutIfMatch":  second(s.PutIfMatch(ctx, key, []byte("x"), "v")),
 			"Stat":        second(s.Stat(ctx, key)),
 			"Delete":      s.Delete(ctx, key),
@@ -336,7 +377,7 @@ func second(_ blobstore.Info, err error) error { return err }
 func testCancelled(t *testing.T, s blobstore.Store) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := s.PutIfAbsent(ctx, gemKey, bytes.NewReader([]byte("x")), 1); !errors.Is(err, context.Canceled) {
+	if _, err := s.PutIfAbsent(ctx, gemKey, bytes.NewReader([]byte("x")), 1, blobstore.PutOptions{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("PutIfAbsent with a cancelled context = %v; want context.Canceled", err)
 	}
 	if _, _, err := s.Get(ctx, gemKey); !errors.Is(err, context.Canceled) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,7 +17,8 @@ import (
 
 // fakeS3 is an in-process S3 server for unit tests: path-style PutObject
 // (with If-None-Match: * and If-Match), GetObject, HeadObject and
-// DeleteObject, on one bucket, with no signature checks. fault, when set,
+// DeleteObject, on one bucket, with no signature checks. It keeps the
+// user metadata (x-amz-meta-*) of an object with it. fault, when set,
 // sees every request first and may answer it itself (an injected 5xx, a
 // reset, a stall, a 409) by returning true.
 type fakeS3 struct {
@@ -33,9 +35,11 @@ type fakeS3 struct {
 	// client leaves).
 	released chan struct{}
 
-	// mu guards objects, the stored bodies by object name.
+	// mu guards objects, the stored bodies by object name, and meta, their
+	// user metadata headers.
 	mu      sync.Mutex
 	objects map[string][]byte
+	meta    map[string]http.Header
 }
 
 // fakeBucket is the fake's only bucket.
@@ -43,7 +47,7 @@ const fakeBucket = "fake"
 
 // newFakeS3 starts a fake on loopback, closed at the end of the test.
 func newFakeS3(t *testing.T) *fakeS3 {
-	f := &fakeS3{objects: make(map[string][]byte), released: make(chan struct{})}
+	f := &fakeS3{objects: make(map[string][]byte), meta: make(map[string]http.Header), released: make(chan struct{})}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(func() { close(f.released) }) // runs first
@@ -88,6 +92,7 @@ func (f *fakeS3) serve(w http.ResponseWriter, r *http.Request) {
 	case http.MethodDelete:
 		f.mu.Lock()
 		delete(f.objects, key)
+		delete(f.meta, key)
 		f.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	default:
@@ -99,11 +104,13 @@ func (f *fakeS3) serve(w http.ResponseWriter, r *http.Request) {
 func (f *fakeS3) get(w http.ResponseWriter, r *http.Request, key string) {
 	f.mu.Lock()
 	b, ok := f.objects[key]
+	meta := f.meta[key]
 	f.mu.Unlock()
 	if !ok {
 		s3Error(w, http.StatusNotFound, "NoSuchKey")
 		return
 	}
+	maps.Copy(w.Header(), meta)
 	w.Header().Set("ETag", etag(b))
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	if r.Method == http.MethodGet {
@@ -136,8 +143,20 @@ func (f *fakeS3) put(w http.ResponseWriter, r *http.Request, key string) {
 		}
 	}
 	f.objects[key] = b
+	f.meta[key] = userMetadata(r.Header)
 	w.Header().Set("ETag", etag(b))
 	w.WriteHeader(http.StatusOK)
+}
+
+// userMetadata is the x-amz-meta-* headers of h.
+func userMetadata(h http.Header) http.Header {
+	meta := http.Header{}
+	for k, v := range h {
+		if strings.HasPrefix(strings.ToLower(k), "x-amz-meta-") {
+			meta[k] = v
+		}
+	}
+	return meta
 }
 
 // count is how many objects the fake holds.

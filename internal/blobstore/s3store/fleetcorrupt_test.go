@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemproxy/gemproxy/internal/blobstore"
 	"github.com/gemproxy/gemproxy/internal/blobstore/s3store"
 	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
@@ -27,7 +28,7 @@ func TestFleetCorruptObjectReplaced(t *testing.T) {
 	up.Publish(fleetGem, gem)
 	bad := bytes.Clone(gem)
 	bad[len(bad)/2] ^= 1
-	if _, err := s.PutIfAbsent(context.Background(), fleetGemKey, bytes.NewReader(bad), int64(len(bad))); err != nil {
+	if _, err := s.PutIfAbsent(context.Background(), fleetGemKey, bytes.NewReader(bad), int64(len(bad)), blobstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	code, body, err := getBody(startReplica(t, ts.URL, s, "r") + fleetGemPath)

@@ -2,7 +2,8 @@
 // S3, MinIO, Ceph RGW, SeaweedFS, GCS through its S3 API), over
 // aws-sdk-go-v2. Conditional writes are S3's own: PutIfAbsent sends
 // If-None-Match: *, PutIfMatch sends If-Match with the ETag that the
-// object's Info.Version carries. Every call has its own deadline and goes
+// object's Info.Version carries. A SHA-256 recorded with an object is its
+// user metadata x-amz-meta-sha256, in hex. Every call has its own deadline and goes
 // through a circuit breaker, so that a store that is down or stalls costs
 // the caller a bounded wait and then fails fast.
 package s3store
@@ -10,6 +11,7 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -166,7 +168,7 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, blobstore.I
 	if err != nil {
 		return nil, blobstore.Info{}, c.end(err)
 	}
-	info := infoOf(out.ContentLength, out.ETag)
+	info := infoOf(out.ContentLength, out.ETag, out.Metadata)
 	c.extend(s.opts.Timeout + s.transferTime(info.Size))
 	return &body{rc: out.Body, c: c}, info, nil
 }
@@ -181,14 +183,15 @@ func (s *Store) Stat(ctx context.Context, key string) (blobstore.Info, error) {
 	if err != nil {
 		return blobstore.Info{}, c.end(err)
 	}
-	return infoOf(out.ContentLength, out.ETag), c.end(nil)
+	return infoOf(out.ContentLength, out.ETag, out.Metadata), c.end(nil)
 }
 
 // PutIfAbsent implements blobstore.Store with one PutObject carrying
 // If-None-Match: *; S3 stores an object of one request whole or not at
 // all. A 412, or a 409 (a concurrent conditional write), is ErrExists;
-// so is a retry refused because the first attempt had landed.
-func (s *Store) PutIfAbsent(ctx context.Context, key string, r io.ReaderAt, size int64) (blobstore.Info, error) {
+// so is a retry refused because the first attempt had landed. A SHA-256
+// in opts goes with the object as its user metadata (sha256Meta).
+func (s *Store) PutIfAbsent(ctx context.Context, key string, r io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error) {
 	c, err := s.begin(ctx, opPutIfAbsent, key, s.opts.Timeout+s.transferTime(size))
 	if err != nil {
 		return blobstore.Info{}, err
@@ -199,11 +202,12 @@ func (s *Store) PutIfAbsent(ctx context.Context, key string, r io.ReaderAt, size
 		Body:          &sizedBody{SectionReader: io.NewSectionReader(r, 0, size)},
 		ContentLength: aws.Int64(size),
 		IfNoneMatch:   aws.String("*"),
+		Metadata:      metadataOf(opts),
 	})
 	if err != nil {
 		return blobstore.Info{}, c.end(err)
 	}
-	return blobstore.Info{Size: size, Version: aws.ToString(out.ETag)}, c.end(nil)
+	return blobstore.Info{Size: size, Version: aws.ToString(out.ETag), SHA256: opts.SHA256}, c.end(nil)
 }
 
 // PutIfMatch implements blobstore.Store with one PutObject carrying
@@ -239,7 +243,29 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return c.end(err)
 }
 
-// infoOf builds an Info from the headers of an answer.
-func infoOf(size *int64, etag *string) blobstore.Info {
-	return blobstore.Info{Size: aws.ToInt64(size), Version: aws.ToString(etag)}
+// sha256Meta is the user metadata key (header x-amz-meta-sha256) of the
+// SHA-256 recorded with an object, in hex. The SDK gives response
+// metadata keys in lower case.
+const sha256Meta = "sha256"
+
+// metadataOf is the user metadata that records opts with an object; nil
+// when there is nothing to record.
+func metadataOf(opts blobstore.PutOptions) map[string]string {
+	if opts.SHA256 == ([32]byte{}) {
+		return nil
+	}
+	return map[string]string{sha256Meta: hex.EncodeToString(opts.SHA256[:])}
+}
+
+// infoOf builds an Info from the headers of an answer: its size, ETag and
+// user metadata. A recorded SHA-256 that is not 64 hex digits (written by
+// something else than a Store) is taken as none.
+func infoOf(size *int64, etag *string, meta map[string]string) blobstore.Info {
+	info := blobstore.Info{Size: aws.ToInt64(size), Version: aws.ToString(etag)}
+	if h := meta[sha256Meta]; hex.DecodedLen(len(h)) == len(info.SHA256) {
+		if _, err := hex.Decode(info.SHA256[:], []byte(h)); err != nil {
+			info.SHA256 = [32]byte{}
+		}
+	}
+	return info
 }

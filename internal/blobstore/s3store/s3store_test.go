@@ -88,7 +88,7 @@ func TestProbeDetectsUnconditionalStore(t *testing.T) {
 // TestPrefix: keys are stored under the prefix.
 func TestPrefix(t *testing.T) {
 	s, f := newFakeStore(t, func(o *Options) { o.Prefix = "fleet-a" })
-	if _, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader([]byte("x")), 1); err != nil {
+	if _, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader([]byte("x")), 1, blobstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
@@ -155,7 +155,7 @@ func TestFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, f := newFakeStore(t, nil)
 			put := []byte("gem bytes")
-			ptr, err := s.PutIfAbsent(t.Context(), "versions/pointer", bytes.NewReader(put), int64(len(put)))
+			ptr, err := s.PutIfAbsent(t.Context(), "versions/pointer", bytes.NewReader(put), int64(len(put)), blobstore.PutOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +167,7 @@ func TestFaults(t *testing.T) {
 				},
 				"Stat": func() error { _, err := s.Stat(t.Context(), "gems/a-1.gem"); return err },
 				"PutIfAbsent": func() error {
-					_, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader(put), int64(len(put)))
+					_, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader(put), int64(len(put)), blobstore.PutOptions{})
 					return err
 				},
 				"PutIfMatch": func() error {
@@ -209,12 +209,12 @@ func isContractSentinel(err error) bool {
 // a conditional write is a lost race, not a failure.
 func TestConcurrentConditionalConflict(t *testing.T) {
 	s, f := newFakeStore(t, func(o *Options) { o.Breaker.Failures = 1 })
-	ptr, err := s.PutIfAbsent(t.Context(), "versions/pointer", bytes.NewReader([]byte("gen 1")), 5)
+	ptr, err := s.PutIfAbsent(t.Context(), "versions/pointer", bytes.NewReader([]byte("gen 1")), 5, blobstore.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	inject(f, conditionalOnly(answer(http.StatusConflict)))
-	if _, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader([]byte("x")), 1); !errors.Is(err, blobstore.ErrExists) {
+	if _, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader([]byte("x")), 1, blobstore.PutOptions{}); !errors.Is(err, blobstore.ErrExists) {
 		t.Fatalf("PutIfAbsent answered 409 = %v; want ErrExists", err)
 	}
 	if _, err := s.PutIfMatch(t.Context(), "versions/pointer", []byte("gen 2"), ptr.Version); !errors.Is(err, blobstore.ErrConflict) {
@@ -235,7 +235,7 @@ func TestTransientErrorRetried(t *testing.T) {
 		}
 		return answer(http.StatusServiceUnavailable)(f, w, r)
 	})
-	if _, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader([]byte("x")), 1); err != nil {
+	if _, err := s.PutIfAbsent(t.Context(), "gems/a-1.gem", bytes.NewReader([]byte("x")), 1, blobstore.PutOptions{}); err != nil {
 		t.Fatalf("PutIfAbsent after one 503: %v", err)
 	}
 	if n := f.requests.Load(); n != 2 {

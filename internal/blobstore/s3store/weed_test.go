@@ -63,14 +63,14 @@ func BenchmarkSeaweedFS(b *testing.B) {
 			s := weedStore(b)
 			b.SetBytes(int64(size))
 			for i := 0; b.Loop(); i++ {
-				if _, err := s.PutIfAbsent(b.Context(), fmt.Sprintf("gems/b-%d.gem", i), bytes.NewReader(body), int64(size)); err != nil {
+				if _, err := s.PutIfAbsent(b.Context(), fmt.Sprintf("gems/b-%d.gem", i), bytes.NewReader(body), int64(size), blobstore.PutOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("Get/%dKiB", size>>10), func(b *testing.B) {
 			s := weedStore(b)
-			if _, err := s.PutIfAbsent(b.Context(), "gems/b.gem", bytes.NewReader(body), int64(size)); err != nil {
+			if _, err := s.PutIfAbsent(b.Context(), "gems/b.gem", bytes.NewReader(body), int64(size), blobstore.PutOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			b.SetBytes(int64(size))
