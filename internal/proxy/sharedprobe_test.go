@@ -52,14 +52,14 @@ func stalledStore() (s *faultyStore, down *atomic.Bool, used, claims *atomic.Int
 		}
 		return s.Memory.Stat(ctx, key)
 	}
-	s.putIfAbsent = func(ctx context.Context, key string, body io.ReaderAt, size int64) (blobstore.Info, error) {
+	s.putIfAbsent = func(ctx context.Context, key string, body io.ReaderAt, size int64, opts blobstore.PutOptions) (blobstore.Info, error) {
 		if strings.HasPrefix(key, claimPrefix) {
 			claims.Add(1)
 		}
 		if err := call(ctx, key); err != nil {
 			return blobstore.Info{}, err
 		}
-		return s.Memory.PutIfAbsent(ctx, key, body, size)
+		return s.Memory.PutIfAbsent(ctx, key, body, size, opts)
 	}
 	s.putIfMatch = func(ctx context.Context, key string, body []byte, version string) (blobstore.Info, error) {
 		if err := call(ctx, key); err != nil {
@@ -170,7 +170,7 @@ func TestSharedLateProbeRefused(t *testing.T) {
 	up := gemUpstream(t, nil)
 	s := &faultyStore{Memory: blobstore.NewMemory()}
 	var probes atomic.Int64
-	s.putIfAbsent = func(context.Context, string, io.ReaderAt, int64) (blobstore.Info, error) {
+	s.putIfAbsent = func(context.Context, string, io.ReaderAt, int64, blobstore.PutOptions) (blobstore.Info, error) {
 		probes.Add(1)
 		return blobstore.Info{}, errors.New("403 AccessDenied")
 	}
