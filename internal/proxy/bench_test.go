@@ -292,7 +292,8 @@ func BenchmarkHitGem1MiBTCP(b *testing.B) {
 		}
 		return resp, n
 	}
-	get() // the miss that stores it
+	get()       // the miss that stores it
+	bp.p.Wait() // its commit follows the last byte
 	if resp, n := get(); resp.Header.Get("X-Cache") != "HIT" || n != int64(size) {
 		b.Fatalf("%s: X-Cache %q, %d bytes, want a HIT of %d", path, resp.Header.Get("X-Cache"), n, size)
 	}
