@@ -55,6 +55,11 @@ func (s *Store) Open(e *Entry, gzip bool) (*Reader, error) {
 	return r, nil
 }
 
+// Staged reports whether the body is read from a staging file (a Live
+// body or a transient entry's spilled one), not from the cache file or
+// memory.
+func (r *Reader) Staged() bool { return r.spill != nil }
+
 // Size is the length of the whole body.
 func (r *Reader) Size() int64 { return r.size }
 
@@ -158,11 +163,10 @@ type chunkAt struct {
 
 // locate returns where chunk index lies in the cache file, looking it up
 // only when it is not the chunk located last or a commit came in between.
-// A lookup maps the chunk's first pages (bbolt reads the key there): those
-// of a large body (releaseBodyMin) are released at once. inFile is false
-// when bbolt handed out a copy of the value instead of a slice of its
-// mapping of the file (an inline bucket's values): it is read from the
-// mapping then.
+// A lookup maps the chunk's first pages (bbolt reads the key there): they
+// are released at once. inFile is false when bbolt handed out a copy of
+// the value instead of a slice of its mapping of the file (an inline
+// bucket's values): it is read from the mapping then.
 func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (at chunkAt, inFile bool, err error) {
 	if r.at.known && r.at.txid == tx.ID() && r.at.index == index {
 		return r.at, true, nil
@@ -176,9 +180,7 @@ func (r *Reader) locate(tx *bolt.Tx, index uint32, within int64) (at chunkAt, in
 	if offset < 0 || offset+int64(len(v)) > tx.Size() {
 		return chunkAt{}, false, nil
 	}
-	if r.size >= releaseBodyMin {
-		releasePages(tx, v)
-	}
+	releasePages(tx, v)
 	r.at = chunkAt{known: true, txid: tx.ID(), index: index, offset: offset, limit: int64(len(v))}
 	return r.at, true, nil
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"syscall"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,28 +13,26 @@ import (
 // with sendfile(2).
 const SendFiles = true
 
-// SendTo sends the rest of the body on the stream socket c with
-// sendfile(2): the bytes go from the page cache to the socket without
-// being copied through gemproxy's memory, and without mapping the pages
-// of a stored body. It serves bodies in the cache file (a read
-// transaction per chunk, held for non-blocking sends only: while the
-// socket is full, SendTo waits outside any transaction) and in a staging
-// file (the reader of a Live body waits for its next bytes and never gets
-// the last one before the fill ends, as with Read). A body held in memory
-// is not sent by it.
+// SendTo sends the rest of a staged body (Staged) on the stream socket c
+// with sendfile(2): the bytes go from the page cache to the socket without
+// being copied through gemproxy's memory. The reader of a Live body waits
+// for its next bytes and never gets the last one before the fill ends, as
+// with Read.
+//
+// A body in the cache file is never sent so: a zero-copy send leaves the
+// socket referring to the file's page-cache pages until the peer has read
+// them, and bbolt rewrites pages of its file in place once they are free
+// (a commit that touches the leaf of a chunk moves the chunk and frees its
+// pages; a deleted body frees them), so bytes already sent could change
+// before they reach the client. A staging file is only ever appended to,
+// then unlinked: never truncated, rewritten or reused.
 func (r *Reader) SendTo(c syscall.RawConn) (int64, error) {
-	if r.mem != nil {
-		return 0, fmt.Errorf("cache: body %d is held in memory, not sent from a file", r.id)
+	if !r.Staged() {
+		return 0, fmt.Errorf("cache: body %d is not in a staging file, not sent with sendfile", r.id)
 	}
 	start := r.off
 	for r.off < r.end {
-		var err error
-		if r.spill != nil {
-			err = r.sendStaged(c)
-		} else {
-			err = r.sendStored(c)
-		}
-		if err != nil {
+		if err := r.sendStaged(c); err != nil {
 			return r.off - start, err
 		}
 	}
@@ -58,39 +55,6 @@ func (r *Reader) sendStaged(c syscall.RawConn) error {
 	})
 }
 
-// sendStored sends the rest of the chunk at r.off from the cache file.
-func (r *Reader) sendStored(c syscall.RawConn) error {
-	return withFD(r.s.file, func(in int) error {
-		return sendOn(c, func(out int) error {
-			return r.s.db.View(func(tx *bolt.Tx) error { return r.sendChunk(tx, in, out) })
-		})
-	})
-}
-
-// sendChunk sends, in tx, the rest of the chunk at r.off (up to the end
-// of the range) from the cache file in to the socket out; a chunk bbolt
-// does not keep in the file as such (see locate) is written from its
-// value.
-func (r *Reader) sendChunk(tx *bolt.Tx, in, out int) error {
-	index, within := uint32(r.off/ChunkSize), r.off%ChunkSize
-	at, inFile, err := r.locate(tx, index, within)
-	if err != nil {
-		return err
-	}
-	chunkStart := r.off - within
-	if !inFile {
-		v, err := r.chunk(tx, index, within)
-		if err != nil {
-			return err
-		}
-		return writeSpan(out, v[:min(int64(len(v)), r.end-chunkStart)], chunkStart, &r.off)
-	}
-	pos := at.offset + within
-	err = sendSpan(out, in, &pos, at.offset+min(at.limit, r.end-chunkStart))
-	r.off = chunkStart + pos - at.offset
-	return err
-}
-
 // sendSpan sends bytes [*pos, stop) of the file in to the socket out,
 // advancing *pos past what it sent. It returns unix.EAGAIN when the
 // socket is full.
@@ -108,26 +72,9 @@ func sendSpan(out, in int, pos *int64, stop int64) error {
 	return nil
 }
 
-// writeSpan writes v[*off-base:] to the socket out, advancing *off (the
-// body offset of v's first byte is base). It returns unix.EAGAIN when the
-// socket is full.
-func writeSpan(out int, v []byte, base int64, off *int64) error {
-	for *off-base < int64(len(v)) {
-		n, err := unix.Write(out, v[*off-base:])
-		switch {
-		case errors.Is(err, unix.EINTR):
-		case err != nil:
-			return err
-		default:
-			*off += int64(n)
-		}
-	}
-	return nil
-}
-
 // sendOn calls send with c's descriptor until send has sent all it has
 // to or failed, waiting for room in the socket whenever send returns
-// unix.EAGAIN (outside send, so outside any transaction send opens).
+// unix.EAGAIN (outside send).
 func sendOn(c syscall.RawConn, send func(out int) error) error {
 	var err error
 	if werr := c.Write(func(fd uintptr) bool {

@@ -15,10 +15,10 @@ import (
 // than writing the headers on their own first.
 const sendFileMin = 64 << 10
 
-// sentBody is the body stream of an answer whose body goes from its file
-// straight to the client's TCP socket (cache.Reader.SendTo). fasthttp
-// flushes the headers before it asks for the body (ImmediateHeaderFlush),
-// so its buffered writer is empty and left aside.
+// sentBody is the body stream of an answer whose body goes from its
+// staging file straight to the client's TCP socket (cache.Reader.SendTo).
+// fasthttp flushes the headers before it asks for the body
+// (ImmediateHeaderFlush), so its buffered writer is empty and left aside.
 type sentBody struct {
 	*cache.Reader
 	conn syscall.RawConn
@@ -28,11 +28,12 @@ type sentBody struct {
 func (b sentBody) WriteTo(io.Writer) (int64, error) { return b.SendTo(b.conn) }
 
 // setBodyStream makes r, limited to n bytes, the body of c's answer: sent
-// with sendfile when it is large enough and c's client is on a plain TCP
-// connection, else copied through fasthttp's buffered writer.
+// with sendfile when it is staged, large enough and c's client is on a
+// plain TCP connection, else copied through fasthttp's buffered writer. A
+// body in the cache file is always copied: see cache.Reader.SendTo.
 func setBodyStream(c *fiber.Ctx, r *cache.Reader, n int64) {
 	resp := c.Response()
-	if conn := sendFileConn(c, n); conn != nil {
+	if conn := sendFileConn(c, r, n); conn != nil {
 		resp.ImmediateHeaderFlush = true
 		resp.SetBodyStream(sentBody{Reader: r, conn: conn}, int(n))
 		return
@@ -40,11 +41,11 @@ func setBodyStream(c *fiber.Ctx, r *cache.Reader, n int64) {
 	resp.SetBodyStream(r, int(n))
 }
 
-// sendFileConn returns the socket of c's client when a body of n bytes is
-// to be sent to it with sendfile, nil otherwise (small body, no sendfile
-// here, TLS or another wrapped connection).
-func sendFileConn(c *fiber.Ctx, n int64) syscall.RawConn {
-	if !cache.SendFiles || n < sendFileMin {
+// sendFileConn returns the socket of c's client when r's body, n bytes of
+// it, is to be sent to it with sendfile, nil otherwise (not staged, small
+// body, no sendfile here, TLS or another wrapped connection).
+func sendFileConn(c *fiber.Ctx, r *cache.Reader, n int64) syscall.RawConn {
+	if !cache.SendFiles || !r.Staged() || n < sendFileMin {
 		return nil
 	}
 	tc, ok := c.Context().Conn().(*net.TCPConn)

@@ -10,9 +10,10 @@ import (
 	"github.com/gemproxy/gemproxy/internal/cache"
 )
 
-// TestStoredGemOverTCP: a stored gem sent with sendfile on a kept-alive
-// TCP connection arrives whole, after its headers, with the right bytes
-// for a Range too, and leaves the connection usable for the next request.
+// TestStoredGemOverTCP: a stored gem sent on a kept-alive TCP connection
+// (copied from the cache file, never with sendfile) arrives whole, after
+// its headers, with the right bytes for a Range too, and leaves the
+// connection usable for the next request.
 func TestStoredGemOverTCP(t *testing.T) {
 	tp, _, gem, addr := newLiveProxy(t, 2<<20)
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
