@@ -215,12 +215,18 @@ func (s *Store) replaced(e *Entry) bool {
 // openToVerify opens the identity or gzip body of e for verifyEntry. It
 // returns nil and the reason when the body cannot be opened, and nil with
 // no reason when e was replaced meanwhile: there is nothing to report then.
+// A commit writes its entry to the file before it publishes it in the
+// index, which Open consults: an entry read in between is not openable
+// yet, so Open is tried again once the writes in progress are done.
 func (s *Store) openToVerify(e *Entry, gz bool) (*Reader, string) {
 	r, err := s.Open(e, gz)
-	switch {
-	case errors.Is(err, ErrNotFound) && s.replaced(e):
-		return nil, ""
-	case err != nil:
+	if errors.Is(err, ErrNotFound) {
+		if s.replaced(e) {
+			return nil, ""
+		}
+		r, err = s.Open(e, gz)
+	}
+	if err != nil {
 		return nil, err.Error()
 	}
 	return r, ""
