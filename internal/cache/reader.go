@@ -60,6 +60,9 @@ func (s *Store) Open(e *Entry, gzip bool) (*Reader, error) {
 // memory.
 func (r *Reader) Staged() bool { return r.spill != nil }
 
+// InMemory reports whether the body is read from memory, not from a file.
+func (r *Reader) InMemory() bool { return r.mem != nil }
+
 // Size is the length of the whole body.
 func (r *Reader) Size() int64 { return r.size }
 
@@ -120,7 +123,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 // clients then adds none of its pages to gemproxy's resident memory.
 // Smaller bodies are copied out of the mapping, where hot ones stay.
 func (r *Reader) copyChunk(tx *bolt.Tx, p []byte) (int, error) {
-	index, within := uint32(r.off/ChunkSize), r.off%ChunkSize
+	index, within := r.chunkPos()
 	if r.size >= releaseBodyMin {
 		at, inFile, err := r.locate(tx, index, within)
 		if err != nil {
@@ -135,6 +138,12 @@ func (r *Reader) copyChunk(tx *bolt.Tx, p []byte) (int, error) {
 		return 0, err
 	}
 	return copy(p, v[within:]), nil
+}
+
+// chunkPos returns the chunk that holds the body's byte at r.off, and
+// where that byte lies within it.
+func (r *Reader) chunkPos() (index uint32, within int64) {
+	return uint32(r.off / ChunkSize), r.off % ChunkSize
 }
 
 // chunk returns the part of chunk index that belongs to r's body, checking

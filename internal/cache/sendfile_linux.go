@@ -6,37 +6,97 @@ import (
 	"io"
 	"syscall"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
 // SendFiles reports whether Reader.SendTo is implemented here: on Linux,
-// with sendfile(2).
+// with sendfile(2) and write(2).
 const SendFiles = true
 
-// SendTo sends the rest of a staged body (Staged) on the stream socket c
-// with sendfile(2): the bytes go from the page cache to the socket without
-// being copied through gemproxy's memory. The reader of a Live body waits
-// for its next bytes and never gets the last one before the fill ends, as
-// with Read.
+// SendTo sends the rest of a body held in a file (not InMemory) on the
+// stream socket c, without copying it through a buffer of gemproxy's.
 //
-// A body in the cache file is never sent so: a zero-copy send leaves the
-// socket referring to the file's page-cache pages until the peer has read
-// them, and bbolt rewrites pages of its file in place once they are free
-// (a commit that touches the leaf of a chunk moves the chunk and frees its
-// pages; a deleted body frees them), so bytes already sent could change
-// before they reach the client. A staging file is only ever appended to,
-// then unlinked: never truncated, rewritten or reused.
+// A staged body (Staged) goes with sendfile(2), from the page cache to
+// the socket. The reader of a Live body waits for its next bytes and never
+// gets the last one before the fill ends, as with Read.
+//
+// A body in the cache file is written with write(2) straight from bbolt's
+// mapping of the file (writeStored), never with sendfile: a zero-copy send
+// leaves the socket referring to the file's page-cache pages until the
+// peer has read them, and bbolt rewrites pages of its file in place once
+// they are free (a commit that touches the leaf of a chunk moves the chunk
+// and frees its pages; a deleted body frees them), so bytes already sent
+// could change before they reach the client. write(2) copies the bytes
+// into the socket's buffer before it returns. A staging file is only ever
+// appended to, then unlinked: never truncated, rewritten or reused.
 func (r *Reader) SendTo(c syscall.RawConn) (int64, error) {
-	if !r.Staged() {
-		return 0, fmt.Errorf("cache: body %d is not in a staging file, not sent with sendfile", r.id)
+	if r.InMemory() {
+		return 0, fmt.Errorf("cache: body %d is held in memory, not sent from a file", r.id)
 	}
 	start := r.off
 	for r.off < r.end {
-		if err := r.sendStaged(c); err != nil {
+		var err error
+		if r.Staged() {
+			err = r.sendStaged(c)
+		} else {
+			err = r.writeStored(c)
+		}
+		if err != nil {
 			return r.off - start, err
 		}
 	}
 	return r.off - start, nil
+}
+
+// writeStored writes the rest of the chunk at r.off (up to the end of the
+// range) from the cache file to the socket c. Each attempt runs in a read
+// transaction of its own, held only for non-blocking writes: while the
+// socket is full no transaction is open (a slow client never holds up
+// bbolt's remapping of a growing file), and the chunk is looked up again
+// once there is room, wherever a commit moved it meanwhile. The body
+// itself stays while the Reader is open (see Open).
+func (r *Reader) writeStored(c syscall.RawConn) error {
+	return sendOn(c, func(out int) error {
+		return r.s.db.View(func(tx *bolt.Tx) error { return r.writeChunk(tx, out) })
+	})
+}
+
+// writeChunk writes, in tx, the rest of the chunk at r.off (up to the end
+// of the range) to the socket out from bbolt's mapping of the file. The
+// mapped pages of a large body are released after it, as copyChunk's
+// pread leaves them unmapped. It returns unix.EAGAIN when the socket is
+// full.
+func (r *Reader) writeChunk(tx *bolt.Tx, out int) error {
+	index, within := r.chunkPos()
+	v, err := r.chunk(tx, index, within)
+	if err != nil {
+		return err
+	}
+	chunkStart := r.off - within
+	v = v[:min(int64(len(v)), r.end-chunkStart)]
+	err = writeSpan(out, v, chunkStart, &r.off)
+	if r.size >= releaseBodyMin {
+		releasePages(tx, v)
+	}
+	return err
+}
+
+// writeSpan writes v[*off-base:] to the socket out, advancing *off (the
+// body offset of v's first byte is base). It returns unix.EAGAIN when the
+// socket is full.
+func writeSpan(out int, v []byte, base int64, off *int64) error {
+	for *off-base < int64(len(v)) {
+		n, err := unix.Write(out, v[*off-base:])
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case err != nil:
+			return err
+		default:
+			*off += int64(n)
+		}
+	}
+	return nil
 }
 
 // sendStaged sends from the staging file what may be read of the rest
@@ -74,7 +134,8 @@ func sendSpan(out, in int, pos *int64, stop int64) error {
 
 // sendOn calls send with c's descriptor until send has sent all it has
 // to or failed, waiting for room in the socket whenever send returns
-// unix.EAGAIN (outside send).
+// unix.EAGAIN (outside send, so outside any transaction send opens), as
+// long as c's write deadline allows.
 func sendOn(c syscall.RawConn, send func(out int) error) error {
 	var err error
 	if werr := c.Write(func(fd uintptr) bool {

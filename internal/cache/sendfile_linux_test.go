@@ -3,15 +3,30 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // sendPair returns the two ends of a loopback TCP connection: the raw
 // socket of the sending end, and the receiving end.
 func sendPair(t *testing.T) (syscall.RawConn, net.Conn) {
+	t.Helper()
+	send, recv := tcpPair(t)
+	rc, err := send.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc, recv
+}
+
+// tcpPair returns the sending and the receiving end of a loopback TCP
+// connection.
+func tcpPair(t *testing.T) (*net.TCPConn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,11 +42,7 @@ func sendPair(t *testing.T) (syscall.RawConn, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = send.Close(); _ = recv.Close() })
-	rc, err := send.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rc, recv
+	return send.(*net.TCPConn), recv
 }
 
 // sendReceive sends r's range with SendTo on a fresh connection and
@@ -39,7 +50,17 @@ func sendPair(t *testing.T) (syscall.RawConn, net.Conn) {
 // (the socket fills up and SendTo waits for room).
 func sendReceive(t *testing.T, r *Reader) (n int64, got []byte, err error) {
 	t.Helper()
-	rc, recv := sendPair(t)
+	send, recv := tcpPair(t)
+	return sendReceiveOn(t, r, send, recv)
+}
+
+// sendReceiveOn is sendReceive on the connection of send and recv.
+func sendReceiveOn(t *testing.T, r *Reader, send *net.TCPConn, recv net.Conn) (n int64, got []byte, err error) {
+	t.Helper()
+	rc, err := send.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
 	received := make(chan []byte, 1)
 	go func() {
 		b, _ := io.ReadAll(recv)
@@ -74,20 +95,124 @@ func TestSendToStagedBody(t *testing.T) {
 	}
 }
 
-// TestSendToRefusesStoredBody: a body in the cache file is never sent
-// with sendfile (bbolt may rewrite its pages while the socket still
-// refers to them): SendTo fails without sending a byte.
-func TestSendToRefusesStoredBody(t *testing.T) {
+// TestSendToStoredBody: SendTo writes exactly the bytes of a body in the
+// cache file, whole or a range across chunk boundaries, through a socket
+// that takes a few KiB at a time.
+func TestSendToStoredBody(t *testing.T) {
 	s := newTestStore(t, Options{})
-	e := putKey(t, s, "/gems/stored.gem", testBody(3*ChunkSize+123, 3), CommitOptions{})
+	body := testBody(3*ChunkSize+123, 3)
+	e := putKey(t, s, "/gems/stored.gem", body, CommitOptions{})
+	for _, rng := range [][2]int64{{0, int64(len(body))}, {ChunkSize - 10, 2*ChunkSize + 10}, {5, 6}} {
+		r, err := s.Open(e, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Limit(rng[0], rng[1])
+		send, recv := stalledPair(t)
+		n, got, err := sendReceiveOn(t, r, send, recv)
+		r.Close()
+		if want := body[rng[0]:rng[1]]; err != nil || n != int64(len(want)) || !bytes.Equal(got, want) {
+			t.Errorf("bytes %d-%d: SendTo = %d, %v; received %d bytes, equal %v",
+				rng[0], rng[1], n, err, len(got), bytes.Equal(got, want))
+		}
+	}
+}
+
+// TestSendToStoredBodyWaitsOutsideTransactions: while the client takes
+// no bytes, SendTo of a stored body waits with no read transaction open
+// (bbolt's remapping of a growing file waits for every reader), so
+// commits that grow the file go on; the body, deleted and its pages
+// reused meanwhile, still arrives whole once the client reads. A write
+// deadline ends the wait.
+func TestSendToStoredBodyWaitsOutsideTransactions(t *testing.T) {
+	s := newTestStore(t, Options{})
+	body := testBody(3*ChunkSize+123, 4)
+	e := putKey(t, s, "/gems/stalled.gem", body, CommitOptions{})
 	r, err := s.Open(e, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if n, got, err := sendReceive(t, r); err == nil || n != 0 || len(got) != 0 {
-		t.Fatalf("SendTo of a stored body = %d, %v; received %d bytes", n, err, len(got))
+	send, recv := stalledPair(t)
+	rc, err := send.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
 	}
+	waiting := make(chan struct{}, 1)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting})
+		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+		sent <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-sent:
+		t.Fatalf("SendTo returned (%v) without waiting for room in the socket", err)
+	}
+	if open := s.db.Stats().OpenTxN; open != 0 {
+		t.Fatalf("%d read transactions open while SendTo waits for room in the socket", open)
+	}
+	if err := s.Delete(e.Key); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		putKey(t, s, fmt.Sprintf("/gems/filler%d.gem", i), testBody(len(body)+i*ChunkSize, uint64(10+i)), CommitOptions{})
+	}
+	if got, err := io.ReadAll(recv); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("received %d bytes (%v), equal %v", len(got), err, bytes.Equal(got, body))
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("SendTo: %v", err)
+	}
+
+	r2, err := s.Open(putKey(t, s, "/gems/stalled.gem", body, CommitOptions{}), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	send, _ = stalledPair(t)
+	if err := send.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err = send.SyscallConn(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.SendTo(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("SendTo to a client that reads nothing, past the write deadline: %v", err)
+	}
+}
+
+// stalledPair is tcpPair with small buffers on both ends (tens of KiB):
+// a body of a chunk or more fills them while the receiver reads nothing.
+func stalledPair(t *testing.T) (*net.TCPConn, net.Conn) {
+	t.Helper()
+	send, recv := tcpPair(t)
+	if err := errors.Join(send.SetWriteBuffer(32<<10), recv.(*net.TCPConn).SetReadBuffer(32<<10)); err != nil {
+		t.Fatal(err)
+	}
+	return send, recv
+}
+
+// waitSignal is a socket that signals on waiting each time a Write
+// callback asks to wait for room.
+type waitSignal struct {
+	syscall.RawConn
+	waiting chan struct{}
+}
+
+// Write calls the RawConn's Write, signalling each wait.
+func (w waitSignal) Write(f func(fd uintptr) bool) error {
+	return w.RawConn.Write(func(fd uintptr) bool {
+		done := f(fd)
+		if !done {
+			select {
+			case w.waiting <- struct{}{}:
+			default:
+			}
+		}
+		return done
+	})
 }
 
 // TestSendToLiveBody: SendTo of a Live body sends the bytes staged so far,

@@ -258,9 +258,9 @@ func quotedMD5(b []byte) string {
 
 // BenchmarkHitGem1MiBTCP serves the 1 MiB .gem of BenchmarkHitGem1MiB
 // over a loopback TCP connection kept alive, as bench/run.sh's wrk does:
-// the path a real client takes (a stored body is copied, never sent with
-// sendfile: see cache.Reader.SendTo). The client's reads are part of the
-// time.
+// the path a real client takes (a stored body is written from the cache
+// file's mapping, never sent with sendfile: see cache.Reader.SendTo). The
+// client's reads are part of the time.
 func BenchmarkHitGem1MiBTCP(b *testing.B) {
 	const path = "/gems/benchgem1m-1.0.0.gem"
 	bp := newBenchProxy(b)

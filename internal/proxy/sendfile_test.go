@@ -11,9 +11,9 @@ import (
 )
 
 // TestStoredGemOverTCP: a stored gem sent on a kept-alive TCP connection
-// (copied from the cache file, never with sendfile) arrives whole, after
-// its headers, with the right bytes for a Range too, and leaves the
-// connection usable for the next request.
+// (written from the cache file's mapping, never with sendfile) arrives
+// whole, after its headers, with the right bytes for a Range too, and
+// leaves the connection usable for the next request.
 func TestStoredGemOverTCP(t *testing.T) {
 	tp, _, gem, addr := newLiveProxy(t, 2<<20)
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
