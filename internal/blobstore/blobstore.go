@@ -5,16 +5,17 @@
 // honours conditional writes. Package blobtest holds the compliance suite
 // that every implementation runs.
 //
-// The local tier of a replica (the bbolt cache) implements the contract
-// too, in package localblob, and runs the same suite: the proxy copies a
-// verified object from the local tier to the shared store through the
-// two Stores (copyObject in internal/proxy).
-//
-// The proxy keeps two kinds of objects there (docs/fleet.md):
+// The proxy keeps two kinds of objects in the shared store (docs/fleet.md):
 //   - immutable objects (gems, quick specs), written once after
 //     verification with PutIfAbsent from the complete local file;
 //   - small coordination objects: claims created with PutIfAbsent, and the
 //     /versions pointer swapped with PutIfMatch.
+//
+// The local tier of a replica (the bbolt cache) implements the contract
+// too, in package localblob, and runs the same suite: its TestCompliance
+// guards the seam between the two tiers. The proxy copies a verified
+// object from the local tier to the shared store through the two Stores
+// (copyObject in internal/proxy).
 package blobstore
 
 import (
