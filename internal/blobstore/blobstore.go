@@ -5,11 +5,17 @@
 // honours conditional writes. Package blobtest holds the compliance suite
 // that every implementation runs.
 //
-// The proxy keeps two kinds of objects there (docs/fleet.md):
+// The proxy keeps two kinds of objects in the shared store (docs/fleet.md):
 //   - immutable objects (gems, quick specs), written once after
 //     verification with PutIfAbsent from the complete local file;
 //   - small coordination objects: claims created with PutIfAbsent, and the
 //     /versions pointer swapped with PutIfMatch.
+//
+// The local tier of a replica (the bbolt cache) implements the contract
+// too, in package localblob, and runs the same suite: its TestCompliance
+// guards the seam between the two tiers. The proxy copies a verified
+// object from the local tier to the shared store through the two Stores
+// (copyObject in internal/proxy).
 package blobstore
 
 import (
@@ -58,7 +64,9 @@ type Info struct {
 	// (PutOptions.SHA256), zero when none was recorded or the store keeps
 	// no metadata. The store keeps it, it does not compute or check it:
 	// it is the writer's claim about the bytes, for a reader to verify
-	// them against.
+	// them against. A store that hashes what it stores (the local tier,
+	// package localblob) returns the SHA-256 it computed instead: see
+	// "Recorded checksums" on Store.
 	SHA256 [32]byte
 }
 
@@ -72,7 +80,10 @@ type PutOptions struct {
 
 // Store is an object store shared by the replicas of a fleet. Keys follow
 // CheckKey. Every method is safe for concurrent use, from one process or
-// many, and honours its context's deadline and cancellation.
+// many (a store that one process at a time can open, as the local tier,
+// whose bbolt file is locked, gives every guarantee below to the
+// goroutines of that process), and honours its context's deadline and
+// cancellation.
 //
 // Guarantees every implementation gives (blobtest checks each one):
 //   - Atomicity: an object becomes visible whole or not at all. A write
@@ -93,7 +104,15 @@ type PutOptions struct {
 //     (PutOptions) is kept with the object, atomically with its bytes, and
 //     returned by Get and Stat in Info.SHA256, until the object is
 //     replaced (PutIfMatch records none) or deleted. A store that cannot
-//     keep metadata returns zero, never another value.
+//     keep metadata returns zero, never another value. A store that
+//     computes the SHA-256 of every object it stores (localblob, whose
+//     cache hashes each body it commits) returns that one instead, for
+//     every object, PutIfMatch's too, and refuses, storing nothing, a
+//     PutIfAbsent whose recorded SHA-256 is not the body's. Its
+//     Info.SHA256 is thus the SHA-256 of the bytes as written, never zero
+//     and never a writer's wrong claim; it says that the bytes are intact
+//     since, not that a writer verified them against a checksum of its
+//     own. blobtest accepts either kind of store, each only whole.
 type Store interface {
 	// Get opens the object at key for streaming. The reader returns
 	// exactly Info.Size bytes and then io.EOF, or an error; the caller

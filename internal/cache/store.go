@@ -27,8 +27,13 @@ var (
 	// for an entry whose body was replaced or removed since it was looked
 	// up: look the key up again.
 	ErrNotFound = errors.New("cache: entry not found")
-	// ErrConflict means the entry changed while an append was being prepared.
+	// ErrConflict means the entry changed since it was read: while an
+	// append or a renewal was being prepared, or before a commit whose
+	// CommitOptions.IfMatch named it (or it is gone).
 	ErrConflict = errors.New("cache: entry changed concurrently")
+	// ErrExists means a commit with CommitOptions.IfAbsent found an entry
+	// with a body stored for its key; nothing was written.
+	ErrExists = errors.New("cache: entry already exists")
 	// ErrSchema means the file was written by an incompatible version.
 	ErrSchema = errors.New("cache: unsupported schema version")
 )

@@ -116,6 +116,31 @@ type CommitOptions struct {
 	// Pending records the key as pending upload to a fleet's shared store
 	// (PendingUploads), in the transaction that stores the entry.
 	Pending bool
+	// IfAbsent commits only when the key holds no entry with a body (none,
+	// or a negative one, which is replaced): otherwise Commit returns
+	// ErrExists and writes nothing. Of concurrent commits of one key with
+	// IfAbsent, exactly one stores its entry.
+	IfAbsent bool
+	// IfMatch, when not nil, commits only while the entry stored for its
+	// key (the key committed) still holds IfMatch's body: the same ID
+	// (body IDs are never reused) and size (an append keeps the ID).
+	// Otherwise, or when there is no entry, Commit returns ErrConflict and
+	// writes nothing.
+	IfMatch *Entry
+}
+
+// check returns ErrExists or ErrConflict when the entry stored for key in
+// tx fails the condition of o (IfAbsent, IfMatch), nil when o has none.
+func (o CommitOptions) check(tx *bolt.Tx, key string) error {
+	if o.IfAbsent {
+		if cur := storedEntry(tx, key); cur != nil && !cur.negative() {
+			return ErrExists
+		}
+	}
+	if o.IfMatch != nil {
+		return currentIs(tx, o.IfMatch)
+	}
+	return nil
 }
 
 // Commit stores the staged body as the entry for e.Key, replacing any
@@ -153,7 +178,7 @@ func (s *Store) Commit(st *Staging, e Entry, opts CommitOptions) (*Entry, error)
 	if err != nil {
 		return nil, err
 	}
-	stored, err := s.commit(&e, r, gz, opts.Pending)
+	stored, err := s.commit(&e, r, gz, opts)
 	if err == nil && stored.negative() {
 		// The entry is stored whatever this does; a failure is left to
 		// the sweeper, which caps the negative entries too.
@@ -189,9 +214,11 @@ func storable(e *Entry) error {
 }
 
 // commit writes e (sizes set) with identity body r and optional gzip body in
-// one transaction, with its key marked pending upload when pending is set,
-// and publishes it in the index.
-func (s *Store) commit(e *Entry, r io.Reader, gz *Staging, pending bool) (*Entry, error) {
+// one transaction, with its key marked pending upload when opts.Pending is
+// set, and publishes it in the index. The transaction checks opts'
+// condition before it writes anything; so does the one that allocates the
+// bodies of a large entry, so that a loser writes no chunk ahead.
+func (s *Store) commit(e *Entry, r io.Reader, gz *Staging, opts CommitOptions) (*Entry, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var gr io.Reader
@@ -211,6 +238,9 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging, pending bool) (*Entry
 	large := e.Size+gzSize > commitBatch
 	if large {
 		if err := s.update(func(tx *bolt.Tx) error {
+			if err := opts.check(tx, e.Key); err != nil {
+				return err
+			}
 			return allocateBodies(tx.Bucket(bucketChunks), e, gz != nil)
 		}); err != nil {
 			return nil, fmt.Errorf("cache: commit %s: %w", e.Key, err)
@@ -225,6 +255,9 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging, pending bool) (*Entry
 	var freeNow, freeLater []uint64
 	var pended int64
 	err := s.update(func(tx *bolt.Tx) error {
+		if err := opts.check(tx, e.Key); err != nil {
+			return err
+		}
 		chunks := tx.Bucket(bucketChunks)
 		if !large {
 			if err := allocateBodies(chunks, e, gz != nil); err != nil {
@@ -255,7 +288,7 @@ func (s *Store) commit(e *Entry, r io.Reader, gz *Staging, pending bool) (*Entry
 		if err := tx.Bucket(bucketAccess).Put([]byte(e.Key), accessValue(s.now().Unix(), 0)); err != nil {
 			return err
 		}
-		if pending {
+		if opts.Pending {
 			var err error
 			if pended, err = markPending(tx, e.Key); err != nil {
 				return err

@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/gemproxy/gemproxy/internal/accesslog"
 	"github.com/gemproxy/gemproxy/internal/breaker"
 	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/cache/localblob"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 	"github.com/gemproxy/gemproxy/internal/status"
 )
@@ -151,7 +153,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		log:               opts.Logger,
 		now:               clock,
 		maxUnverifiedSize: opts.MaxUnverifiedSize,
-		shared:            newSharedTier(opts),
+		shared:            newSharedTier(opts, localblob.New(store, p.objectEntry)),
 		infoRoute:         p.router.route("info"),
 		versionsRoute:     p.router.route("versions"),
 		refreshing:        make(map[string]*refresh),
@@ -160,6 +162,23 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	p.fill.startProbing()
 	p.app = p.newApp()
 	return p, nil
+}
+
+// objectEntry is the localblob.EntryFunc of the local tier's view: the
+// entry that a fill of the gem or quick spec at cache key key stores for
+// a body of sums md5sum and sha read from the shared store (an answer
+// with no header of its own, as readShared hands it over), and an error
+// for any other key.
+func (p *Proxy) objectEntry(key string, md5sum [16]byte, sha [32]byte) (cache.Entry, error) {
+	rt, _, _ := p.router.Match(http.MethodGet, key, new([maxParams]string))
+	ok := false
+	if rt != nil {
+		_, ok = objectKey(rt.Class, key)
+	}
+	if !ok {
+		return cache.Entry{}, fmt.Errorf("proxy: %s is no gem or quick spec: the local tier holds no object there", key)
+	}
+	return p.fill.okEntry(fillRequest{rt: rt, key: key, fromShared: true}, http.Header{}, md5sum, sha), nil
 }
 
 // policy is the cache policy of class c (the zero Policy for routes

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gemproxy/gemproxy/internal/blobstore"
 	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/cache/localblob"
 )
 
 // DefaultPendingRetry is how often a replica with uploads pending tries
@@ -179,7 +180,7 @@ func (f *filler) uploadPending(ctx context.Context, pu *pendingUploads, key stri
 		return true
 	}
 	defer pu.end(key)
-	return f.recordUpload(key, f.shared.upload(ctx, f.store, objKey, e, ""))
+	return f.recordUpload(key, f.shared.upload(ctx, objKey, localblob.Version(e), ""))
 }
 
 // uploadFresh is upload (to key) of the entry e that a fill has just
@@ -192,22 +193,22 @@ func (f *filler) uploadFresh(ctx context.Context, key string, e *cache.Entry, co
 	}
 	defer pu.end(e.Key)
 	f.showPending()
-	f.recordUpload(e.Key, f.shared.upload(ctx, f.store, key, e, corrupt))
+	f.recordUpload(e.Key, f.shared.upload(ctx, key, localblob.Version(e), corrupt))
 }
 
 // recordUpload settles the pending upload of the cache key key after an
 // upload that returned err, and reports whether the store answered. The
 // key is no longer pending when the store holds the object (err nil or
-// ErrExists); an entry evicted or replaced meanwhile (cache.ErrNotFound)
-// took its record with it; any other error is the store's, and the key
-// stays pending.
+// ErrExists); an entry evicted or replaced meanwhile (errSourceGone) took
+// its record with it; any other error is the store's, and the key stays
+// pending.
 func (f *filler) recordUpload(key string, err error) bool {
 	switch {
 	case err == nil || errors.Is(err, blobstore.ErrExists):
 		if err := f.store.UploadDone(key); err != nil {
 			f.log.Warn("cannot record an upload to the shared store as done; it will be tried again", "key", key, "error", err)
 		}
-	case errors.Is(err, cache.ErrNotFound):
+	case errors.Is(err, errSourceGone):
 	default:
 		return false
 	}

@@ -8,13 +8,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gemproxy/gemproxy/internal/blobstore"
 	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/cache/localblob"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
@@ -58,6 +57,9 @@ type SharedOptions struct {
 type sharedTier struct {
 	// store is the metered store.
 	store *meteredStore
+	// local is the local tier as a blobstore.Store, which uploads read
+	// (copyObject).
+	local *localblob.Store
 	// mode is the blobstore.Mode the tier runs in, zero while the store
 	// is not probed yet: then it does nothing. It is read on every fill,
 	// without a lock; everything else here is fixed at construction.
@@ -78,8 +80,9 @@ type sharedTier struct {
 	probe *lateProbe
 }
 
-// newSharedTier builds the shared tier of opts, nil when it has no store.
-func newSharedTier(opts Options) *sharedTier {
+// newSharedTier builds the shared tier of opts, which uploads what local
+// holds, nil when it has no store.
+func newSharedTier(opts Options, local *localblob.Store) *sharedTier {
 	so := opts.Shared
 	if so.Store == nil {
 		return nil
@@ -91,6 +94,7 @@ func newSharedTier(opts Options) *sharedTier {
 	pending := newPendingUploads(so.PendingRetry)
 	t := &sharedTier{
 		store:    &meteredStore{s: so.Store, m: opts.Metrics.SharedStore, log: opts.Logger, answering: pending.wakeUp},
+		local:    local,
 		replica:  so.Replica,
 		pollMin:  20 * time.Millisecond,
 		pollMax:  500 * time.Millisecond,
@@ -141,13 +145,13 @@ func (t *sharedTier) sharedKey(fr fillRequest) (key string, ok bool) {
 
 // objectKey is the object key in the shared store of the cache key of an
 // entry of class c, ok only for the immutable classes the store holds and
-// keys it accepts.
+// keys it accepts. It is the entry's key in the local tier's view too
+// (localblob.ObjectKey).
 func objectKey(c Class, cacheKey string) (key string, ok bool) {
 	if c != ClassGem && c != ClassQuickSpec {
 		return "", false
 	}
-	key = strings.TrimPrefix(cacheKey, "/")
-	return key, blobstore.CheckKey(key) == nil
+	return localblob.ObjectKey(cacheKey)
 }
 
 // publishes reports whether a body of fr that the fill stores is written
@@ -278,14 +282,16 @@ func uploadable(e *cache.Entry) bool {
 	return e.ID != 0 && e.Status == http.StatusOK && e.Immutable
 }
 
-// upload writes e's body, read from the local tier, to key with
-// PutIfAbsent; ErrExists means another replica wrote it first. An object
-// of version corrupt (one that failed verification here) is deleted first,
-// if it is still there (dropCorrupt). On a store that ignores conditions,
-// an object that is there is not written again (ErrExists). It returns
-// nil or ErrExists when the store holds the object, cache.ErrNotFound when
-// e was evicted or replaced meanwhile, and the store's error otherwise.
-func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string, e *cache.Entry, corrupt string) error {
+// upload copies the object at key of the local tier, while it is of
+// version (localblob.Version of the entry to upload), to key in the shared
+// store (copyObject); ErrExists means another replica wrote it first. An
+// object of version corrupt (one that failed verification here) is
+// deleted first, if it is still there (dropCorrupt). On a store that
+// ignores conditions, an object that is there is not written again
+// (ErrExists). It returns nil or ErrExists when the store holds the
+// object, errSourceGone when the local entry was evicted or replaced
+// meanwhile, and the store's error otherwise.
+func (t *sharedTier) upload(ctx context.Context, key, version, corrupt string) error {
 	switch {
 	case corrupt != "":
 		if err := t.dropCorrupt(ctx, key, corrupt); err != nil {
@@ -296,20 +302,38 @@ func (t *sharedTier) upload(ctx context.Context, local *cache.Store, key string,
 			return blobstore.ErrExists
 		}
 	}
-	return t.putEntry(ctx, local, key, e)
+	return copyObject(ctx, t.local, key, version, t.store, key)
 }
 
-// putEntry writes e's body, read from the local tier, to key with
-// PutIfAbsent, recording with it the SHA-256 of the verified body, which a
-// replica that reads the object and has no other checksum for it verifies
-// it against (readShared).
-func (t *sharedTier) putEntry(ctx context.Context, local *cache.Store, key string, e *cache.Entry) error {
-	r, err := local.Open(e, false)
+// errSourceGone is copyObject's error when the source store no longer
+// holds the object to copy in the version asked for.
+var errSourceGone = errors.New("proxy: the object to copy is gone or was replaced")
+
+// copyObject copies version of the object at src in from to dst in to,
+// with PutIfAbsent (ErrExists when to has an object there), recording the
+// SHA-256 that from gives for it: for the local tier, the SHA-256 of a
+// body the fill verified, which a replica that reads the object and has
+// no other checksum for it verifies it against (readShared). It returns
+// errSourceGone when from has no object at src, or one of another
+// version. from's readers must also read at offsets (io.ReaderAt, as
+// PutIfAbsent may read its body again on a retry): localblob's do.
+func copyObject(ctx context.Context, from blobstore.Store, src, version string, to blobstore.Store, dst string) error {
+	rc, info, err := from.Get(ctx, src)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return fmt.Errorf("%w: %w", errSourceGone, err)
+	}
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	_, err = t.store.PutIfAbsent(ctx, key, &entryBody{r: r}, e.Size, blobstore.PutOptions{SHA256: e.SHA256})
+	defer rc.Close()
+	if info.Version != version {
+		return fmt.Errorf("%w: %s is of version %s, not %s", errSourceGone, src, info.Version, version)
+	}
+	body, ok := rc.(io.ReaderAt)
+	if !ok {
+		return fmt.Errorf("proxy: copying %s: the source's reader %T does not read at offsets", src, rc)
+	}
+	_, err = to.PutIfAbsent(ctx, dst, body, info.Size, blobstore.PutOptions{SHA256: info.SHA256})
 	return err
 }
 
@@ -337,24 +361,4 @@ func (t *sharedTier) dropCorrupt(ctx context.Context, key, corrupt string) error
 	t.store.m.CorruptReplaced.Inc()
 	t.store.log.Warn("shared store object failed verification; replacing it with the verified copy", "key", key)
 	return nil
-}
-
-// entryBody reads a stored body at any offset, as PutIfAbsent needs (it
-// may read the body again on a retry).
-type entryBody struct {
-	// mu serialises the reads of r.
-	mu sync.Mutex
-	r  *cache.Reader
-}
-
-// ReadAt implements io.ReaderAt.
-func (b *entryBody) ReadAt(p []byte, off int64) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.r.Limit(off, off+int64(len(p)))
-	n, err := io.ReadFull(b.r, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return n, err
 }

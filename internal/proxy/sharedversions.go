@@ -15,6 +15,7 @@ import (
 
 	"github.com/gemproxy/gemproxy/internal/blobstore"
 	"github.com/gemproxy/gemproxy/internal/cache"
+	"github.com/gemproxy/gemproxy/internal/cache/localblob"
 	"github.com/gemproxy/gemproxy/internal/metrics"
 )
 
@@ -279,7 +280,8 @@ func (f *filler) publishVersions(ctx context.Context, v *versionsSync, e *cache.
 		return
 	}
 	next := nextPointer(cur, v.current(), e, age)
-	if err := t.putEntry(ctx, f.store, next.Key, e); err != nil && !errors.Is(err, blobstore.ErrExists) {
+	src, _ := localblob.ObjectKey(e.Key) // "versions", always a valid key
+	if err := copyObject(ctx, t.local, src, localblob.Version(e), t.store, next.Key); err != nil && !errors.Is(err, blobstore.ErrExists) {
 		return
 	}
 	switch err := t.swapPointer(ctx, cur, next); {

@@ -117,18 +117,7 @@ func (f *filler) errTooLarge(fr fillRequest, limit int64) error {
 
 // commitResponse stores a verified 200 that may be stored.
 func (f *filler) commitResponse(fr fillRequest, h http.Header, st *cache.Staging) (*cache.Entry, error) {
-	now := f.now()
-	e := cache.Entry{
-		Key:       fr.key,
-		Class:     string(fr.rt.Class),
-		Status:    http.StatusOK,
-		StoredAt:  now,
-		Immutable: fr.rt.Immutable,
-		Header:    entryHeaders(fr.rt, http.StatusOK, h, st.MD5(), st.SHA256(), f.policy(fr.rt.Class).TTL, now),
-	}
-	if !e.Immutable {
-		e.FreshUntil = now.Add(f.policy(fr.rt.Class).TTL)
-	}
+	e := f.okEntry(fr, h, st.MD5(), st.SHA256())
 	stored, err := f.store.Commit(st, e, cache.CommitOptions{Gzip: fr.rt.CompactIndex, Appendable: fr.rt.CompactIndex, Pending: f.publishes(fr)})
 	if err != nil {
 		return nil, err
@@ -137,6 +126,25 @@ func (f *filler) commitResponse(fr fillRequest, h http.Header, st *cache.Staging
 		f.invalidateStaleInfos(stored, 0)
 	}
 	return stored, nil
+}
+
+// okEntry is the entry that a fill of fr stores for a verified 200 with
+// the upstream header h and a body of sums md5sum and sha (Commit sets
+// the ID, sizes and sums).
+func (f *filler) okEntry(fr fillRequest, h http.Header, md5sum [16]byte, sha [32]byte) cache.Entry {
+	now := f.now()
+	e := cache.Entry{
+		Key:       fr.key,
+		Class:     string(fr.rt.Class),
+		Status:    http.StatusOK,
+		StoredAt:  now,
+		Immutable: fr.rt.Immutable,
+		Header:    entryHeaders(fr.rt, http.StatusOK, h, md5sum, sha, f.policy(fr.rt.Class).TTL, now),
+	}
+	if !e.Immutable {
+		e.FreshUntil = now.Add(f.policy(fr.rt.Class).TTL)
+	}
+	return e
 }
 
 // fileNotFound is the answer for a missing S3 object (gem, quick gemspec):

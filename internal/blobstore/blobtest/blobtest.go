@@ -142,9 +142,10 @@ func testPutThenGet(t *testing.T, s blobstore.Store) {
 
 // testRecordedSHA256: the SHA-256 given to PutIfAbsent comes back with
 // the object from PutIfAbsent, Get and Stat (read checks that the two
-// agree); an object written without one has none; PutIfMatch writes an
-// object without one. The store records the value, it does not check it
-// against the bytes: one that does not match comes back as given.
+// agree). What comes back for an object written without one tells which
+// of the two kinds of store the contract allows s is; the rest of the
+// test checks the whole behaviour of that kind (keptSHA256,
+// computedSHA256), and any other value fails.
 func testRecordedSHA256(t *testing.T, s blobstore.Store) {
 	b := payload(1000, 4)
 	sum := sha256.Sum256(b)
@@ -156,6 +157,24 @@ func testRecordedSHA256(t *testing.T, s blobstore.Store) {
 		t.Fatalf("Get's Info.SHA256 = %x; recorded %x", got.SHA256, sum)
 	}
 
+	gen1 := []byte("gen 1")
+	put(t, s, pointerKey, gen1)
+	switch got := wantEqual(t, s, pointerKey, gen1); got.SHA256 {
+	case [32]byte{}:
+		keptSHA256(t, s, b, info)
+	case sha256.Sum256(gen1):
+		computedSHA256(t, s, b, info)
+	default:
+		t.Fatalf("an object written with no SHA-256 has Info.SHA256 %x; want zero, or the SHA-256 of its bytes", got.SHA256)
+	}
+}
+
+// keptSHA256 is the rest of testRecordedSHA256 for a store that keeps the
+// SHA-256 a writer recorded and computes none: it records the value, it
+// does not check it against the bytes (one that does not match comes back
+// as given), and PutIfMatch over gemKey (written with body b, Info old)
+// writes an object without one.
+func keptSHA256(t *testing.T, s blobstore.Store, b []byte, old blobstore.Info) {
 	wrong := sha256.Sum256([]byte("other bytes"))
 	quick := "quick/Marshal.4.8/a-1.gemspec.rz"
 	if _, err := s.PutIfAbsent(t.Context(), quick, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{SHA256: wrong}); err != nil {
@@ -165,17 +184,36 @@ func testRecordedSHA256(t *testing.T, s blobstore.Store) {
 		t.Fatalf("Get's Info.SHA256 = %x; recorded %x", got.SHA256, wrong)
 	}
 
-	put(t, s, pointerKey, []byte("gen 1"))
-	if got := wantEqual(t, s, pointerKey, []byte("gen 1")); got.SHA256 != ([32]byte{}) {
-		t.Fatalf("an object written with no SHA-256 has Info.SHA256 %x; want zero", got.SHA256)
-	}
-
-	swapped, err := s.PutIfMatch(t.Context(), gemKey, []byte("gen 2"), info.Version)
+	swapped, err := s.PutIfMatch(t.Context(), gemKey, []byte("gen 2"), old.Version)
 	if err != nil {
 		t.Fatalf("PutIfMatch over an object with a SHA-256: %v", err)
 	}
 	if got := wantEqual(t, s, gemKey, []byte("gen 2")); got.SHA256 != ([32]byte{}) || swapped.SHA256 != ([32]byte{}) {
 		t.Fatalf("after PutIfMatch Info.SHA256 = %x (returned %x); want zero", got.SHA256, swapped.SHA256)
+	}
+}
+
+// computedSHA256 is the rest of testRecordedSHA256 for a store that
+// computes the SHA-256 of what it stores: a PutIfAbsent whose recorded
+// SHA-256 is not the body's fails and stores nothing, and PutIfMatch over
+// gemKey (written with body b, Info old) writes an object whose
+// Info.SHA256 is the SHA-256 of its bytes.
+func computedSHA256(t *testing.T, s blobstore.Store, b []byte, old blobstore.Info) {
+	wrong := sha256.Sum256([]byte("other bytes"))
+	quick := "quick/Marshal.4.8/a-1.gemspec.rz"
+	if _, err := s.PutIfAbsent(t.Context(), quick, bytes.NewReader(b), int64(len(b)), blobstore.PutOptions{SHA256: wrong}); err == nil {
+		t.Fatalf("PutIfAbsent(%s) with a SHA-256 that is not the body's succeeded on a store that computes it", quick)
+	}
+	wantAbsent(t, s, quick)
+
+	gen2 := []byte("gen 2")
+	swapped, err := s.PutIfMatch(t.Context(), gemKey, gen2, old.Version)
+	if err != nil {
+		t.Fatalf("PutIfMatch over an object with a SHA-256: %v", err)
+	}
+	want := sha256.Sum256(gen2)
+	if got := wantEqual(t, s, gemKey, gen2); got.SHA256 != want || swapped.SHA256 != want {
+		t.Fatalf("after PutIfMatch Info.SHA256 = %x (returned %x); want the SHA-256 of its bytes, %x", got.SHA256, swapped.SHA256, want)
 	}
 }
 
