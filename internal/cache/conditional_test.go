@@ -3,8 +3,9 @@ package cache
 import (
 	"bytes"
 	"errors"
-	"sync"
 	"testing"
+
+	"github.com/gemproxy/gemproxy/internal/blobstore/blobtest"
 )
 
 // TestCommitIfAbsent: a commit with IfAbsent stores an entry for a key
@@ -85,8 +86,8 @@ func TestCommitIfAbsentRace(t *testing.T) {
 			for i := range bodies {
 				bodies[i] = testBody(tc.size+i, uint64(i))
 			}
-			errs := raceCommits(s, "/gems/race-1.gem", bodies, func(int) CommitOptions { return CommitOptions{IfAbsent: true} })
-			winner := onlyWinner(t, errs, ErrExists)
+			errs := raceCommits(t, s, "/gems/race-1.gem", bodies, func(int) CommitOptions { return CommitOptions{IfAbsent: true} })
+			winner := blobtest.OnlyWinner(t, errs, ErrExists)
 			if winner < 0 {
 				t.Fatalf("no commit won: %v", errs)
 			}
@@ -113,8 +114,8 @@ func TestCommitIfMatchRace(t *testing.T) {
 	for i := range bodies {
 		bodies[i] = testBody(100+i, uint64(i))
 	}
-	errs := raceCommits(s, old.Key, bodies, func(int) CommitOptions { return CommitOptions{IfMatch: old} })
-	winner := onlyWinner(t, errs, ErrConflict)
+	errs := raceCommits(t, s, old.Key, bodies, func(int) CommitOptions { return CommitOptions{IfMatch: old} })
+	winner := blobtest.OnlyWinner(t, errs, ErrConflict)
 	if winner < 0 {
 		t.Fatalf("no commit won: %v", errs)
 	}
@@ -125,41 +126,16 @@ func TestCommitIfMatchRace(t *testing.T) {
 
 // raceCommits stages bodies, then commits them all at once to key, body i
 // with opts(i), and returns the commits' errors by index.
-func raceCommits(s *Store, key string, bodies [][]byte, opts func(i int) CommitOptions) []error {
-	errs := make([]error, len(bodies))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
+func raceCommits(t *testing.T, s *Store, key string, bodies [][]byte, opts func(i int) CommitOptions) []error {
+	stagings := make([]*Staging, len(bodies))
 	for i, b := range bodies {
-		st := s.Stage()
-		if _, err := st.Write(b); err != nil {
-			errs[i] = err
-			st.Discard()
-			continue
-		}
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.Commit(st, testEntry(key, s.now()), opts(i))
-		})
-	}
-	close(start)
-	wg.Wait()
-	return errs
-}
-
-// onlyWinner checks that at most one of errs is nil and every other is
-// loss; it returns the winner's index, -1 when none won.
-func onlyWinner(t *testing.T, errs []error, loss error) int {
-	t.Helper()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil && winner >= 0:
-			t.Fatalf("commits %d and %d both won", winner, i)
-		case err == nil:
-			winner = i
-		case !errors.Is(err, loss):
-			t.Fatalf("commit %d: %v; want nil or %v", i, err, loss)
+		stagings[i] = s.Stage()
+		if _, err := stagings[i].Write(b); err != nil {
+			t.Fatal(err)
 		}
 	}
-	return winner
+	return blobtest.Race(len(bodies), func(i int) error {
+		_, err := s.Commit(stagings[i], testEntry(key, s.now()), opts(i))
+		return err
+	})
 }

@@ -256,11 +256,11 @@ func RacePutIfAbsent(t *testing.T, s blobstore.Store, key string, racers int) in
 	for i := range bodies {
 		bodies[i] = payload(64<<10+i, uint64(i))
 	}
-	errs := race(racers, func(i int) error {
+	errs := Race(racers, func(i int) error {
 		_, err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(bodies[i]), int64(len(bodies[i])), blobstore.PutOptions{})
 		return err
 	})
-	winner := onlyWinner(t, errs, blobstore.ErrExists)
+	winner := OnlyWinner(t, errs, blobstore.ErrExists)
 	if winner < 0 {
 		t.Fatalf("no PutIfAbsent won: %v", errs)
 	}
@@ -268,9 +268,9 @@ func RacePutIfAbsent(t *testing.T, s blobstore.Store, key string, racers int) in
 	return winner
 }
 
-// race runs fn(0..n-1) at once, released together, and returns their
+// Race runs fn(0..n-1) at once, released together, and returns their
 // errors by index.
-func race(n int, fn func(i int) error) []error {
+func Race(n int, fn func(i int) error) []error {
 	errs := make([]error, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -285,9 +285,9 @@ func race(n int, fn func(i int) error) []error {
 	return errs
 }
 
-// onlyWinner checks that at most one of errs is nil and every other is
+// OnlyWinner checks that at most one of errs is nil and every other is
 // loss; it returns the winner's index, or -1.
-func onlyWinner(t *testing.T, errs []error, loss error) int {
+func OnlyWinner(t *testing.T, errs []error, loss error) int {
 	t.Helper()
 	winner := -1
 	for i, err := range errs {
@@ -362,12 +362,12 @@ func testPutIfMatchRace(t *testing.T, s blobstore.Store) {
 	for i := range bodies {
 		bodies[i] = []byte("gen 1 from racer " + string(rune('a'+i)))
 	}
-	errs := race(Racers, func(i int) error {
+	errs := Race(Racers, func(i int) error {
 		_, err := s.PutIfMatch(t.Context(), pointerKey, bodies[i], v.Version)
 		return err
 	})
 	want := old
-	if winner := onlyWinner(t, errs, blobstore.ErrConflict); winner >= 0 {
+	if winner := OnlyWinner(t, errs, blobstore.ErrConflict); winner >= 0 {
 		want = bodies[winner]
 	}
 	wantEqual(t, s, pointerKey, want)
