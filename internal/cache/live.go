@@ -101,8 +101,10 @@ func (l *Live) grew(size int64) {
 
 // readable waits until some of the bytes [off, end) of the body may be
 // read and returns how many: those staged, but never the range's last
-// byte before Release or Finish(nil).
-func (l *Live) readable(off, end int64) (int64, error) {
+// byte before Release or Finish(nil). idle, when not nil, is called once
+// before the first wait, without the lock held, and the bytes are looked
+// at again after it.
+func (l *Live) readable(off, end int64, idle func()) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
@@ -118,6 +120,12 @@ func (l *Live) readable(off, end int64) (int64, error) {
 			return avail - off, nil
 		case l.done || l.released:
 			return 0, fmt.Errorf("%w: %w", ErrLiveFailed, io.ErrUnexpectedEOF)
+		case idle != nil:
+			l.mu.Unlock()
+			idle()
+			idle = nil
+			l.mu.Lock()
+			continue
 		}
 		l.changed.Wait()
 	}

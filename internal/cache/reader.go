@@ -92,7 +92,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	if r.spill != nil {
 		if r.spill.live != nil {
-			avail, err := r.spill.live.readable(r.off, r.end)
+			avail, err := r.spill.live.readable(r.off, r.end, nil)
 			if err != nil {
 				return 0, err
 			}
@@ -232,7 +232,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 func (r *Reader) writeSlice(w io.Writer) (int64, error) {
 	if r.spill != nil && r.spill.live != nil {
 		// Wait for the bytes of a growing body without holding a buffer.
-		if _, err := r.spill.live.readable(r.off, r.end); err != nil {
+		if _, err := r.spill.live.readable(r.off, r.end, nil); err != nil {
 			return 0, err
 		}
 	}

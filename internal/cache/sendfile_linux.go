@@ -35,10 +35,13 @@ func (r *Reader) SendTo(c syscall.RawConn) (int64, error) {
 		return 0, fmt.Errorf("cache: body %d is held in memory, not sent from a file", r.id)
 	}
 	start := r.off
+	ck := cork{c: c}
+	ck.set(true)
+	defer ck.set(false)
 	for r.off < r.end {
 		var err error
 		if r.Staged() {
-			err = r.sendStaged(c)
+			err = r.sendStaged(c, &ck)
 		} else {
 			err = r.writeStored(c)
 		}
@@ -100,14 +103,17 @@ func writeSpan(out int, v []byte, base int64, off *int64) error {
 }
 
 // sendStaged sends from the staging file what may be read of the rest
-// of the body.
-func (r *Reader) sendStaged(c syscall.RawConn) error {
+// of the body. Before it waits for the next bytes of a Live body it lifts
+// ck, so that what was sent reaches the client meanwhile.
+func (r *Reader) sendStaged(c syscall.RawConn, ck *cork) error {
 	n := r.end - r.off
 	if r.spill.live != nil {
 		var err error
-		if n, err = r.spill.live.readable(r.off, r.end); err != nil {
+		n, err = r.spill.live.readable(r.off, r.end, func() { ck.set(false) })
+		if err != nil {
 			return err
 		}
+		ck.set(true)
 	}
 	stop := r.off + n
 	return withFD(r.spill.f, func(in int) error {
@@ -145,6 +151,32 @@ func sendOn(c syscall.RawConn, send func(out int) error) error {
 		return werr
 	}
 	return err
+}
+
+// cork sets and lifts TCP_CORK on a socket while a body is sent: while it
+// is set, the kernel sends full segments only. Sent in many system calls
+// (one sendfile(2) moves 64 KiB at most through its pipe; one write(2) a
+// chunk), a body would otherwise leave a small segment behind each of
+// them, TCP_NODELAY being on, which doubles the segments the client's
+// kernel handles. Lifting it sends what is left at once. Errors are
+// ignored: the body goes out either way.
+type cork struct {
+	c syscall.RawConn
+	// on is whether TCP_CORK is set.
+	on bool
+}
+
+// set sets TCP_CORK (on) or lifts it, unless it is so already.
+func (ck *cork) set(on bool) {
+	if ck.on == on {
+		return
+	}
+	ck.on = on
+	v := 0
+	if on {
+		v = 1
+	}
+	_ = ck.c.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v) })
 }
 
 // withFD calls fn with f's descriptor, which stays open meanwhile.

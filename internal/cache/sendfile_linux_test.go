@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sendPair returns the two ends of a loopback TCP connection: the raw
@@ -267,5 +269,89 @@ func TestSendToLiveBody(t *testing.T) {
 			t.Errorf("refused: SendTo = %d, %v; last bytes %v; want the last byte withheld and ErrLiveFailed", res.n, res.err, last)
 		}
 		r.Close()
+	}
+}
+
+// corked reports whether TCP_CORK is set on the socket of c.
+func corked(t *testing.T, c syscall.RawConn) bool {
+	t.Helper()
+	var v int
+	var err error
+	if cerr := c.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK) }); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v != 0
+}
+
+// TestSendToCorksWhileSending: SendTo holds TCP_CORK on the socket while
+// it sends (full segments only), lifts it while a Live body waits for its
+// next bytes, so that those sent reach the client meanwhile, and leaves it
+// lifted once the body is sent.
+func TestSendToCorksWhileSending(t *testing.T) {
+	s := newTestStore(t, Options{})
+	body := testBody(3*ChunkSize+123, 6)
+	r, err := s.Open(putKey(t, s, "/gems/corked.gem", body, CommitOptions{}), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	send, recv := stalledPair(t)
+	rc, err := send.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{}, 1)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting})
+		sent <- err
+	}()
+	<-waiting
+	if !corked(t, rc) {
+		t.Error("TCP_CORK not set while a stored body is sent")
+	}
+	if _, err := io.ReadFull(recv, make([]byte, len(body))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if corked(t, rc) {
+		t.Error("TCP_CORK still set after the body was sent")
+	}
+
+	st, live, err := s.StageLive(Entry{Key: "/gems/live-corked.gem", Status: 200, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Discard()
+	lr, err := s.Open(live.Entry(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lr.Close()
+	lrc, lrecv := sendPair(t)
+	go func() { _, err := lr.SendTo(lrc); sent <- err }()
+	staged := 100_003 // not a whole number of loopback segments
+	st.Write(body[:staged])
+	if _, err := io.ReadFull(lrecv, make([]byte, staged)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); corked(t, lrc); {
+		if time.Now().After(deadline) {
+			t.Fatal("TCP_CORK still set while the sender waits for the next bytes of a Live body")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st.Write(body[staged:])
+	live.Finish(nil)
+	if _, err := io.ReadFull(lrecv, make([]byte, len(body)-staged)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
 	}
 }
