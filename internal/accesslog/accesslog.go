@@ -1,7 +1,10 @@
 // Package accesslog writes gemproxy's access log: one line per request,
 // formatted without allocating into a reused buffer, in the layout of
-// log/slog's text or JSON handler, and written through a buffered writer
-// that is flushed at least every FlushInterval and on Close.
+// log/slog's text or JSON handler. Lines are collected in buffers that a
+// writer goroutine of the Logger writes out, once full and at least every
+// FlushInterval, and on Close; a request never waits for the output
+// (a file on a disk that stalls, a pipe) unless the writer is
+// bufferCount buffers behind.
 //
 // Lines wait in the buffer for up to FlushInterval, so they can reach the
 // output after unbuffered log lines written later, and a process killed
@@ -9,7 +12,6 @@
 package accesslog
 
 import (
-	"bufio"
 	"io"
 	"sync"
 	"time"
@@ -65,23 +67,50 @@ type Entry struct {
 	Cache string
 }
 
+// bufferCount is the number of buffers of a Logger: the one lines are
+// added to and those the writer has yet to write out. Past that, Log
+// waits for the writer (the lines are never dropped).
+const bufferCount = 8
+
 // Logger writes access lines. It is safe for concurrent use; a nil
 // *Logger discards every line.
 type Logger struct {
 	format Format
-	// stop ends the flusher goroutine, which closes done when it returns.
-	stop, done chan struct{}
+	// size is the capacity of each buffer.
+	size int
+	// stop ends the flusher goroutine, which closes flusherDone when it
+	// returns.
+	stop, flusherDone chan struct{}
+	// queue hands the writer goroutine, in order, the buffers to write
+	// out; it is closed by Close, and the writer then closes writerDone.
+	queue      chan batch
+	writerDone chan struct{}
+	// free holds the buffers the writer has written out.
+	free chan []byte
+	// w is the output; only the writer goroutine writes to it until it
+	// stopped.
+	w io.Writer
 
 	mu sync.Mutex
-	w  *bufio.Writer
+	// buf collects the lines not yet handed to the writer.
+	buf []byte
 	// line is the reused buffer one line is formatted into.
 	line []byte
 	// closed is set by Close: later lines are written out at once.
 	closed bool
+	// err is the first error writing to w, once Close stopped the writer.
+	err error
 }
 
-// New returns a Logger writing to w and starts its flusher; Close stops it
-// and writes out what is buffered.
+// batch is a buffer for the writer goroutine to write out; when done is
+// not nil, the writer then sends on it the first write error so far.
+type batch struct {
+	b    []byte
+	done chan error
+}
+
+// New returns a Logger writing to w and starts its writer and its
+// flusher; Close stops them and writes out what is buffered.
 func New(w io.Writer, opts Options) *Logger {
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = DefaultFlushInterval
@@ -90,18 +119,27 @@ func New(w io.Writer, opts Options) *Logger {
 		opts.BufferSize = DefaultBufferSize
 	}
 	l := &Logger{
-		format: opts.Format,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		w:      bufio.NewWriterSize(w, opts.BufferSize),
-		line:   make([]byte, 0, 512),
+		format:      opts.Format,
+		size:        opts.BufferSize,
+		stop:        make(chan struct{}),
+		flusherDone: make(chan struct{}),
+		queue:       make(chan batch, bufferCount),
+		writerDone:  make(chan struct{}),
+		free:        make(chan []byte, bufferCount),
+		w:           w,
+		buf:         make([]byte, 0, opts.BufferSize),
+		line:        make([]byte, 0, 512),
 	}
+	for range bufferCount - 1 {
+		l.free <- make([]byte, 0, opts.BufferSize)
+	}
+	go l.write()
 	go l.flushEvery(opts.FlushInterval)
 	return l
 }
 
-// Log writes the line of e. Write errors are kept by the buffer and
-// returned by Flush or Close.
+// Log adds the line of e. Write errors are kept and returned by Flush or
+// Close.
 func (l *Logger) Log(e Entry) {
 	if l == nil {
 		return
@@ -113,42 +151,88 @@ func (l *Logger) Log(e Entry) {
 	} else {
 		l.line = appendText(l.line[:0], &e)
 	}
-	_, _ = l.w.Write(l.line)
 	if l.closed {
-		_ = l.w.Flush()
+		if _, err := l.w.Write(l.line); err != nil && l.err == nil {
+			l.err = err
+		}
+		return
 	}
+	if len(l.buf) > 0 && len(l.buf)+len(l.line) > l.size {
+		l.hand(nil)
+	}
+	l.buf = append(l.buf, l.line...)
 }
 
-// Flush writes out the buffered lines.
+// hand gives the writer the lines collected so far, with done (see batch),
+// and takes an empty buffer for the next ones, waiting for the writer when
+// none is free. l.mu is held.
+func (l *Logger) hand(done chan error) {
+	l.queue <- batch{b: l.buf, done: done}
+	l.buf = <-l.free
+}
+
+// write writes out the buffers handed to it until the queue is closed,
+// keeping the first error.
+func (l *Logger) write() {
+	defer close(l.writerDone)
+	var first error
+	for bt := range l.queue {
+		if len(bt.b) > 0 && first == nil {
+			_, first = l.w.Write(bt.b)
+		}
+		l.free <- bt.b[:0]
+		if bt.done != nil {
+			bt.done <- first
+		}
+	}
+	l.err = first
+}
+
+// Flush writes out the buffered lines and returns the first write error
+// so far.
 func (l *Logger) Flush() error {
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Flush()
+	if l.closed {
+		defer l.mu.Unlock()
+		return l.err
+	}
+	done := make(chan error, 1)
+	l.hand(done)
+	l.mu.Unlock()
+	return <-done
 }
 
-// Close stops the flusher and writes out the buffered lines. Lines logged
-// after Close are written out at once. Close may be called more than once.
+// Close stops the flusher and the writer once it wrote out the buffered
+// lines, and returns the first write error. Lines logged after Close are
+// written out at once. Close may be called more than once.
 func (l *Logger) Close() error {
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
 	first := !l.closed
-	l.closed = true
+	if first {
+		l.closed = true
+		l.queue <- batch{b: l.buf}
+		l.buf = nil
+		close(l.queue)
+		close(l.stop)
+		<-l.writerDone
+	}
+	err := l.err
 	l.mu.Unlock()
 	if first {
-		close(l.stop)
-		<-l.done
+		<-l.flusherDone
 	}
-	return l.Flush()
+	return err
 }
 
 // flushEvery flushes the buffer every interval until stop is closed.
 func (l *Logger) flushEvery(interval time.Duration) {
-	defer close(l.done)
+	defer close(l.flusherDone)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -281,3 +281,54 @@ func BenchmarkLine(b *testing.B) {
 		})
 	}
 }
+
+// stalledWriter is an output whose writes wait until release is closed,
+// as a disk that stalls; it keeps what is written.
+type stalledWriter struct {
+	release chan struct{}
+	out     syncBuffer
+}
+
+// Write waits for release, then keeps p.
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return w.out.Write(p)
+}
+
+// TestLogDoesNotWaitForAStalledOutput checks that requests do not wait
+// for an output that stalls while the buffers in flight hold their lines,
+// and that every line is written out, in order, once it answers again.
+func TestLogDoesNotWaitForAStalledOutput(t *testing.T) {
+	w := &stalledWriter{release: make(chan struct{})}
+	const size = 1 << 10
+	l := New(w, Options{BufferSize: size, FlushInterval: time.Hour})
+	perBuffer := size / len(appendText(nil, &sampleEntry))
+	n := perBuffer * (bufferCount - 2) // a few buffers, all handed to the stalled writer
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		for i := range n {
+			e := sampleEntry
+			e.Bytes = int64(i)
+			l.Log(e)
+		}
+	}()
+	select {
+	case <-logged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Log waits for a stalled output")
+	}
+	close(w.release)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(w.out.String(), "\n"), "\n")
+	if len(lines) != n {
+		t.Fatalf("%d lines written, want %d", len(lines), n)
+	}
+	for i, line := range lines {
+		if !strings.Contains(line, fmt.Sprintf(" bytes=%d ", i)) {
+			t.Fatalf("line %d out of order: %s", i, line)
+		}
+	}
+}
