@@ -28,7 +28,9 @@
 # BENCH_ROUNDS (3), BENCH_CONNECTIONS (64), BENCH_THREADS (2), BENCH_GEMS
 # (3000), BENCH_COLD_CLIENTS (500), BENCH_COLD_LATENCY (200ms),
 # BENCH_MEM_CLIENTS (100), BENCH_PUSH_MIB (200), BENCH_COLD_NGINX (1: also
-# run the cold test through nginx, for reference), BENCH_LAT_DURATION
+# run the cold test through nginx, for reference), BENCH_COLD_PAIRS (0: that
+# many more alternating gemproxy/nginx runs of the N-client cold test, for
+# the spread of the ratio; needs BENCH_COLD_NGINX=1), BENCH_LAT_DURATION
 # (seconds per openloop run, 10), BENCH_LAT_LOADS (percentages of nginx's
 # saturated rate, "25 50 75"), BENCH_PHASES (which phases run, "warm latency
 # cold"), BENCH_TIME_LIMIT (seconds, 1200: the whole run is stopped past
@@ -54,6 +56,7 @@ COLD_LATENCY=${BENCH_COLD_LATENCY:-200ms}
 MEM_CLIENTS=${BENCH_MEM_CLIENTS:-100}
 PUSH_MIB=${BENCH_PUSH_MIB:-200}
 COLD_NGINX=${BENCH_COLD_NGINX:-1}
+COLD_PAIRS=${BENCH_COLD_PAIRS:-0}
 LAT_DURATION=${BENCH_LAT_DURATION:-10}
 LAT_LOADS=${BENCH_LAT_LOADS:-25 50 75}
 PHASES=" ${BENCH_PHASES:-warm latency cold} "
@@ -577,6 +580,19 @@ if phase cold; then
 		stop_nginx
 		start_nginx fresh
 		coldload_to cold-nginx-N.json "${COLD[@]/#$GP/$NGX}" -n "$COLD_CLIENTS" -preconnect /__nginx_health -label "nginx-$COLD_CLIENTS"
+		# BENCH_COLD_PAIRS=N: N more N-client runs, alternating a fresh
+		# gemproxy and a fresh nginx, for the run-to-run spread of the
+		# ratio (one pair says little on a shared machine).
+		for pair in $(seq "$COLD_PAIRS"); do
+			log "cold pair $pair of $COLD_PAIRS"
+			stop_gemproxy
+			start_gemproxy "$TMP/gemproxy-cold-pair" fresh
+			coldload_to "cold-pair-$pair-gemproxy.json" "${COLD[@]}" -n "$COLD_CLIENTS" -label "pair-$pair-gemproxy"
+			stop_gemproxy
+			stop_nginx
+			start_nginx fresh
+			coldload_to "cold-pair-$pair-nginx.json" "${COLD[@]/#$GP/$NGX}" -n "$COLD_CLIENTS" -preconnect /__nginx_health -label "pair-$pair-nginx"
+		done
 		"${CURL[@]}" -X POST -o /dev/null "$UP/__latency?d=0s"
 	fi
 fi

@@ -204,6 +204,7 @@ func report(w io.Writer, dir string, man, env map[string]string, runs []run) int
 	coldRow("gemproxy", gp1, gpN)
 	coldRow("nginx (reference)", ng1, ngN)
 	fmt.Fprintln(w)
+	coldPairs(w, dir, gpN, ngN)
 	fmt.Fprintln(w, "| target | measured | result |")
 	fmt.Fprintln(w, "|---|---|---|")
 	if gpN != nil {
@@ -413,6 +414,54 @@ type coldResult struct {
 		AnonKB    int64 `json:"peak_anon_kb"`
 		FileKB    int64 `json:"peak_file_kb"`
 	} `json:"memory"`
+}
+
+// coldPairs writes the table of the alternating N-client cold runs
+// (BENCH_COLD_PAIRS), the first pair being the one above (gpN, ngN), with
+// gemproxy's median and slowest last byte over nginx's in each pair and
+// the median of those ratios; nothing when there are no more pairs.
+func coldPairs(w io.Writer, dir string, gpN, ngN *coldResult) {
+	pairs := [][2]*coldResult{{gpN, ngN}}
+	for i := 1; ; i++ {
+		gp, ng := readCold(dir, fmt.Sprintf("cold-pair-%d-gemproxy.json", i)), readCold(dir, fmt.Sprintf("cold-pair-%d-nginx.json", i))
+		if gp == nil || ng == nil {
+			break
+		}
+		pairs = append(pairs, [2]*coldResult{gp, ng})
+	}
+	if len(pairs) < 2 || gpN == nil || ngN == nil {
+		return
+	}
+	fmt.Fprintf(w, "The %d-client run again, in alternating pairs (`BENCH_COLD_PAIRS`), each on fresh data directories; pair 1 is the run above:\n\n", gpN.Clients)
+	fmt.Fprintln(w, "| pair | gemproxy TTLB median / max | nginx TTLB median / max | median ratio | slowest ratio |")
+	fmt.Fprintln(w, "|---:|---|---|---:|---:|")
+	var medians, slowest []float64
+	for i, p := range pairs {
+		gp, ng := p[0], p[1]
+		if gp.OK != gp.Clients || ng.OK != ng.Clients || ng.TTLB.Median <= 0 || ng.TTLB.Max <= 0 {
+			fmt.Fprintf(w, "| %d | %d/%d ok | %d/%d ok | | |\n", i+1, gp.OK, gp.Clients, ng.OK, ng.Clients)
+			continue
+		}
+		m, x := gp.TTLB.Median/ng.TTLB.Median, gp.TTLB.Max/ng.TTLB.Max
+		medians, slowest = append(medians, m), append(slowest, x)
+		fmt.Fprintf(w, "| %d | %s / %s | %s / %s | %.2fx | %.2fx |\n", i+1,
+			msf(gp.TTLB.Median), msf(gp.TTLB.Max), msf(ng.TTLB.Median), msf(ng.TTLB.Max), m, x)
+	}
+	if len(medians) > 0 {
+		fmt.Fprintf(w, "\nOver %d pairs: median ratio %.2fx (at or below 1.0x in %d), slowest ratio %.2fx (at or below 1.0x in %d).\n\n",
+			len(medians), median(medians), atMostOne(medians), median(slowest), atMostOne(slowest))
+	}
+}
+
+// atMostOne counts the ratios that are 1.0 or less.
+func atMostOne(ratios []float64) int {
+	n := 0
+	for _, r := range ratios {
+		if r <= 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // clientsOf is the client count of c, or 0.
