@@ -135,23 +135,7 @@ func TestSendToStoredBodyWaitsOutsideTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	send, recv := stalledPair(t)
-	rc, err := send.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	waiting := make(chan struct{}, 1)
-	sent := make(chan error, 1)
-	go func() {
-		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting})
-		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
-		sent <- err
-	}()
-	select {
-	case <-waiting:
-	case err := <-sent:
-		t.Fatalf("SendTo returned (%v) without waiting for room in the socket", err)
-	}
+	_, recv, sent := sendStalled(t, r)
 	if open := s.db.Stats().OpenTxN; open != 0 {
 		t.Fatalf("%d read transactions open while SendTo waits for room in the socket", open)
 	}
@@ -173,16 +157,43 @@ func TestSendToStoredBodyWaitsOutsideTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2.Close()
-	send, _ = stalledPair(t)
+	send, _ := stalledPair(t)
 	if err := send.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	if rc, err = send.SyscallConn(); err != nil {
+	rc, err := send.SyscallConn()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r2.SendTo(rc); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("SendTo to a client that reads nothing, past the write deadline: %v", err)
 	}
+}
+
+// sendStalled starts SendTo of r to a client that reads nothing yet
+// (stalledPair) and returns once SendTo waits for room in the socket: the
+// sending socket, the client's end, and where SendTo's error arrives (the
+// sending end is shut down for writing once SendTo returns).
+func sendStalled(t *testing.T, r *Reader) (syscall.RawConn, net.Conn, <-chan error) {
+	t.Helper()
+	send, recv := stalledPair(t)
+	rc, err := send.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{}, 1)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting})
+		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+		sent <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-sent:
+		t.Fatalf("SendTo returned (%v) without waiting for room in the socket", err)
+	}
+	return rc, recv, sent
 }
 
 // stalledPair is tcpPair with small buffers on both ends (tens of KiB):
@@ -298,18 +309,7 @@ func TestSendToCorksWhileSending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	send, recv := stalledPair(t)
-	rc, err := send.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	waiting := make(chan struct{}, 1)
-	sent := make(chan error, 1)
-	go func() {
-		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting})
-		sent <- err
-	}()
-	<-waiting
+	rc, recv, sent := sendStalled(t, r)
 	if !corked(t, rc) {
 		t.Error("TCP_CORK not set while a stored body is sent")
 	}
@@ -334,7 +334,8 @@ func TestSendToCorksWhileSending(t *testing.T) {
 	}
 	defer lr.Close()
 	lrc, lrecv := sendPair(t)
-	go func() { _, err := lr.SendTo(lrc); sent <- err }()
+	liveSent := make(chan error, 1)
+	go func() { _, err := lr.SendTo(lrc); liveSent <- err }()
 	staged := 100_003 // not a whole number of loopback segments
 	st.Write(body[:staged])
 	if _, err := io.ReadFull(lrecv, make([]byte, staged)); err != nil {
@@ -351,7 +352,7 @@ func TestSendToCorksWhileSending(t *testing.T) {
 	if _, err := io.ReadFull(lrecv, make([]byte, len(body)-staged)); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-sent; err != nil {
+	if err := <-liveSent; err != nil {
 		t.Fatal(err)
 	}
 }
