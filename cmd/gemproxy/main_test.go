@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 // testVersion is stamped into the test binary with -ldflags -X.
@@ -94,18 +96,6 @@ func runBinary(t *testing.T, env []string, args ...string) result {
 		t.Fatalf("gemproxy %q: %v", args, err)
 	}
 	return r
-}
-
-// freePort returns a TCP address on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
 }
 
 // TestVersionCommand checks "gemproxy version" prints the -X stamped version.
@@ -282,7 +272,7 @@ func (b *syncBuffer) String() string {
 // /healthz answers. The process is killed at the end of t if still running.
 func startServer(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
-	s := &server{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &server{addr: testupstream.FreeAddr(t), stderr: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(binary, append([]string{"serve", "--listen", s.addr}, args...)...)
 	s.cmd.Env = cleanEnv(env...)
 	s.cmd.Stderr = s.stderr
@@ -394,7 +384,7 @@ func TestServeLifecycle(t *testing.T) {
 	})
 
 	t.Run("second server on the same data dir fails fast", func(t *testing.T) {
-		r := runBinary(t, env, "--listen", freePort(t), "--data-dir", dataDir)
+		r := runBinary(t, env, "--listen", testupstream.FreeAddr(t), "--data-dir", dataDir)
 		want := fmt.Sprintf("gemproxy: data_dir %s: locked by another gemproxy process (pid %d)\n", dataDir, srv.cmd.Process.Pid)
 		if r.code != 2 || r.stderr != want {
 			t.Errorf("exit %d, stderr %q; want 2, %q", r.code, r.stderr, want)

@@ -390,7 +390,7 @@ func TestPrefetchUpstreamTrouble(t *testing.T) {
 		t.Errorf("stderr has other lines:\n%s", r.stderr)
 	}
 
-	down := "http://" + freePort(t)
+	down := "http://" + testupstream.FreeAddr(t)
 	r = runInProcess(t, nil, "prefetch", "--url", down, lock)
 	if r.code != 1 {
 		t.Errorf("server down: exit %d, want 1", r.code)

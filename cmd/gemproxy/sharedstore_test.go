@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 // fakeAWSCredentials gives the AWS chain static credentials and no
@@ -48,15 +50,7 @@ func silentEndpoint(t *testing.T) string {
 }
 
 // closedEndpoint is the URL of a loopback port that nothing listens on.
-func closedEndpoint(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}
+func closedEndpoint(t *testing.T) string { return "http://" + testupstream.FreeAddr(t) }
 
 // TestOpenSharedStoreUnreachableAtStart: a store whose endpoint refuses
 // connections, or accepts them and never answers, is handed to the proxy

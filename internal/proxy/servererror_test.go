@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -43,18 +42,6 @@ func (lc *logCapture) serverErrors(t *testing.T, path string) []map[string]any {
 		}
 	}
 	return found
-}
-
-// closedUpstream returns the URL of a loopback port nothing listens on.
-func closedUpstream(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
 }
 
 // TestServerErrorsAreLoggedAndNameNoAddress: each induced 5xx is logged once
@@ -108,7 +95,7 @@ func TestServerErrorsAreLoggedAndNameNoAddress(t *testing.T) {
 			}
 			var tp *testProxy
 			if tc.downUpstream {
-				tp = newTestProxy(t, closedUpstream(t), tweak)
+				tp = newTestProxy(t, "http://"+testupstream.FreeAddr(t), tweak)
 			} else {
 				var up *testupstream.Server
 				tp, up = newFaultProxy(t, tweak)

@@ -2,12 +2,13 @@ package proxy
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/gemproxy/gemproxy/internal/status"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 // withStatusPage gives tp a status page over its registry, as serve does.
@@ -106,12 +107,7 @@ func TestStatusPageShowsUpstreamFailure(t *testing.T) {
 	tp.do(t, http.MethodGet, "/info/rack")
 	mustContain(t, renderStatus(t, page), `<span id="last-failure">upstream answered 503 Service Unavailable</span>`)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := testupstream.FreeAddr(t)
 	tp = newTestProxy(t, "http://"+closed)
 	page = withStatusPage(tp)
 	tp.do(t, http.MethodGet, "/info/rack")
