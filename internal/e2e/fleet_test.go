@@ -106,13 +106,14 @@ func startBalancer(t *testing.T, replicas []*served) *balancer {
 	t.Helper()
 	bin := nginxBinary(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addrs := testupstream.FreeAddrs(t, 1+len(replicas))
+	addr := addrs[0]
 	b := &balancer{url: "http://" + addr, accessLog: filepath.Join(dir, "access.log")}
 	var upstream, servers strings.Builder
 	fmt.Fprintf(&servers, nginxServer, addr, "fleet")
-	for _, r := range replicas {
+	for i, r := range replicas {
 		replica := strings.TrimPrefix(r.url, "http://")
-		pinned := freeAddr(t)
+		pinned := addrs[1+i]
 		fmt.Fprintf(&upstream, "\t\tserver %s;\n", replica)
 		fmt.Fprintf(&servers, nginxServer, pinned, replica)
 		b.pinned = append(b.pinned, "http://"+pinned)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gemproxy/gemproxy/internal/testupstream"
 )
 
 // served is a `gemproxy serve` process that a test started.
@@ -33,24 +34,13 @@ type served struct {
 // /readyz. Its log is shown when the test fails.
 func startServe(t *testing.T, bin string, env []string, args ...string) *served {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testupstream.FreeAddr(t)
 	s := &served{t: t, url: "http://" + addr, env: env,
 		args:    append([]string{bin, "serve", "--listen", addr}, args...),
 		logPath: filepath.Join(t.TempDir(), "gemproxy.log")}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // start starts the process with its command line and waits until it is
