@@ -356,3 +356,71 @@ func TestSendToCorksWhileSending(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSendToYieldsEverySendTurn: SendTo lets other goroutines run each
+// time another sendTurn bytes of a range went out, never later, whether
+// the body is written from the cache file or sent from a staging file; and
+// the turns do not hold back a Live body's bytes while its fill runs.
+func TestSendToYieldsEverySendTurn(t *testing.T) {
+	s := newTestStore(t, Options{})
+	body := testBody(3*sendTurn+ChunkSize/2, 8)
+	st := s.Stage()
+	st.Write(body)
+	bodies := map[string]*Entry{
+		"stored": putKey(t, s, "/gems/turns.gem", body, CommitOptions{}),
+		"staged": s.Transient(st, Entry{Key: "/gems/turns-staged.gem", Status: 200}),
+	}
+	for name, e := range bodies {
+		const from = 1000 // turns count from the range's start, not the body's
+		r, err := s.Open(e, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Limit(from, int64(len(body)))
+		var yields []int64
+		rc, recv := sendPair(t)
+		received := make(chan []byte, 1)
+		go func() {
+			b, _ := io.ReadAll(recv)
+			received <- b
+		}()
+		n, err := r.sendTo(rc, func() { yields = append(yields, r.off) })
+		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+		r.Close()
+		if got := <-received; err != nil || n != int64(len(body)-from) || !bytes.Equal(got, body[from:]) {
+			t.Errorf("%s: sendTo = %d, %v; received %d bytes, equal %v", name, n, err, len(got), bytes.Equal(got, body[from:]))
+		}
+		want := []int64{from + sendTurn, from + 2*sendTurn, from + 3*sendTurn}
+		if fmt.Sprint(yields) != fmt.Sprint(want) {
+			t.Errorf("%s: yielded at offsets %v, want %v", name, yields, want)
+		}
+	}
+
+	lst, live, err := s.StageLive(Entry{Key: "/gems/turns-live.gem", Status: 200, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lst.Discard()
+	lr, err := s.Open(live.Entry(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lr.Close()
+	lrc, lrecv := sendPair(t)
+	sent := make(chan error, 1)
+	go func() { _, err := lr.SendTo(lrc); sent <- err }()
+	staged := 2*sendTurn + 100 // past two turns' ends, fill still running
+	lst.Write(body[:staged])
+	_ = lrecv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(lrecv, make([]byte, staged)); err != nil {
+		t.Fatalf("reading the %d bytes of a Live body staged so far: %v", staged, err)
+	}
+	lst.Write(body[staged:])
+	live.Finish(nil)
+	if _, err := io.ReadFull(lrecv, make([]byte, len(body)-staged)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+}
