@@ -170,6 +170,43 @@ func TestSendToStoredBodyWaitsOutsideTransactions(t *testing.T) {
 	}
 }
 
+// sendLive starts SendTo of a new Live body of size bytes at key on a
+// fresh connection, and returns the body's staging and Live, the raw
+// socket of the sending end, the receiving end, and where SendTo's error
+// arrives.
+func sendLive(t *testing.T, s *Store, key string, size int) (*Staging, *Live, syscall.RawConn, net.Conn, <-chan error) {
+	t.Helper()
+	st, live, err := s.StageLive(Entry{Key: key, Status: 200, Size: int64(size)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Discard)
+	r, err := s.Open(live.Entry(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	rc, recv := sendPair(t)
+	sent := make(chan error, 1)
+	go func() { _, err := r.SendTo(rc); sent <- err }()
+	return st, live, rc, recv, sent
+}
+
+// finishLive stages rest, the last bytes of the Live body that sendLive
+// started to send, ends its fill, and checks that the client receives
+// them and that SendTo ends without an error.
+func finishLive(t *testing.T, st *Staging, live *Live, rest []byte, recv net.Conn, sent <-chan error) {
+	t.Helper()
+	st.Write(rest)
+	live.Finish(nil)
+	if _, err := io.ReadFull(recv, make([]byte, len(rest))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // sendStalled starts SendTo of r to a client that reads nothing yet
 // (stalledPair) and returns once SendTo waits for room in the socket: the
 // sending socket, the client's end, and where SendTo's error arrives (the
@@ -323,19 +360,7 @@ func TestSendToCorksWhileSending(t *testing.T) {
 		t.Error("TCP_CORK still set after the body was sent")
 	}
 
-	st, live, err := s.StageLive(Entry{Key: "/gems/live-corked.gem", Status: 200, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Discard()
-	lr, err := s.Open(live.Entry(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lr.Close()
-	lrc, lrecv := sendPair(t)
-	liveSent := make(chan error, 1)
-	go func() { _, err := lr.SendTo(lrc); liveSent <- err }()
+	st, live, lrc, lrecv, liveSent := sendLive(t, s, "/gems/live-corked.gem", len(body))
 	staged := 100_003 // not a whole number of loopback segments
 	st.Write(body[:staged])
 	if _, err := io.ReadFull(lrecv, make([]byte, staged)); err != nil {
@@ -347,14 +372,7 @@ func TestSendToCorksWhileSending(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	st.Write(body[staged:])
-	live.Finish(nil)
-	if _, err := io.ReadFull(lrecv, make([]byte, len(body)-staged)); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-liveSent; err != nil {
-		t.Fatal(err)
-	}
+	finishLive(t, st, live, body[staged:], lrecv, liveSent)
 }
 
 // TestSendToYieldsEverySendTurn: SendTo lets other goroutines run each
@@ -396,31 +414,12 @@ func TestSendToYieldsEverySendTurn(t *testing.T) {
 		}
 	}
 
-	lst, live, err := s.StageLive(Entry{Key: "/gems/turns-live.gem", Status: 200, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lst.Discard()
-	lr, err := s.Open(live.Entry(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lr.Close()
-	lrc, lrecv := sendPair(t)
-	sent := make(chan error, 1)
-	go func() { _, err := lr.SendTo(lrc); sent <- err }()
+	lst, live, _, lrecv, sent := sendLive(t, s, "/gems/turns-live.gem", len(body))
 	staged := 2*sendTurn + 100 // past two turns' ends, fill still running
 	lst.Write(body[:staged])
 	_ = lrecv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(lrecv, make([]byte, staged)); err != nil {
 		t.Fatalf("reading the %d bytes of a Live body staged so far: %v", staged, err)
 	}
-	lst.Write(body[staged:])
-	live.Finish(nil)
-	if _, err := io.ReadFull(lrecv, make([]byte, len(body)-staged)); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
+	finishLive(t, lst, live, body[staged:], lrecv, sent)
 }
