@@ -40,9 +40,9 @@ func (r *Reader) SendTo(c syscall.RawConn) (int64, error) {
 // wait, as nginx's sendfile_max_chunk. Without it a send to a client that
 // reads as fast as it gets runs until its socket is full, which on
 // loopback may be never, so hundreds of concurrent downloads of one body
-// finished far apart (the bench's 500 cold clients: the slowest 1.2-1.5x
-// the median), and the fill that stages the body waited its turn behind
-// them.
+// finished far apart (the bench's 500 cold clients: the slowest 1.07-1.30x
+// the median, 1.01-1.04x with turns), and the fill that stages the body
+// waited its turn behind them. bench/README.md has the sizes tried.
 const sendTurn = 512 << 10
 
 // sendTo is SendTo, calling yield each time another sendTurn bytes went
