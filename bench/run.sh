@@ -32,7 +32,9 @@
 # many more alternating gemproxy/nginx runs of the N-client cold test, for
 # the spread of the ratio; needs BENCH_COLD_NGINX=1), BENCH_LAT_DURATION
 # (seconds per openloop run, 10), BENCH_LAT_LOADS (percentages of nginx's
-# saturated rate, "25 50 75"), BENCH_PHASES (which phases run, "warm latency
+# saturated rate, "25 50 75"), BENCH_LAT_ROUNDS (1: alternating rounds of
+# the steady-load runs; the report compares the medians of the rounds),
+# BENCH_PHASES (which phases run, "warm latency
 # cold"), BENCH_TIME_LIMIT (seconds, 1200: the whole run is stopped past
 # it), BENCH_PORT_BASE (19290: the first of the loopback ports used),
 # BENCH_PPROF (1: gemproxy serves pprof on BENCH_PORT_BASE+9),
@@ -59,6 +61,7 @@ COLD_NGINX=${BENCH_COLD_NGINX:-1}
 COLD_PAIRS=${BENCH_COLD_PAIRS:-0}
 LAT_DURATION=${BENCH_LAT_DURATION:-10}
 LAT_LOADS=${BENCH_LAT_LOADS:-25 50 75}
+LAT_ROUNDS=${BENCH_LAT_ROUNDS:-1}
 PHASES=" ${BENCH_PHASES:-warm latency cold} "
 TIME_LIMIT=${BENCH_TIME_LIMIT:-1200}
 # Disturbed warm runs are repeated only while the run is younger than this.
@@ -509,16 +512,16 @@ nginx_rps() {
 	awk '{ a[NR] = $1 } END { printf "%d\n", a[int((NR + 1) / 2)] }' <<<"$rates"
 }
 
-# openloop_run ROW SERVER PCT RATE: one open-loop run, its JSON in
-# latency-ROW-SERVER-PCT.json.
+# openloop_run ROW SERVER PCT RATE ROUND: one open-loop run, its JSON in
+# latency-ROW-SERVER-PCT-rROUND.json.
 openloop_run() {
-	local row=$1 server=$2 pct=$3 rate=$4 args=()
+	local row=$1 server=$2 pct=$3 rate=$4 round=$5 args=()
 	[ -n "${R_RANGE[$row]:-}" ] && args+=(-H "Range: ${R_RANGE[$row]}")
 	[ -n "${R_INM[$row]:-}" ] && args+=(-H "If-None-Match: ${R_INM[$row]}")
 	"$TMP/openloop" -url "$(base_url "$server")${R_PATH[$row]}" "${args[@]}" -expect-status "${R_STATUS[$row]}" \
-		-rate "$rate" -duration "${LAT_DURATION}s" -warmup 1s -label "$row $server $pct%" \
-		>"$RAW/latency-$row-$server-$pct.json" 2>>"$TMP/openloop.log" ||
-		log "openloop $row $server $pct%: errors (see the report)"
+		-rate "$rate" -duration "${LAT_DURATION}s" -warmup 1s -label "$row $server $pct% round $round" \
+		>"$RAW/latency-$row-$server-$pct-r$round.json" 2>>"$TMP/openloop.log" ||
+		log "openloop $row $server $pct% round $round: errors (see the report)"
 	tail -1 "$TMP/openloop.log" >&2
 }
 
@@ -527,10 +530,12 @@ if phase latency; then
 	for row in "${LAT_ROWS[@]}"; do
 		base=$(nginx_rps "$row")
 		echo "$row=$base" >>"$RAW/latency-base.txt"
-		log "latency at a steady load on $row: ${LAT_LOADS// /%, }% of nginx's $base req/s, ${LAT_DURATION}s per run"
-		for pct in $LAT_LOADS; do
-			for server in gemproxy nginx; do
-				openloop_run "$row" "$server" "$pct" $((base * pct / 100))
+		log "latency at a steady load on $row: ${LAT_LOADS// /%, }% of nginx's $base req/s, ${LAT_DURATION}s per run, $LAT_ROUNDS round(s)"
+		for round in $(seq "$LAT_ROUNDS"); do
+			for pct in $LAT_LOADS; do
+				for server in gemproxy nginx; do
+					openloop_run "$row" "$server" "$pct" $((base * pct / 100)) "$round"
+				done
 			done
 		done
 	done
@@ -615,6 +620,7 @@ fi
 	echo "rounds=$ROUNDS"
 	echo "lat_duration=${LAT_DURATION}s"
 	echo "lat_loads=$LAT_LOADS"
+	echo "lat_rounds=$LAT_ROUNDS"
 	echo "phases=$(echo $PHASES)"
 	echo "cold_latency=$COLD_LATENCY"
 	echo "busy_before=$IDLE_BUSY"

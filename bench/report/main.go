@@ -489,17 +489,45 @@ type latencyRun struct {
 	CPU float64 `json:"cpu_s"`
 }
 
-// readLatency reads one openloop result, or nil.
-func readLatency(dir, row, server, pct string) *latencyRun {
-	b, err := os.ReadFile(filepath.Join(dir, "latency-"+row+"-"+server+"-"+pct+".json"))
-	if err != nil {
-		return nil
+// readLatency reads the openloop results of rounds 1 to rounds of one
+// point, or nil when one of them is missing or empty.
+func readLatency(dir, row, server, pct string, rounds int) []*latencyRun {
+	var runs []*latencyRun
+	for round := 1; round <= rounds; round++ {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("latency-%s-%s-%s-r%d.json", row, server, pct, round)))
+		if err != nil {
+			return nil
+		}
+		var l latencyRun
+		if json.Unmarshal(b, &l) != nil || l.Requests == 0 {
+			return nil
+		}
+		runs = append(runs, &l)
 	}
-	var l latencyRun
-	if json.Unmarshal(b, &l) != nil || l.Requests == 0 {
-		return nil
+	return runs
+}
+
+// medianRun is one result whose figures are the medians of runs' (errors:
+// their sum).
+func medianRun(runs []*latencyRun) *latencyRun {
+	pick := func(f func(*latencyRun) float64) float64 {
+		xs := make([]float64, len(runs))
+		for i, r := range runs {
+			xs[i] = f(r)
+		}
+		return median(xs)
 	}
-	return &l
+	m := *runs[0]
+	m.Latency.P50 = pick(func(r *latencyRun) float64 { return r.Latency.P50 })
+	m.Latency.P99 = pick(func(r *latencyRun) float64 { return r.Latency.P99 })
+	m.Latency.P999 = pick(func(r *latencyRun) float64 { return r.Latency.P999 })
+	m.Lag.P99 = pick(func(r *latencyRun) float64 { return r.Lag.P99 })
+	m.CPU = pick(func(r *latencyRun) float64 { return r.CPU })
+	m.Errors = 0
+	for _, r := range runs {
+		m.Errors += r.Errors
+	}
+	return &m
 }
 
 // latencyReport writes the steady-load section from latency-*.json and
@@ -510,13 +538,19 @@ func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
 		return 0
 	}
 	fails := 0
+	rounds, err := strconv.Atoi(env["lat_rounds"])
+	if err != nil || rounds < 1 {
+		rounds = 1
+	}
 	fmt.Fprintf(w, "\n## Latency at a steady load\n\n")
 	fmt.Fprintf(w, "bench/openloop: a constant arrival rate for %s per run (after 1 s of warm-up), each request's latency counted "+
 		"from its intended send time (no coordinated omission), persistent connections (rate/500, 16 to 512); the load is a share of "+
 		"nginx's saturated requests/s on the row (median of its wrk runs above). Runs alternate gemproxy, nginx. \"send lag\" is how "+
-		"late the generator wrote requests (its own delay, shared by both servers), \"gen CPU\" its CPU time.\n\n", env["lat_duration"])
+		"late the generator wrote requests (its own delay, shared by both servers), \"gen CPU\" its CPU time.%s\n\n", env["lat_duration"],
+		roundsNote(rounds))
 	fmt.Fprintln(w, "| request | load | req/s | gemproxy p50 / p99 / p99.9 | nginx p50 / p99 / p99.9 | send lag p99 (gp / nginx) | gen CPU s (gp / nginx) | target | result |")
 	fmt.Fprintln(w, "|---|---:|---:|---|---|---|---|---|---|")
+	var perRound strings.Builder
 	for _, r := range rows {
 		b, ok := base[r.id]
 		if !ok {
@@ -525,13 +559,18 @@ func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
 		label := expand(r.label, man)
 		baseRate, _ := strconv.Atoi(b)
 		for _, pct := range strings.Fields(env["lat_loads"]) {
-			g, n := readLatency(dir, r.id, "gemproxy", pct), readLatency(dir, r.id, "nginx", pct)
+			gr, nr := readLatency(dir, r.id, "gemproxy", pct, rounds), readLatency(dir, r.id, "nginx", pct, rounds)
 			p, _ := strconv.Atoi(pct)
-			if g == nil || n == nil {
+			if gr == nil || nr == nil {
 				fmt.Fprintf(w, "| %s | %s%% of %d | %d | %s | %s | | | p99, p99.9 ≤ nginx | %s |\n", label, pct, baseRate, baseRate*p/100,
-					validity(g != nil), validity(n != nil), failed(&fails))
+					validity(gr != nil), validity(nr != nil), failed(&fails))
 				continue
 			}
+			for i := range gr {
+				fmt.Fprintf(&perRound, "| %s | %s%% | %d | %s / %s | %s / %s | %s / %s |\n", label, pct, i+1,
+					us(gr[i].Latency.P99), us(gr[i].Latency.P999), us(nr[i].Latency.P99), us(nr[i].Latency.P999), us(gr[i].Lag.P99), us(nr[i].Lag.P99))
+			}
+			g, n := medianRun(gr), medianRun(nr)
 			ok := g.Errors == 0 && n.Errors == 0 && g.Latency.P99 <= n.Latency.P99 && g.Latency.P999 <= n.Latency.P999
 			result := "PASS"
 			if !ok {
@@ -546,7 +585,23 @@ func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
 				us(n.Latency.P50), us(n.Latency.P99), us(n.Latency.P999), us(g.Lag.P99), us(n.Lag.P99), g.CPU, n.CPU, result, errs)
 		}
 	}
+	if rounds > 1 {
+		fmt.Fprintf(w, "\nEach round (p99 / p99.9 per server, and the generator's send lag p99):\n\n")
+		fmt.Fprintln(w, "| request | load | round | gemproxy | nginx | send lag (gp / nginx) |")
+		fmt.Fprintln(w, "|---|---:|---:|---|---|---|")
+		fmt.Fprint(w, perRound.String())
+	}
 	return fails
+}
+
+// roundsNote says, when the steady-load runs were repeated, that the
+// table shows the medians of the rounds.
+func roundsNote(rounds int) string {
+	if rounds == 1 {
+		return " One run per server and load."
+	}
+	return fmt.Sprintf(" %d alternating rounds; the figures are the **median of the rounds** (each percentile, send lag and CPU on its own), "+
+		"and the target compares those medians; each round is listed below.", rounds)
 }
 
 // failed counts a FAIL in *fails and returns its cell.
