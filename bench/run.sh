@@ -34,11 +34,11 @@
 # (seconds per openloop run, 10), BENCH_LAT_LOADS (percentages of nginx's
 # saturated rate, "25 50 75"), BENCH_LAT_ROUNDS (1: alternating rounds of
 # the steady-load runs; the report compares the medians of the rounds),
-# BENCH_PHASES (which phases run, "warm latency
-# cold"), BENCH_TIME_LIMIT (seconds, 1200: the whole run is stopped past
-# it), BENCH_PORT_BASE (19290: the first of the loopback ports used),
-# BENCH_PPROF (1: gemproxy serves pprof on BENCH_PORT_BASE+9),
-# BENCH_STRICT (1: exit 1 when a target fails).
+# BENCH_PHASES (which phases run, "warm latency cold"), BENCH_TIME_LIMIT
+# (seconds, 1200: the whole run is stopped past it), BENCH_PORT_BASE
+# (19290: the first of the loopback ports used), BENCH_PPROF (1: gemproxy
+# serves pprof on BENCH_PORT_BASE+9), BENCH_STRICT (1: exit 1 when a
+# target fails).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

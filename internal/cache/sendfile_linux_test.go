@@ -53,11 +53,12 @@ func tcpPair(t *testing.T) (*net.TCPConn, net.Conn) {
 func sendReceive(t *testing.T, r *Reader) (n int64, got []byte, err error) {
 	t.Helper()
 	send, recv := tcpPair(t)
-	return sendReceiveOn(t, r, send, recv)
+	return sendReceiveOn(t, r.SendTo, send, recv)
 }
 
-// sendReceiveOn is sendReceive on the connection of send and recv.
-func sendReceiveOn(t *testing.T, r *Reader, send *net.TCPConn, recv net.Conn) (n int64, got []byte, err error) {
+// sendReceiveOn is sendReceive on the connection of send and recv, with
+// sendTo (r.SendTo, or a variant of it) sending the range.
+func sendReceiveOn(t *testing.T, sendTo func(syscall.RawConn) (int64, error), send *net.TCPConn, recv net.Conn) (n int64, got []byte, err error) {
 	t.Helper()
 	rc, err := send.SyscallConn()
 	if err != nil {
@@ -68,7 +69,7 @@ func sendReceiveOn(t *testing.T, r *Reader, send *net.TCPConn, recv net.Conn) (n
 		b, _ := io.ReadAll(recv)
 		received <- b
 	}()
-	n, err = r.SendTo(rc)
+	n, err = sendTo(rc)
 	_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
 	return n, <-received, err
 }
@@ -111,7 +112,7 @@ func TestSendToStoredBody(t *testing.T) {
 		}
 		r.Limit(rng[0], rng[1])
 		send, recv := stalledPair(t)
-		n, got, err := sendReceiveOn(t, r, send, recv)
+		n, got, err := sendReceiveOn(t, r.SendTo, send, recv)
 		r.Close()
 		if want := body[rng[0]:rng[1]]; err != nil || n != int64(len(want)) || !bytes.Equal(got, want) {
 			t.Errorf("bytes %d-%d: SendTo = %d, %v; received %d bytes, equal %v",
@@ -396,16 +397,12 @@ func TestSendToYieldsEverySendTurn(t *testing.T) {
 		}
 		r.Limit(from, int64(len(body)))
 		var yields []int64
-		rc, recv := sendPair(t)
-		received := make(chan []byte, 1)
-		go func() {
-			b, _ := io.ReadAll(recv)
-			received <- b
-		}()
-		n, err := r.sendTo(rc, func() { yields = append(yields, r.off) })
-		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+		send, recv := tcpPair(t)
+		n, got, err := sendReceiveOn(t, func(rc syscall.RawConn) (int64, error) {
+			return r.sendTo(rc, func() { yields = append(yields, r.off) })
+		}, send, recv)
 		r.Close()
-		if got := <-received; err != nil || n != int64(len(body)-from) || !bytes.Equal(got, body[from:]) {
+		if err != nil || n != int64(len(body)-from) || !bytes.Equal(got, body[from:]) {
 			t.Errorf("%s: sendTo = %d, %v; received %d bytes, equal %v", name, n, err, len(got), bytes.Equal(got, body[from:]))
 		}
 		want := []int64{from + sendTurn, from + 2*sendTurn, from + 3*sendTurn}

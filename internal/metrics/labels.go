@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // This file holds the label values of gemproxy's metrics: the small enums
 // that only code produces, each with its name table, and the HTTP status
@@ -130,38 +134,27 @@ const (
 // numStatusClasses is the number of HTTP status classes, 1xx to 5xx.
 const numStatusClasses = 5
 
-// statusClassValues lists the code label values of served responses in
-// index order; upstream requests add UpstreamErrorLabel after them.
-func statusClassValues() [numStatusClasses]string {
-	return [numStatusClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
-}
+// statusClassNames are the code label values of served responses, by
+// statusClassIndex; upstream requests add UpstreamErrorLabel after them.
+var statusClassNames = [numStatusClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
 // finalStatusClasses are the classes a final response can have, the ones
 // pre-created by default: the HTTP client and server handle 1xx
 // themselves.
-func finalStatusClasses() []string { return []string{"2xx", "3xx", "4xx", "5xx"} }
+func finalStatusClasses() []string { return slices.Clone(statusClassNames[1:]) }
 
 // StatusClass returns the status class label value of an HTTP status code:
 // "1xx" to "5xx" for 100 to 599, and UpstreamErrorLabel for anything else
 // (pass 0 for a transport error). The result is a constant string, so the
 // call does not allocate.
 func StatusClass(code int) string {
-	switch {
-	case code >= 100 && code <= 199:
-		return "1xx"
-	case code >= 200 && code <= 299:
-		return "2xx"
-	case code >= 300 && code <= 399:
-		return "3xx"
-	case code >= 400 && code <= 499:
-		return "4xx"
-	case code >= 500 && code <= 599:
-		return "5xx"
+	if i := statusClassIndex(code); i < numStatusClasses {
+		return statusClassNames[i]
 	}
 	return UpstreamErrorLabel
 }
 
-// statusClassIndex is StatusClass as an index into statusClassValues, or
+// statusClassIndex is StatusClass as an index into statusClassNames, or
 // numStatusClasses (the "error" slot) for codes outside 100..599.
 func statusClassIndex(code int) int {
 	if code < 100 || code > 599 {

@@ -395,7 +395,7 @@ func (m *Metrics) precreate(opts Options) {
 func (m *Metrics) resolveRequest(h *requestHandles) {
 	h.once.Do(func() {
 		h.duration = m.HTTPRequestDuration.WithLabelValues(h.endpoint, h.method)
-		for i, class := range statusClassValues() {
+		for i, class := range statusClassNames {
 			if slices.Contains(h.declared, class) {
 				h.codes[i] = m.HTTPRequests.WithLabelValues(h.endpoint, h.method, class)
 			}
@@ -418,7 +418,7 @@ func (m *Metrics) endpointSeries(ep Endpoint) *endpointHandles {
 			h.lookups[r] = m.CacheLookups.WithLabelValues(ep.Name, r.String())
 		}
 	}
-	for i, class := range statusClassValues() {
+	for i, class := range statusClassNames {
 		if slices.Contains(finalStatusClasses(), class) {
 			h.upstreamCodes[i] = m.UpstreamRequests.WithLabelValues(ep.Name, class)
 		}
@@ -469,7 +469,7 @@ func (m *Metrics) ObserveRequest(endpoint, method string, code int, d time.Durat
 	if i == numStatusClasses {
 		i = numStatusClasses - 1
 	}
-	counterOr(h.codes[i], m.HTTPRequests, h.endpoint, h.method, statusClassValues()[i]).Inc()
+	counterOr(h.codes[i], m.HTTPRequests, h.endpoint, h.method, statusClassNames[i]).Inc()
 	h.duration.Observe(d.Seconds())
 }
 
@@ -506,7 +506,7 @@ func (m *Metrics) ObserveUpstream(endpoint string, code int, d time.Duration) {
 	i := statusClassIndex(code)
 	class := UpstreamErrorLabel
 	if i < numStatusClasses {
-		class = statusClassValues()[i]
+		class = statusClassNames[i]
 	}
 	counterOr(h.upstreamCodes[i], m.UpstreamRequests, h.name, class).Inc()
 	h.upstreamDuration.Observe(d.Seconds())
