@@ -279,6 +279,17 @@ func BenchmarkLine(b *testing.B) {
 				l.Log(e)
 			}
 		})
+		// Requests on every core logging at once: what the lock costs.
+		b.Run(f.name+"/parallel", func(b *testing.B) {
+			l := New(devNull, Options{Format: f.format})
+			defer l.Close()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					l.Log(e)
+				}
+			})
+		})
 	}
 }
 
