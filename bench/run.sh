@@ -32,7 +32,7 @@
 # many more alternating gemproxy/nginx runs of the N-client cold test, for
 # the spread of the ratio; needs BENCH_COLD_NGINX=1), BENCH_LAT_DURATION
 # (seconds per openloop run, 10), BENCH_LAT_LOADS (percentages of nginx's
-# saturated rate, "25 50 75"), BENCH_LAT_ROUNDS (1: alternating rounds of
+# saturated rate, "25 50 75"), BENCH_LAT_ROUNDS (3: alternating rounds of
 # the steady-load runs; the report compares the medians of the rounds),
 # BENCH_PHASES (which phases run, "warm latency cold"), BENCH_TIME_LIMIT
 # (seconds, 1200: the whole run is stopped past it), BENCH_PORT_BASE
@@ -61,7 +61,7 @@ COLD_NGINX=${BENCH_COLD_NGINX:-1}
 COLD_PAIRS=${BENCH_COLD_PAIRS:-0}
 LAT_DURATION=${BENCH_LAT_DURATION:-10}
 LAT_LOADS=${BENCH_LAT_LOADS:-25 50 75}
-LAT_ROUNDS=${BENCH_LAT_ROUNDS:-1}
+LAT_ROUNDS=${BENCH_LAT_ROUNDS:-3}
 PHASES=" ${BENCH_PHASES:-warm latency cold} "
 TIME_LIMIT=${BENCH_TIME_LIMIT:-1200}
 # Disturbed warm runs are repeated only while the run is younger than this.
