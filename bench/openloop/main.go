@@ -15,6 +15,9 @@
 // buffer per connection, so the generator allocates nothing per request and
 // leaves the shared cores to the servers.
 //
+// Besides the latency, each request's send lag (how late it was written)
+// and its response time (from the write to the last byte of the answer,
+// for diagnosis: it leaves the lag out) are recorded.
 // Latencies go into a log-linear histogram (1/64 relative precision) per
 // worker. The result is one JSON object on stdout; a human summary goes to
 // stderr. Everything is bounded in time: the run lasts -warmup + -duration,
@@ -65,6 +68,10 @@ type result struct {
 	// Lag percentiles in microseconds: how late after its intended time
 	// each request was written (the generator's or the pool's delay).
 	Lag percentiles `json:"send_lag_us"`
+	// Response percentiles in microseconds: from the write of each request
+	// to the last byte of its answer, the generator's own lag left out (a
+	// closed-loop figure: it does not count requests waiting to be sent).
+	Response percentiles `json:"response_us"`
 	// CPUSeconds is the generator's own CPU time (user+system).
 	CPUSeconds float64 `json:"cpu_s"`
 }
@@ -204,9 +211,9 @@ type worker struct {
 	buf  []byte
 	r, w int
 
-	latency, lag histogram
-	ok, errors   int64
-	firstError   error
+	latency, lag, response histogram
+	ok, errors             int64
+	firstError             error
 }
 
 // dial opens the worker's connection.
@@ -243,6 +250,7 @@ func (w *worker) run(s *schedule) {
 			w.ok++
 			w.latency.record(done - due)
 			w.lag.record(sent - due)
+			w.response.record(done - sent)
 		}
 	}
 }
@@ -447,11 +455,12 @@ func (h *histogram) percentiles() percentiles {
 
 // collect merges the workers' figures.
 func collect(workers []*worker, label, target string, rate float64, warmup, duration time.Duration) result {
-	var latency, lag histogram
+	var latency, lag, response histogram
 	res := result{Label: label, URL: target, Rate: rate, Conns: len(workers), Warmup: warmup.Seconds(), Duration: duration.Seconds()}
 	for _, w := range workers {
 		latency.merge(&w.latency)
 		lag.merge(&w.lag)
+		response.merge(&w.response)
 		res.Requests += w.ok
 		res.Errors += w.errors
 		if res.FirstError == "" && w.firstError != nil {
@@ -459,7 +468,7 @@ func collect(workers []*worker, label, target string, rate float64, warmup, dura
 		}
 	}
 	res.Achieved = float64(res.Requests) / duration.Seconds()
-	res.Latency, res.Lag = latency.percentiles(), lag.percentiles()
+	res.Latency, res.Lag, res.Response = latency.percentiles(), lag.percentiles(), response.percentiles()
 	return res
 }
 

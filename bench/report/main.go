@@ -484,8 +484,15 @@ type latencyRun struct {
 		P999 float64 `json:"p99_9"`
 	} `json:"latency_us"`
 	Lag struct {
-		P99 float64 `json:"p99"`
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p99_9"`
 	} `json:"send_lag_us"`
+	// Response is measured from the write of each request (absent from
+	// results of openloop before it recorded it: zero).
+	Response struct {
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p99_9"`
+	} `json:"response_us"`
 	CPU float64 `json:"cpu_s"`
 }
 
@@ -522,6 +529,9 @@ func medianRun(runs []*latencyRun) *latencyRun {
 	m.Latency.P99 = pick(func(r *latencyRun) float64 { return r.Latency.P99 })
 	m.Latency.P999 = pick(func(r *latencyRun) float64 { return r.Latency.P999 })
 	m.Lag.P99 = pick(func(r *latencyRun) float64 { return r.Lag.P99 })
+	m.Lag.P999 = pick(func(r *latencyRun) float64 { return r.Lag.P999 })
+	m.Response.P99 = pick(func(r *latencyRun) float64 { return r.Response.P99 })
+	m.Response.P999 = pick(func(r *latencyRun) float64 { return r.Response.P999 })
 	m.CPU = pick(func(r *latencyRun) float64 { return r.CPU })
 	m.Errors = 0
 	for _, r := range runs {
@@ -548,9 +558,9 @@ func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
 		"nginx's saturated requests/s on the row (median of its wrk runs above). Runs alternate gemproxy, nginx. \"send lag\" is how "+
 		"late the generator wrote requests (its own delay, shared by both servers), \"gen CPU\" its CPU time.%s\n\n", env["lat_duration"],
 		roundsNote(rounds))
-	fmt.Fprintln(w, "| request | load | req/s | gemproxy p50 / p99 / p99.9 | nginx p50 / p99 / p99.9 | send lag p99 (gp / nginx) | gen CPU s (gp / nginx) | target | result |")
+	fmt.Fprintln(w, "| request | load | req/s | gemproxy p50 / p99 / p99.9 | nginx p50 / p99 / p99.9 | send lag p99 / p99.9 (gp; nginx) | gen CPU s (gp / nginx) | target | result |")
 	fmt.Fprintln(w, "|---|---:|---:|---|---|---|---|---|---|")
-	var perRound strings.Builder
+	var perRound, responses strings.Builder
 	for _, r := range rows {
 		b, ok := base[r.id]
 		if !ok {
@@ -567,10 +577,14 @@ func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
 				continue
 			}
 			for i := range gr {
-				fmt.Fprintf(&perRound, "| %s | %s%% | %d | %s / %s | %s / %s | %s / %s |\n", label, pct, i+1,
-					us(gr[i].Latency.P99), us(gr[i].Latency.P999), us(nr[i].Latency.P99), us(nr[i].Latency.P999), us(gr[i].Lag.P99), us(nr[i].Lag.P99))
+				fmt.Fprintf(&perRound, "| %s | %s%% | %d | %s / %s | %s / %s | %s |\n", label, pct, i+1,
+					us(gr[i].Latency.P99), us(gr[i].Latency.P999), us(nr[i].Latency.P99), us(nr[i].Latency.P999), lags(gr[i], nr[i]))
 			}
 			g, n := medianRun(gr), medianRun(nr)
+			if g.Response.P99 > 0 && n.Response.P99 > 0 {
+				fmt.Fprintf(&responses, "| %s | %s%% | %s / %s | %s / %s |\n", label, pct,
+					us(g.Response.P99), us(g.Response.P999), us(n.Response.P99), us(n.Response.P999))
+			}
 			ok := g.Errors == 0 && n.Errors == 0 && g.Latency.P99 <= n.Latency.P99 && g.Latency.P999 <= n.Latency.P999
 			result := "PASS"
 			if !ok {
@@ -580,18 +594,35 @@ func latencyReport(w io.Writer, dir string, env, man map[string]string) int {
 			if g.Errors+n.Errors > 0 {
 				errs = fmt.Sprintf(" (errors: %d / %d)", g.Errors, n.Errors)
 			}
-			fmt.Fprintf(w, "| %s | %s%% of %d | %.0f | %s / %s / %s | %s / %s / %s | %s / %s | %.2f / %.2f | p99, p99.9 ≤ nginx | %s%s |\n",
+			fmt.Fprintf(w, "| %s | %s%% of %d | %.0f | %s / %s / %s | %s / %s / %s | %s | %.2f / %.2f | p99, p99.9 ≤ nginx | %s%s |\n",
 				label, pct, baseRate, g.Rate, us(g.Latency.P50), us(g.Latency.P99), us(g.Latency.P999),
-				us(n.Latency.P50), us(n.Latency.P99), us(n.Latency.P999), us(g.Lag.P99), us(n.Lag.P99), g.CPU, n.CPU, result, errs)
+				us(n.Latency.P50), us(n.Latency.P99), us(n.Latency.P999), lags(g, n), g.CPU, n.CPU, result, errs)
 		}
 	}
 	if rounds > 1 {
-		fmt.Fprintf(w, "\nEach round (p99 / p99.9 per server, and the generator's send lag p99):\n\n")
-		fmt.Fprintln(w, "| request | load | round | gemproxy | nginx | send lag (gp / nginx) |")
+		fmt.Fprintf(w, "\nEach round (p99 / p99.9 per server, and the generator's send lag p99 / p99.9):\n\n")
+		fmt.Fprintln(w, "| request | load | round | gemproxy | nginx | send lag (gp; nginx) |")
 		fmt.Fprintln(w, "|---|---:|---:|---|---|---|")
 		fmt.Fprint(w, perRound.String())
 	}
+	if responses.Len() > 0 {
+		of := ""
+		if rounds > 1 {
+			of = ", medians of the rounds"
+		}
+		fmt.Fprintf(w, "\nFor diagnosis, not a target: the response time from the write of each request to the last byte of its answer "+
+			"(p99 / p99.9%s), which leaves out the generator's send lag and so does not count requests that waited to be sent.\n\n", of)
+		fmt.Fprintln(w, "| request | load | gemproxy | nginx |")
+		fmt.Fprintln(w, "|---|---:|---|---|")
+		fmt.Fprint(w, responses.String())
+	}
 	return fails
+}
+
+// lags is the cell of the generator's send lag p99 / p99.9 in g's run
+// (gemproxy) and n's (nginx).
+func lags(g, n *latencyRun) string {
+	return fmt.Sprintf("%s / %s; %s / %s", us(g.Lag.P99), us(g.Lag.P999), us(n.Lag.P99), us(n.Lag.P999))
 }
 
 // roundsNote says, when the steady-load runs were repeated, that the
