@@ -631,7 +631,7 @@ func roundsNote(rounds int) string {
 	if rounds == 1 {
 		return " One run per server and load."
 	}
-	return fmt.Sprintf(" %d alternating rounds; the figures are the **median of the rounds** (each percentile, send lag and CPU on its own), "+
+	return fmt.Sprintf(" %d alternating rounds; the figures are the **median of the rounds** (each percentile, send lag, response time and CPU on its own), "+
 		"and the target compares those medians; each round is listed below.", rounds)
 }
 

@@ -1,5 +1,5 @@
 // Package accesslog writes gemproxy's access log: one line per request,
-// formatted without allocating on the stack of the request, in the layout of
+// formatted on the request's stack without allocating, in the layout of
 // log/slog's text or JSON handler. Lines are collected in buffers that a
 // writer goroutine of the Logger writes out, once full and at least every
 // FlushInterval, and on Close; a request never waits for the output

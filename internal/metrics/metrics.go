@@ -503,12 +503,7 @@ func (m *Metrics) Lookup(endpoint string, r Result) prometheus.Counter {
 // for an endpoint declared with Upstream.
 func (m *Metrics) ObserveUpstream(endpoint string, code int, d time.Duration) {
 	h := m.upstream(endpoint)
-	i := statusClassIndex(code)
-	class := UpstreamErrorLabel
-	if i < numStatusClasses {
-		class = statusClassNames[i]
-	}
-	counterOr(h.upstreamCodes[i], m.UpstreamRequests, h.name, class).Inc()
+	counterOr(h.upstreamCodes[statusClassIndex(code)], m.UpstreamRequests, h.name, StatusClass(code)).Inc()
 	h.upstreamDuration.Observe(d.Seconds())
 }
 
