@@ -5,24 +5,30 @@
 // charged for every request that waited behind the stall (no coordinated
 // omission).
 //
-// A pool of workers, each with its own persistent HTTP/1.1 connection,
-// claims the scheduled requests in order: request i is due at start +
-// i/rate; a free worker sleeps until it is due, sends it and reads the
-// whole answer. When every worker is busy a due request waits for the first
-// free one, and that wait counts in its latency, as it would for a client
-// with that many connections. The requests are built once; the answer is
-// read by a minimal parser (status line, Content-Length, body) into a
-// buffer per connection, so the generator allocates nothing per request and
-// leaves the shared cores to the servers.
+// One pacer, on an OS thread of its own, sends request i at start + i/rate:
+// it sleeps until then with nanosleep(2) and a timer slack of 1 ns, takes
+// an idle connection and writes the request to its socket itself. Both are
+// plain system calls, not the Go runtime's timers and poller: an idle Go
+// runtime waits for its next timer in epoll_wait(2), whose timeout is in
+// whole milliseconds, so requests scheduled with time.Sleep leave up to a
+// millisecond late and in bursts, and a server sees bursts, not a constant
+// rate. Each connection has a reader goroutine that reads the answers and
+// hands the connection back to the pacer when it is idle. When every
+// connection is busy a due request waits for the first idle one, and that
+// wait counts in its latency, as it would for a client with that many
+// connections. The request is built once; the answer is read by a minimal
+// parser (status line, Content-Length, body) into a buffer per connection,
+// so the generator allocates nothing per request and leaves the shared
+// cores to the servers.
 //
 // Besides the latency, each request's send lag (how late it was written)
 // and its response time (from the write to the last byte of the answer,
 // for diagnosis: it leaves the lag out) are recorded.
 // Latencies go into a log-linear histogram (1/64 relative precision) per
-// worker. The result is one JSON object on stdout; a human summary goes to
-// stderr. Everything is bounded in time: the run lasts -warmup + -duration,
-// and requests still unanswered -timeout after the end are counted as
-// errors.
+// connection. The result is one JSON object on stdout; a human summary goes
+// to stderr. Everything is bounded in time: the run lasts -warmup +
+// -duration, and requests still unanswered -timeout after the end are
+// counted as errors.
 package main
 
 import (
@@ -37,12 +43,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // result is the JSON printed on stdout.
@@ -85,12 +93,23 @@ type percentiles struct {
 	Max  float64 `json:"max"`
 }
 
+// config is one run's parameters.
+type config struct {
+	target, label    string
+	host             string
+	request          []byte
+	rate             float64
+	duration, warmup time.Duration
+	timeout          time.Duration
+	conns, expect    int
+}
+
 func main() {
 	target := flag.String("url", "", "http:// URL to GET (required)")
 	rate := flag.Float64("rate", 1000, "requests per second")
 	duration := flag.Duration("duration", 10*time.Second, "measured span")
 	warmup := flag.Duration("warmup", time.Second, "span at the same rate before the measured one, not recorded")
-	conns := flag.Int("conns", 0, "connections (workers); 0: rate/500, at least 16 and at most 512")
+	conns := flag.Int("conns", 0, "connections; 0: rate/500, at least 16 and at most 512")
 	timeout := flag.Duration("timeout", 5*time.Second, "how long after the end unanswered requests are waited for")
 	expect := flag.Int("expect-status", 200, "status of a successful answer")
 	label := flag.String("label", "", "label copied into the result")
@@ -108,32 +127,11 @@ func main() {
 	if *conns <= 0 {
 		*conns = min(max(int(*rate/500), 16), 512)
 	}
-	request := buildRequest(u, headers)
-	s := &schedule{interval: float64(time.Second) / *rate, warmup: *warmup,
-		total: int64(math.Round(*rate * (*warmup + *duration).Seconds()))}
-	// Connections are opened before the clock starts; every read and write
-	// ends by the deadline.
-	deadline := time.Now().Add(*warmup + *duration + *timeout + 5*time.Second)
-	workers := make([]*worker, *conns)
-	for i := range workers {
-		workers[i] = &worker{addr: u.Host, deadline: deadline, request: request, expect: *expect, buf: make([]byte, 64<<10)}
-		if err := workers[i].dial(); err != nil {
-			fatal(err)
-		}
+	res, err := run(config{target: *target, label: *label, host: u.Host, request: buildRequest(u, headers),
+		rate: *rate, duration: *duration, warmup: *warmup, timeout: *timeout, conns: *conns, expect: *expect})
+	if err != nil {
+		fatal(err)
 	}
-	cpu0 := cpuTime()
-	s.start = time.Now()
-	var wg sync.WaitGroup
-	for _, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.run(s)
-		}()
-	}
-	wg.Wait()
-	res := collect(workers, *label, *target, *rate, *warmup, *duration)
-	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
 	fmt.Fprintf(os.Stderr, "openloop %s: %.0f req/s for %s over %d conns: %d ok, %d errors, achieved %.0f req/s; latency µs p50 %.0f p99 %.0f p99.9 %.0f max %.0f; send lag p99 %.0f µs; generator CPU %.2f s\n",
 		res.Label, res.Rate, *duration, res.Conns, res.Requests, res.Errors, res.Achieved,
 		res.Latency.P50, res.Latency.P99, res.Latency.P999, res.Latency.Max, res.Lag.P99, res.CPUSeconds)
@@ -143,6 +141,60 @@ func main() {
 	if res.Errors > 0 {
 		os.Exit(1)
 	}
+}
+
+// run opens the connections, sends the scheduled requests, waits for their
+// answers and returns the figures; it fails only when a connection cannot
+// be opened at the start.
+func run(c config) (result, error) {
+	s := &schedule{interval: float64(time.Second) / c.rate, warmup: c.warmup,
+		total: int64(math.Round(c.rate * (c.warmup + c.duration).Seconds()))}
+	// Connections are opened before the clock starts; every read ends by
+	// the deadline, a little after the run's end.
+	deadline := time.Now().Add(c.warmup + c.duration + c.timeout + 5*time.Second)
+	idle := make(chan *worker, c.conns)
+	workers := make([]*worker, c.conns)
+	for i := range workers {
+		workers[i] = &worker{addr: c.host, deadline: deadline, request: c.request, expect: c.expect, buf: make([]byte, 64<<10)}
+		if err := workers[i].connect(); err != nil {
+			return result{}, err
+		}
+	}
+	cpu0 := cpuTime()
+	s.start = time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(s, idle)
+		}()
+	}
+	// The pacer and the wait for answers end at the same time: -timeout
+	// after the last request was due.
+	end := s.start.Add(c.warmup + c.duration + c.timeout)
+	stop := make(chan struct{})
+	stopAt := time.AfterFunc(time.Until(end), func() { close(stop) })
+	unsent := make(chan int64)
+	go func() { unsent <- pace(s, idle, stop) }()
+	notSent := <-unsent
+	for s.sent.Load() > s.answered.Load() && time.Now().Before(end) {
+		time.Sleep(time.Millisecond)
+	}
+	stopAt.Stop()
+	for _, w := range workers {
+		w.stop()
+	}
+	wg.Wait()
+	res := collect(workers, c.label, c.target, c.rate, c.warmup, c.duration)
+	if notSent > 0 {
+		res.Errors += notSent
+		if res.FirstError == "" {
+			res.FirstError = "requests not sent: every connection was busy until the timeout"
+		}
+	}
+	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
+	return res, nil
 }
 
 // fatal prints err and exits 1.
@@ -179,34 +231,81 @@ func buildRequest(u *url.URL, headers headerList) []byte {
 	return b.Bytes()
 }
 
-// schedule hands out the requests in order of their intended send times.
+// schedule is the run's timetable: request i is due at start + i*interval.
 type schedule struct {
 	start    time.Time
 	interval float64 // nanoseconds between requests
 	warmup   time.Duration
 	total    int64
-	next     atomic.Int64
+	// sent counts the requests written, answered those whose answer (or
+	// failure) the readers have seen.
+	sent, answered atomic.Int64
 }
 
-// claim returns the next request's intended send time, as an offset from
-// the start, and whether it is measured; ok is false when every request
-// has been claimed.
-func (s *schedule) claim() (due time.Duration, measured, ok bool) {
-	i := s.next.Add(1) - 1
-	if i >= s.total {
-		return 0, false, false
+// pace sends every scheduled request at its intended time, from the
+// calling goroutine locked to its OS thread, until all have been sent or
+// stop is closed; it returns how many measured requests were not sent.
+func pace(s *schedule, idle <-chan *worker, stop <-chan struct{}) (notSent int64) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	// Without this, nanosleep may end up to 50 µs late (the default slack).
+	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_TIMERSLACK, 1, 0)
+	for i := range s.total {
+		due := time.Duration(float64(i) * s.interval)
+		sleepUntil(s.start, due)
+		// A worker whose connection failed for good is dropped.
+		for sent := false; !sent; {
+			select {
+			case w := <-idle:
+				sent = w.send(due, s.start)
+			case <-stop:
+				for ; i < s.total; i++ {
+					if time.Duration(float64(i)*s.interval) >= s.warmup {
+						notSent++
+					}
+				}
+				return notSent
+			}
+		}
+		s.sent.Add(1)
 	}
-	due = time.Duration(float64(i) * s.interval)
-	return due, due >= s.warmup, true
+	return 0
 }
 
-// worker sends the requests it claims over its own connection.
+// sleepUntil sleeps until start+due with nanosleep(2) called directly,
+// which leaves the Go scheduler out: the thread keeps its P meanwhile (the
+// readers share the others), and no runtime thread is woken for it.
+func sleepUntil(start time.Time, due time.Duration) {
+	for {
+		wait := due - time.Since(start)
+		if wait <= 0 {
+			return
+		}
+		ts := syscall.NsecToTimespec(int64(wait))
+		syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
+	}
+}
+
+// worker is one persistent connection: the pacer writes requests to it,
+// its reader goroutine (run) reads the answers.
 type worker struct {
 	addr     string
 	deadline time.Time
-	conn     net.Conn
 	request  []byte
 	expect   int
+
+	// mu guards the connection and its socket: the reader replaces them
+	// after an error, the pacer writes to the socket, stop closes it.
+	mu      sync.Mutex
+	conn    net.Conn
+	fd      uintptr // conn's socket, noSocket once it is closed
+	stopped atomic.Bool
+	// The request in flight: its intended send time and, plus one so that
+	// zero means none, when it was written (offsets from the start); the
+	// errno of a failed write.
+	due, sentPlusOne atomic.Int64
+	sendErrno        atomic.Uintptr
+
 	// buf holds what was read from conn; buf[r:w] is not consumed yet.
 	buf  []byte
 	r, w int
@@ -216,69 +315,165 @@ type worker struct {
 	firstError             error
 }
 
-// dial opens the worker's connection.
-func (w *worker) dial() error {
+// noSocket is the fd of a worker whose connection is closed.
+const noSocket = ^uintptr(0)
+
+// dial opens a connection to the server; it returns it with its socket.
+func (w *worker) dial() (net.Conn, uintptr, error) {
 	c, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", w.addr, err)
+		return nil, noSocket, fmt.Errorf("connect %s: %w", w.addr, err)
 	}
-	w.conn, w.r, w.w = c, 0, 0
-	return c.SetDeadline(w.deadline)
+	fd := noSocket
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err == nil {
+		err = raw.Control(func(s uintptr) { fd = s })
+	}
+	if err == nil {
+		err = c.SetReadDeadline(w.deadline)
+	}
+	if err != nil {
+		c.Close()
+		return nil, noSocket, err
+	}
+	return c, fd, nil
 }
 
-// run claims and sends requests until none is left or the deadline passes.
-func (w *worker) run(s *schedule) {
-	defer w.conn.Close()
+// connect opens the worker's first connection.
+func (w *worker) connect() (err error) {
+	w.conn, w.fd, err = w.dial()
+	return err
+}
+
+// reconnect replaces the connection after an error. It returns when the
+// pacer wrote a request to the old connection since the error (-1 when it
+// did not): its answer will never come.
+func (w *worker) reconnect() (stale time.Duration, err error) {
+	c, fd, err := w.dial()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	stale = time.Duration(w.sentPlusOne.Swap(0) - 1)
+	w.closeLocked()
+	if err == nil && w.stopped.Load() {
+		c.Close()
+		err = net.ErrClosed
+	}
+	if err != nil {
+		return stale, err
+	}
+	w.conn, w.fd, w.r, w.w = c, fd, 0, 0
+	return stale, nil
+}
+
+// closeLocked closes the connection; w.mu is held.
+func (w *worker) closeLocked() {
+	w.conn.Close()
+	w.fd = noSocket
+}
+
+// stop ends the reader: an answer still awaited counts as an error.
+func (w *worker) stop() {
+	w.stopped.Store(true)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closeLocked()
+}
+
+// send writes the request due at due with one write(2) on the worker's
+// socket; it returns false when the worker has no connection any more. A
+// failed write shuts the socket down, so that the reader sees it and
+// records the error.
+func (w *worker) send(due time.Duration, start time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd == noSocket {
+		return false
+	}
+	w.due.Store(int64(due))
+	w.sentPlusOne.Store(int64(time.Since(start)) + 1)
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, w.fd, uintptr(unsafe.Pointer(&w.request[0])), uintptr(len(w.request)))
+	if errno == 0 && int(n) < len(w.request) {
+		errno = syscall.EAGAIN
+	}
+	if errno != 0 {
+		w.sendErrno.Store(uintptr(errno))
+		syscall.Shutdown(int(w.fd), syscall.SHUT_RDWR)
+	}
+	return true
+}
+
+// run offers the connection to the pacer and reads the answer to each
+// request sent on it, until the worker is stopped or cannot reconnect.
+func (w *worker) run(s *schedule, idle chan<- *worker) {
+	defer w.stop()
+	offer := true
 	for {
-		due, measured, ok := s.claim()
-		if !ok {
-			return
+		if offer {
+			idle <- w
 		}
-		if wait := time.Until(s.start.Add(due)); wait > 0 {
-			time.Sleep(wait)
-		}
-		sent := time.Since(s.start)
-		err := w.roundTrip()
+		err := w.readAnswer()
 		done := time.Since(s.start)
-		if err != nil {
-			if w.fail(err, measured) != nil {
-				return
+		sent := time.Duration(w.sentPlusOne.Swap(0) - 1)
+		due := time.Duration(w.due.Load())
+		if e := w.sendErrno.Swap(0); e != 0 {
+			err = fmt.Errorf("send: %w", syscall.Errno(e))
+		}
+		// Without a request in flight the connection is still offered: it
+		// failed while idle.
+		pending := sent >= 0
+		offer = pending
+		if pending {
+			s.answered.Add(1)
+		}
+		measured := pending && due >= s.warmup
+		switch {
+		case err == nil && pending:
+			if measured {
+				w.ok++
+				w.latency.record(done - due)
+				w.lag.record(sent - due)
+				w.response.record(done - sent)
 			}
 			continue
+		case err == nil:
+			err = errors.New("an answer to no request")
+		case w.stopped.Load():
+			if pending {
+				w.fail(fmt.Errorf("no answer within the timeout: %w", err), measured)
+			}
+			return
 		}
-		if measured {
-			w.ok++
-			w.latency.record(done - due)
-			w.lag.record(sent - due)
-			w.response.record(done - sent)
+		w.fail(err, measured)
+		if time.Now().After(w.deadline) {
+			return
+		}
+		stale, err := w.reconnect()
+		if stale >= 0 {
+			s.answered.Add(1)
+			w.fail(errors.New("sent on a connection that had failed"), time.Duration(w.due.Load()) >= s.warmup)
+			offer = true
+		}
+		if err != nil {
+			return
 		}
 	}
 }
 
-// fail records err and opens a new connection; it returns an error when
-// none could be opened or the deadline has passed.
-func (w *worker) fail(err error, measured bool) error {
+// fail records err.
+func (w *worker) fail(err error, measured bool) {
 	if measured {
 		w.errors++
 	}
 	if w.firstError == nil {
 		w.firstError = err
 	}
-	w.conn.Close()
-	if time.Now().After(w.deadline) {
-		return os.ErrDeadlineExceeded
-	}
-	return w.dial()
 }
 
 // errStatus is an answer with another status than expected.
 var errStatus = errors.New("unexpected status")
 
-// roundTrip sends the request and reads the whole answer.
-func (w *worker) roundTrip() error {
-	if _, err := w.conn.Write(w.request); err != nil {
-		return err
-	}
+// readAnswer reads one whole answer.
+func (w *worker) readAnswer() error {
 	status, length, err := w.readHead()
 	if err != nil {
 		return err
