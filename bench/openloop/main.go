@@ -157,6 +157,9 @@ func run(c config) (result, error) {
 	for i := range workers {
 		workers[i] = &worker{addr: c.host, deadline: deadline, request: c.request, expect: c.expect, buf: make([]byte, 64<<10)}
 		if err := workers[i].connect(); err != nil {
+			for _, w := range workers[:i] {
+				w.conn.Close()
+			}
 			return result{}, err
 		}
 	}

@@ -131,3 +131,17 @@ func TestRunReconnectsWhenTheServerClosesConnections(t *testing.T) {
 		t.Fatalf("result %d ok, %d errors (%q); want 400 in all, most of them ok", res.Requests, res.Errors, res.FirstError)
 	}
 }
+
+func TestRunFailsWhenTheServerIsDown(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u, err := url.Parse(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	_, err = run(config{target: u.String(), host: u.Host, request: buildRequest(u, nil), rate: 100,
+		duration: time.Second, timeout: time.Second, conns: 2, expect: 200})
+	if err == nil || !strings.Contains(err.Error(), "connect "+u.Host) {
+		t.Fatalf("run against a closed port: %v; want a connect error", err)
+	}
+}
