@@ -13,7 +13,8 @@ import "strings"
 // is idle. The period is the largest the runtime takes, about 24.8 days:
 // the runtime prints one "SCHED" line on stderr whenever a period has
 // passed since the host booted, so on a host up for longer than that one
-// line at start and one every 24.8 days.
+// line at start and one every 24.8 days. A fatal error's output also
+// starts with the scheduler's state.
 const sysmonAwakeSetting = "schedtrace=2147483647"
 
 // godebugKeepingSysmonAwake returns the GODEBUG value serve should run
