@@ -43,25 +43,14 @@ const (
 )
 
 // main runs gemproxy with the process's arguments and environment and exits
-// with run's status. A server first re-executes itself with the runtime
-// setting that keeps sysmon from parking (sysmonAwakeSetting).
+// with run's status.
 func main() {
-	if isDefaultServe(os.Args[1:]) || os.Args[1] == "serve" {
-		if err := execKeepingSysmonAwake(); err != nil {
-			fmt.Fprintf(os.Stderr, "gemproxy: warning: %v; serving without it\n", err)
-		}
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
-}
-
-// isDefaultServe reports whether args name no command, so serve runs.
-func isDefaultServe(args []string) bool {
-	return len(args) == 0 || strings.HasPrefix(args[0], "-")
 }
 
 // run dispatches the command line and returns the exit status.
 func run(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	if isDefaultServe(args) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return serve(args, stdout, stderr, lookupEnv, mainUsage)
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {

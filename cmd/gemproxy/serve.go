@@ -36,14 +36,11 @@ func serveFlagSet() *flag.FlagSet {
 }
 
 // serve runs the proxy until SIGTERM or SIGINT and returns the exit status.
-// usage prints the help for --help.
+// usage prints the help for --help. It owns the process: besides the
+// signals, the memory limit and the PID file, once its configuration is
+// valid it re-executes the process with the runtime setting that keeps
+// sysmon from parking (execKeepingSysmonAwake).
 func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool), usage func(io.Writer)) int {
-	// Signals are caught from the start, so one arriving during start-up
-	// still shuts down in order.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-
 	fs := serveFlagSet()
 	rest, code, ok := parseArgs(fs, args, stdout, stderr, usage)
 	if !ok {
@@ -56,6 +53,19 @@ func serve(args []string, stdout, stderr io.Writer, lookupEnv func(string) (stri
 	if err != nil {
 		return fail(stderr, err)
 	}
+	// Before anything is opened, and after the command line and the
+	// configuration are known to be good, so that their errors come from
+	// this run alone and without the runtime's output.
+	if err := execKeepingSysmonAwake(); err != nil {
+		fmt.Fprintf(stderr, "gemproxy: warning: %v; serving without it\n", err)
+	}
+	// Signals are caught from here, before anything is opened, so one
+	// arriving during start-up still shuts down in order (and one before
+	// this point ends a process that holds nothing yet).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
 	// Bound first: a start that fails on a busy port creates nothing.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
