@@ -7,8 +7,8 @@ import "strings"
 // and the next system call of any goroutine wakes it and sets it polling
 // every 20 µs again. A mirror under a steady, moderate load goes idle
 // between most requests, so each request paid for that wakeup and the
-// polling after it: about a third of gemproxy's CPU at a quarter of its
-// capacity (bench/README.md). A schedtrace period keeps sysmon from
+// polling after it: about 30% of gemproxy's CPU at a quarter of nginx's
+// saturated rate (bench/README.md). A schedtrace period keeps sysmon from
 // parking; it then polls at its slowest, every 10 ms, also when the server
 // is idle. The period is the largest the runtime takes, about 24.8 days:
 // the runtime prints one "SCHED" line on stderr whenever a period has

@@ -16,11 +16,9 @@ func TestServeReexecutesWithSysmonAwake(t *testing.T) {
 		{"madvdontneed=1", "madvdontneed=1," + sysmonAwakeSetting},
 		{"schedtrace=0", "schedtrace=0"},
 	} {
-		env := []string{"GODEBUG=" + tc.given}
-		if tc.given == "" {
-			env = nil
-		}
-		s := startServer(t, append(env, "GEMPROXY_OFFLINE=true"), "--data-dir", t.TempDir())
+		// Set even when empty, so that a GODEBUG of the test's own is not
+		// inherited.
+		s := startServer(t, []string{"GODEBUG=" + tc.given, "GEMPROXY_OFFLINE=true"}, "--data-dir", t.TempDir())
 		environ, err := os.ReadFile("/proc/" + strconv.Itoa(s.cmd.Process.Pid) + "/environ")
 		if err != nil {
 			t.Fatal(err)
