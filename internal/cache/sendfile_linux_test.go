@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -136,8 +137,11 @@ func TestSendToStoredBodyWaitsOutsideTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	_, recv, sent := sendStalled(t, r)
-	if open := s.db.Stats().OpenTxN; open != 0 {
+	_, recv, sent, mostOpenTx := sendStalled(t, r)
+	// Recorded before sendStalled returned; checked now as well as at the
+	// end, as a transaction held while waiting would block the commits
+	// below until the client reads.
+	if open := mostOpenTx.Load(); open != 0 {
 		t.Fatalf("%d read transactions open while SendTo waits for room in the socket", open)
 	}
 	if err := s.Delete(e.Key); err != nil {
@@ -151,6 +155,9 @@ func TestSendToStoredBodyWaitsOutsideTransactions(t *testing.T) {
 	}
 	if err := <-sent; err != nil {
 		t.Fatalf("SendTo: %v", err)
+	}
+	if open := mostOpenTx.Load(); open != 0 {
+		t.Fatalf("%d read transactions open while SendTo waited for room in the socket", open)
 	}
 
 	r2, err := s.Open(putKey(t, s, "/gems/stalled.gem", body, CommitOptions{}), false)
@@ -210,9 +217,10 @@ func finishLive(t *testing.T, st *Staging, live *Live, rest []byte, recv net.Con
 
 // sendStalled starts SendTo of r to a client that reads nothing yet
 // (stalledPair) and returns once SendTo waits for room in the socket: the
-// sending socket, the client's end, and where SendTo's error arrives (the
-// sending end is shut down for writing once SendTo returns).
-func sendStalled(t *testing.T, r *Reader) (syscall.RawConn, net.Conn, <-chan error) {
+// sending socket, the client's end, where SendTo's error arrives (the
+// sending end is shut down for writing once SendTo returns), and the most
+// read transactions of r's store seen open as one of SendTo's waits began.
+func sendStalled(t *testing.T, r *Reader) (syscall.RawConn, net.Conn, <-chan error, *atomic.Int64) {
 	t.Helper()
 	send, recv := stalledPair(t)
 	rc, err := send.SyscallConn()
@@ -221,8 +229,10 @@ func sendStalled(t *testing.T, r *Reader) (syscall.RawConn, net.Conn, <-chan err
 	}
 	waiting := make(chan struct{}, 1)
 	sent := make(chan error, 1)
+	mostOpenTx := new(atomic.Int64)
+	openTx := func() int64 { return int64(r.s.db.Stats().OpenTxN) }
 	go func() {
-		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting})
+		_, err := r.SendTo(waitSignal{RawConn: rc, waiting: waiting, openTx: openTx, mostOpenTx: mostOpenTx})
 		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
 		sent <- err
 	}()
@@ -231,7 +241,7 @@ func sendStalled(t *testing.T, r *Reader) (syscall.RawConn, net.Conn, <-chan err
 	case err := <-sent:
 		t.Fatalf("SendTo returned (%v) without waiting for room in the socket", err)
 	}
-	return rc, recv, sent
+	return rc, recv, sent, mostOpenTx
 }
 
 // stalledPair is tcpPair with small buffers on both ends (tens of KiB):
@@ -246,17 +256,23 @@ func stalledPair(t *testing.T) (*net.TCPConn, net.Conn) {
 }
 
 // waitSignal is a socket that signals on waiting each time a Write
-// callback asks to wait for room.
+// callback asks to wait for room, and keeps in mostOpenTx the highest
+// openTx seen as such a wait begins.
 type waitSignal struct {
 	syscall.RawConn
-	waiting chan struct{}
+	waiting    chan struct{}
+	openTx     func() int64
+	mostOpenTx *atomic.Int64
 }
 
-// Write calls the RawConn's Write, signalling each wait.
+// Write calls the RawConn's Write, recording and signalling each wait.
 func (w waitSignal) Write(f func(fd uintptr) bool) error {
 	return w.RawConn.Write(func(fd uintptr) bool {
 		done := f(fd)
 		if !done {
+			if n := w.openTx(); n > w.mostOpenTx.Load() {
+				w.mostOpenTx.Store(n)
+			}
 			select {
 			case w.waiting <- struct{}{}:
 			default:
@@ -347,7 +363,7 @@ func TestSendToCorksWhileSending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	rc, recv, sent := sendStalled(t, r)
+	rc, recv, sent, _ := sendStalled(t, r)
 	if !corked(t, rc) {
 		t.Error("TCP_CORK not set while a stored body is sent")
 	}
